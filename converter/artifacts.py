@@ -1,0 +1,177 @@
+"""Build every artifact into a (temporary) directory and describe it in ``manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converter import export, layout
+from converter.errors import ExportError, InputError
+from converter.options import ConvertOptions
+from converter.paritydata import ParityData
+from converter.sources import LoadedModel
+
+CALIBRATION_SAMPLES = 200
+
+
+def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None
+                   ) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
+    """Input shapes (PyTorch layout) and dtypes: the user's, the reference default, or the ONNX file's."""
+    if model.kind == "onnx":
+        proto = export.check_onnx(model.onnx_path)
+        shapes = input_shapes or export.onnx_input_shapes(proto)
+        dtypes = export.onnx_elem_types(proto)
+        if len(shapes) != len(dtypes):
+            raise InputError(f"{model.onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
+                             "pass one --input-shape per model input")
+        return [tuple(s) for s in shapes], dtypes
+    shapes = input_shapes or list(model.default_input_shapes)
+    if not shapes:
+        raise InputError(f"no input shape for {model.name}", "pass --input-shape, e.g. --input-shape 1,3,224,224")
+    return [tuple(s) for s in shapes], [np.dtype(np.float32)] * len(shapes)
+
+
+def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
+    if given and len(given) != count:
+        raise InputError(f"{len(given)} --{prefix}-name given for {count} {prefix}s", f"pass one --{prefix}-name per {prefix}")
+    return list(given) or ([prefix if count == 1 else f"{prefix}_{i}" for i in range(count)])
+
+
+def build(model: LoadedModel, out: Path, options: ConvertOptions, shapes, dtypes, data: ParityData,
+          calibration: list[np.ndarray] | None, timings: dict[str, float]) -> dict:
+    """Export ONNX, convert to TF, write SavedModel and TFLite files; return the manifest."""
+    from converter.runtimes import onnxruntime_runner
+
+    batch = shapes[0][0]
+    sample = [_take(x, batch) for x in data.inputs]
+    t = time.perf_counter()
+    onnx_path = out / "model.onnx"
+    if model.kind == "onnx":
+        proto = export.check_onnx(model.onnx_path)
+        n_out = len(proto.graph.output)
+        in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else export.graph_input_names(proto)
+        out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
+        proto = export.rename_io(proto, in_names, out_names)
+        import onnx
+
+        onnx.save(proto, str(onnx_path))
+    else:
+        shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
+        n_out = export.probe_outputs(model.module, sample, shapes_text)
+        in_names = io_names(options.input_names, len(shapes), "input")
+        out_names = io_names(options.output_names, n_out, "output")
+        proto = export.export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset,
+                                   options.dynamic_batch)
+    ort_out = onnxruntime_runner(onnx_path).fn(sample)
+    if model.module is not None:
+        torch_out = export.run_torch(model.module, sample)
+        worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
+        if worst > 1e-3:
+            raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
+                              "the model is not traceable as is (data-dependent control flow?); check forward()")
+    timings["export_onnx"] = time.perf_counter() - t
+    manifest = _base_manifest(model, options, in_names, out_names, shapes, dtypes, ort_out)
+    if options.wants_saved_model:
+        _build_tf(proto, out, options, shapes, dtypes, out_names, sample, ort_out, data, calibration, manifest, timings)
+    return manifest
+
+
+def _build_tf(proto, out: Path, options, shapes, dtypes, out_names, sample, ort_out, data, calibration,
+              manifest: dict, timings: dict[str, float]) -> None:
+    from converter import tfexport
+    from converter.tensorflow import onnx_to_keras
+
+    t = time.perf_counter()
+    graph = onnx_to_keras(proto, shapes, dtypes, out_names, sample, ort_out, options.layout, options.verbose)
+    module = tfexport.build_serving_module(graph, options.dynamic_batch)
+    timings["onnx_to_tf"] = time.perf_counter() - t
+    manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
+    manifest["outputs"] = [o.as_manifest() for o in graph.outputs]
+    manifest["rewrites"] = list(graph.applied)
+    if options.dynamic_batch:
+        for entry in (*manifest["inputs"], *manifest["outputs"]):
+            entry["shape"][0] = None
+    t = time.perf_counter()
+    tfexport.save_saved_model(module, out / "saved_model", options.verbose)
+    manifest["artifacts"]["saved_model"] = {"path": "saved_model", "bytes": _dir_bytes(out / "saved_model"),
+                                            "signature": tfexport.SIGNATURE_KEY}
+    timings["saved_model"] = time.perf_counter() - t
+    representative = _representative(calibration, data, graph.inputs)
+    for precision in options.tflite_precisions:
+        t = time.perf_counter()
+        blob = tfexport.convert_tflite(module, precision, representative, options.int8_keep_float, options.verbose)
+        name = f"model_{precision}.tflite"
+        (out / name).write_bytes(blob)
+        manifest["artifacts"][f"tflite_{precision}"] = {
+            "path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+            "precision": precision, "signature": tfexport.SIGNATURE_KEY,
+            "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
+            "keep_float": list(options.int8_keep_float) if precision == "int8" else [],
+        }
+        timings[f"tflite_{precision}"] = time.perf_counter() - t
+    if "saved_model" not in options.targets:
+        shutil.rmtree(out / "saved_model")
+        del manifest["artifacts"]["saved_model"]
+
+
+def _representative(calibration, data: ParityData, inputs):
+    """Full-int8 calibration: the user's arrays, else the real parity inputs (never random noise)."""
+    arrays = calibration if calibration is not None else (data.inputs if data.real else None)
+    if arrays is None:
+        return None
+    count = min(CALIBRATION_SAMPLES, len(arrays[0]))
+
+    def generator():
+        for k in range(count):
+            yield [layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.float32) for a, i in zip(arrays, inputs)]
+
+    return generator
+
+
+def _base_manifest(model: LoadedModel, options: ConvertOptions, in_names, out_names, shapes, dtypes, ort_out) -> dict:
+    import onnx2tf
+    import onnxruntime
+    import torch
+
+    inputs = [{"name": n, "shape": [None if options.dynamic_batch and a == 0 else d for a, d in enumerate(s)],
+               "dtype": str(np.dtype(dt)), "perm_from_pytorch": list(layout.identity(len(s))), "pytorch_shape": list(s)}
+              for n, s, dt in zip(in_names, shapes, dtypes)]
+    outputs = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "perm_from_pytorch": list(layout.identity(o.ndim)),
+                "pytorch_shape": list(o.shape)} for n, o in zip(out_names, ort_out)]
+    return {
+        "format": "torch2tf-manifest/1",
+        "source": {"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights},
+        "layout": options.layout,
+        "dynamic_batch": options.dynamic_batch,
+        "opset": options.opset,
+        "inputs": inputs,
+        "outputs": outputs,
+        "onnx": {"inputs": [dict(i, perm_from_pytorch=list(layout.identity(len(i["pytorch_shape"])))) for i in inputs],
+                 "outputs": outputs},
+        "artifacts": {"onnx": {"path": "model.onnx"}},
+        "versions": {"torch": torch.__version__, "onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    onnx_file = out / "model.onnx"
+    if onnx_file.exists():
+        manifest["artifacts"]["onnx"]["bytes"] = onnx_file.stat().st_size
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _take(x: np.ndarray, batch: int) -> np.ndarray:
+    if len(x) >= batch:
+        return np.ascontiguousarray(x[:batch])
+    return np.ascontiguousarray(np.concatenate([x] * (batch // len(x) + 1))[:batch])
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

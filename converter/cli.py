@@ -1,0 +1,145 @@
+"""``convert``: argument parsing and exit codes only; the work is in :mod:`converter.api`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
+from converter.options import DEFAULT_OPSET, PRECISIONS, TARGETS, ConvertOptions
+
+EXAMPLES = """examples:
+  convert mnist_cnn --weights runs/torch/model.pt --out out/mnist
+  convert mymodels.net:build --input-shape 1,3,224,224 --dynamic-batch --out out/net
+  convert model.onnx --precision fp32,fp16 --layout keep --out out/onnx
+  convert mnist_cnn --weights runs/torch/model.pt --out out/mnist --check   # CI gate on existing artifacts
+exit codes: 0 converted and parity passed, 1 parity failed (artifacts kept), 2 bad input or conversion error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convert", description="PyTorch -> ONNX -> TF SavedModel + TFLite, with a "
+                                "parity report across every runtime.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="mnist_cnn | package.module:callable | model.torchscript.pt | model.pt2 | model.onnx")
+    p.add_argument("--weights", help="state_dict file for a reference name or module:callable")
+    p.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--input-shape", action="append", default=[], help="e.g. 1,1,28,28 (repeat per input)")
+    p.add_argument("--input-name", action="append", default=[], help="input names, in order (repeatable)")
+    p.add_argument("--output-name", action="append", default=[], help="output names, in order (repeatable)")
+    p.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic everywhere")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--layout", choices=["nhwc", "keep"], default="nhwc",
+                   help="nhwc: 4-D image inputs become NHWC (default); keep: exactly the PyTorch shapes")
+    p.add_argument("--precision", default=",".join(PRECISIONS), help=f"TFLite precisions ({','.join(PRECISIONS)})")
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"artifacts to write ({','.join(TARGETS)})")
+    p.add_argument("--parity-data", help="mnist | random | IDX directory | file.npy (default: mnist for "
+                   "mnist_cnn, random otherwise)")
+    p.add_argument("--parity-samples", type=int, help="default 1000 for mnist_cnn, 100 otherwise")
+    p.add_argument("--calibration-data", type=Path, help=".npy of representative inputs for full int8")
+    p.add_argument("--no-parity", action="store_true", help="convert only")
+    p.add_argument("--check", action="store_true", help="re-run parity on an existing --out")
+    p.add_argument("--atol", type=float, help="override the fp32 absolute tolerance")
+    p.add_argument("--rtol", type=float, help="override the fp32 relative tolerance")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="show onnx2tf/TF output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from converter.quiet import quiet_tensorflow, silenced
+
+    quiet_tensorflow(args.verbose)
+    try:
+        with silenced(args.verbose):
+            import tensorflow  # noqa: F401  (absl prints its start-up banner to fd 2 at import)
+        return _run(args)
+    except ConverterError as exc:
+        print(f"convert: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("convert: interrupted — nothing was written to --out", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from converter import api
+    from converter.sources import load_model
+
+    spec = args.model or _spec_from_manifest(args)
+    model = load_model(spec, args.weights if args.model else _weights_from_manifest(args))
+    is_ref = model.kind == "reference"
+    options = ConvertOptions(
+        input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
+        dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_csv(args.precision),
+        targets=_csv(args.targets), parity=not args.no_parity,
+        parity_samples=args.parity_samples or (1000 if is_ref else 100), atol=args.atol, rtol=args.rtol,
+        seed=args.seed, verbose=args.verbose)
+    parity_data = args.parity_data or ("mnist" if is_ref else "random")
+    if args.check:
+        result = api.check(model, args.out, options, parity_data=parity_data)
+    else:
+        calibration = None
+        if args.calibration_data is not None:
+            calibration = [_load_npy(args.calibration_data)]
+        result = api.convert(model, args.out, options, input_shapes=_shapes(args.input_shape) or None,
+                             parity_data=parity_data, calibration=calibration, force=args.force)
+    if result.parity is not None:
+        from converter.parity import to_markdown
+
+        print(to_markdown(result.parity))
+        for row in result.parity.failures():
+            print(f"convert: parity FAILED for {row.runtime} ({row.precision}): {row.reason}", file=sys.stderr)
+    print(f"convert: wrote {result.out_dir}", file=sys.stderr)
+    return result.exit_code
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _shapes(items: list[str]) -> list[tuple[int, ...]]:
+    shapes = []
+    for item in items:
+        try:
+            dims = tuple(int(d) for d in item.replace("x", ",").split(","))
+        except ValueError:
+            raise InputError(f"--input-shape {item!r} is not a comma list of integers", "write e.g. 1,3,224,224") from None
+        if not dims or any(d <= 0 for d in dims):
+            raise InputError(f"--input-shape {item!r} has a non-positive dimension", "write e.g. 1,3,224,224")
+        shapes.append(dims)
+    return shapes
+
+
+def _load_npy(path: Path):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except Exception as exc:
+        raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
+                         "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
+
+
+def _manifest(args) -> dict:
+    import json
+
+    path = args.out / "manifest.json"
+    if not args.check or not path.is_file():
+        raise InputError("no model given", "pass the model (e.g. mnist_cnn --weights model.pt)")
+    return json.loads(path.read_text())
+
+
+def _spec_from_manifest(args) -> str:
+    return _manifest(args)["source"]["spec"]
+
+
+def _weights_from_manifest(args) -> str | None:
+    return _manifest(args)["source"].get("weights")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

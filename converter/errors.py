@@ -1,0 +1,43 @@
+"""Error types the CLI maps to exit codes.
+
+Every error carries a one-line message that names the problem *and* the fix; the CLI prints it as
+``convert: error: <message>`` and exits with :attr:`ConverterError.exit_code`, never a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARITY_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class ConverterError(Exception):
+    """Base class: bad input or a conversion that cannot proceed (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        message = problem if not fix else f"{problem} — {fix}"
+        super().__init__(" ".join(message.split()))  # one line, always
+
+
+class InputError(ConverterError):
+    """The user's arguments, files or data are wrong."""
+
+
+class ModelLoadError(InputError):
+    """The model, its weights or its callable cannot be loaded."""
+
+
+class ExportError(ConverterError):
+    """torch -> ONNX failed (the model cannot be traced with the given inputs)."""
+
+
+class TensorFlowConversionError(ConverterError):
+    """ONNX -> TensorFlow failed (an op onnx2tf cannot convert, or an export that TF rejects)."""
+
+
+class ParityFailed(Exception):
+    """Raised by :func:`converter.testing.assert_parity`; the CLI uses exit code 1 instead."""
+
+    exit_code = EXIT_PARITY_FAILED

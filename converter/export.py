@@ -1,0 +1,138 @@
+"""torch -> ONNX: export, ``onnx.checker``, and a smoke run in onnxruntime that must match PyTorch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from converter.errors import ExportError, InputError
+
+
+def flatten_outputs(out: object) -> list[torch.Tensor]:
+    """Model outputs as a flat list of tensors (tuple / list / dict / single tensor)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        flat: list[torch.Tensor] = []
+        for item in out:
+            flat.extend(flatten_outputs(item))
+        return flat
+    raise ExportError(f"the model returned a {type(out).__name__}", "return tensors, or a tuple/dict of tensors")
+
+
+def run_torch(module: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Eval-mode forward pass without autograd; numpy in, numpy out."""
+    with torch.inference_mode():
+        out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+    return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
+
+
+def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str) -> int:
+    """Run the model once on the sample; a shape mismatch becomes a one-line InputError. Returns #outputs."""
+    try:
+        return len(run_torch(module, sample))
+    except ExportError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the model rejects --input-shape {shapes_text}: {first}",
+                         "pass the shape(s) forward() expects, e.g. --input-shape 1,1,28,28") from None
+
+
+def export_onnx(
+    module: nn.Module,
+    sample: list[np.ndarray],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+    dynamic_batch: bool,
+) -> onnx.ModelProto:
+    """Export with the TorchScript-based exporter (stable ``/module/path/Op`` node names, used to map
+    numbers back to PyTorch modules), then check the graph."""
+    args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in sample)
+    dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(path), input_names=input_names, output_names=output_names,
+                opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
+            )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export failed: {first}",
+                          "try another --opset, or make forward() traceable (no data-dependent Python control flow)") from None
+    return check_onnx(path)
+
+
+def check_onnx(path: Path) -> onnx.ModelProto:
+    """Load and validate an ONNX file; corrupt or truncated files become a one-line InputError."""
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {first})",
+                         "re-export it with torch.onnx.export, or check the file was copied completely") from None
+    if not model.graph.output:
+        raise InputError(f"{path} has no graph outputs", "export a model with at least one output")
+    return model
+
+
+def rename_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str]) -> onnx.ModelProto:
+    """Rename graph inputs/outputs (for ``.onnx`` sources given --input-name/--output-name)."""
+    mapping: dict[str, str] = {}
+    real_inputs = graph_input_names(model)
+    for old, new in zip(real_inputs, input_names):
+        mapping[old] = new
+    for old, new in zip([o.name for o in model.graph.output], output_names):
+        mapping[old] = new
+    mapping = {k: v for k, v in mapping.items() if k != v}
+    if not mapping:
+        return model
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        vi.name = mapping.get(vi.name, vi.name)
+    for node in model.graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    return model
+
+
+def graph_input_names(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs that are real inputs (old exporters also list initializers as inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def onnx_input_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:
+    """Static input shapes of an ONNX graph; symbolic dims become 1 (batch) — error for other dims."""
+    inits = {i.name for i in model.graph.initializer}
+    shapes = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = []
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif axis == 0:
+                dims.append(1)
+            else:
+                raise InputError(f"input {vi.name!r} has a symbolic dimension {axis}",
+                                 "pass --input-shape to fix it")
+        shapes.append(tuple(dims))
+    return shapes
+
+
+def onnx_elem_types(model: onnx.ModelProto) -> list[np.dtype]:
+    inits = {i.name for i in model.graph.initializer}
+    return [np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            for vi in model.graph.input if vi.name not in inits]

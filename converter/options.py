@@ -1,0 +1,66 @@
+"""Conversion options: one frozen dataclass, validated once, shared by the API and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from converter.errors import InputError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "dynamic_int8", "int8")
+TARGETS: tuple[str, ...] = ("onnx", "saved_model", "tflite")
+LAYOUTS: tuple[str, ...] = ("nhwc", "keep")
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to build and how to check it.
+
+    Attributes:
+        input_names / output_names: names used in every artifact (ONNX, SavedModel signature, TFLite
+            signature), in the user's order. Empty: ``input_0..``, ``output_0..``.
+        layout: ``nhwc`` (4-D image inputs become NHWC, what TFLite on phones wants) or ``keep``
+            (artifacts take exactly the PyTorch shapes). Non-image inputs keep their layout either way.
+        dynamic_batch: keep dim 0 symbolic in every artifact; parity then runs at two batch sizes.
+        precisions / targets: the subset to build.
+        calibration: representative inputs for full-int8 (list of arrays in PyTorch layout), or None to
+            use the parity inputs.
+        int8_keep_float: module paths / ONNX scopes to keep in float during full-int8 (selective int8).
+    """
+
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    layout: str = "nhwc"
+    dynamic_batch: bool = False
+    opset: int = DEFAULT_OPSET
+    precisions: tuple[str, ...] = PRECISIONS
+    targets: tuple[str, ...] = TARGETS
+    parity: bool = True
+    parity_samples: int = 1000
+    atol: float | None = None
+    rtol: float | None = None
+    seed: int = 0
+    verbose: bool = False
+    int8_keep_float: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise InputError(f"unknown precision {bad[0]!r}", f"use a comma list of {', '.join(PRECISIONS)}")
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad:
+            raise InputError(f"unknown target {bad[0]!r}", f"use a comma list of {', '.join(TARGETS)}")
+        if self.layout not in LAYOUTS:
+            raise InputError(f"unknown layout {self.layout!r}", "use --layout nhwc or --layout keep")
+        if not 7 <= self.opset <= 21:
+            raise InputError(f"opset {self.opset} is out of range", "use an ONNX opset between 7 and 21 (default 17)")
+        if self.parity_samples <= 0:
+            raise InputError("--parity-samples must be positive", "pass e.g. --parity-samples 1000")
+
+    @property
+    def wants_saved_model(self) -> bool:
+        return "saved_model" in self.targets or "tflite" in self.targets
+
+    @property
+    def tflite_precisions(self) -> tuple[str, ...]:
+        return self.precisions if "tflite" in self.targets else ()

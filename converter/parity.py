@@ -1,0 +1,216 @@
+"""Parity metrics, the tolerance table, and the report (JSON + Markdown).
+
+Every runtime is compared with the reference (PyTorch eval mode; onnxruntime for ``.onnx`` sources) on the
+same real inputs, in the PyTorch layout. Metrics are scale-aware: ``max_rel_err`` divides each sample's
+worst absolute error by that sample's largest reference magnitude, so a 1e-4 error means the same on
+logits of 0.1 and of 100.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Default pass criteria per precision (README "Parity tolerances" shows this same table).
+#: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1.
+#: fp16: top-1 agreement and per-sample cosine. int8: accuracy drop vs the reference (labels) or, without
+#: labels, top-1 agreement and cosine.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"atol": 1e-4, "rtol": 1e-4, "top1_agreement": 1.0, "cosine_min": 0.99999},
+    "fp16": {"top1_agreement": 0.999, "cosine_min": 0.999},
+    "dynamic_int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98},
+    "int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98},
+}
+#: A reference whose largest magnitude is below this makes any absolute comparison vacuous.
+DEGENERATE_SCALE = 1e-6
+
+
+@dataclass
+class RuntimeResult:
+    runtime: str
+    precision: str
+    artifact: str | None
+    max_abs_err: float
+    mean_abs_err: float
+    max_rel_err: float
+    cosine_min: float
+    top1_agreement: float | None
+    accuracy: float | None
+    tolerance: dict
+    passed: bool
+    reason: str = ""
+    batch_sizes: list[int] = field(default_factory=list)
+    size_bytes: int | None = None
+    localisation: dict | None = None
+
+
+@dataclass
+class ParityReport:
+    passed: bool
+    reference: str
+    samples: int
+    runtimes: list[RuntimeResult]
+    reference_accuracy: float | None = None
+    reference_scale: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    data: str = ""
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        return json.loads(json.dumps(out, default=_jsonable), parse_constant=lambda c: None)
+
+    def failures(self) -> list[RuntimeResult]:
+        return [r for r in self.runtimes if not r.passed]
+
+    def write(self, out_dir: Path) -> None:
+        (out_dir / "parity.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+        (out_dir / "parity.md").write_text(to_markdown(self) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value))
+
+
+def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> dict:
+    tol = dict(TOLERANCES[precision])
+    if atol is not None:
+        tol["atol"] = atol
+    if rtol is not None:
+        tol["rtol"] = rtol
+    return tol
+
+
+def top1(output: np.ndarray) -> np.ndarray | None:
+    """Class predictions: last axis for [N, C] and [N, T, C]; channel axis for [N, C, H, W]."""
+    if output.ndim < 2:
+        return None
+    axis = 1 if output.ndim == 4 else -1
+    if output.shape[axis] < 2:
+        return None
+    return np.argmax(output, axis=axis)
+
+
+def compare(
+    runtime: str,
+    precision: str,
+    artifact: str | None,
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    labels: np.ndarray | None,
+    reference_accuracy: float | None,
+    tolerance: dict,
+) -> RuntimeResult:
+    """All metrics for one runtime (every output; the worst output decides)."""
+    ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
+    got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
+    ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
+    accuracy = _accuracy(candidate[0], labels)
+    agreement = _agreement(reference, candidate)
+    if (got_bad & ~ref_bad).any():
+        n = int((got_bad & ~ref_bad).sum())
+        return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
+                             tolerance, False, f"{n} NaN/Inf values where the reference is finite")
+    mask = ~ref_bad
+    diff = np.where(mask, np.abs(got - ref), 0.0)
+    scale = np.maximum(np.max(np.where(mask, np.abs(ref), 0.0), axis=1), 1e-30)
+    per_sample = np.max(diff, axis=1)
+    max_abs = float(per_sample.max())
+    mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
+    max_rel = float((per_sample / scale).max())
+    cosine = _cosine_min(np.where(mask, ref, 0.0), np.where(mask, got, 0.0))
+    passed, reason = _judge(precision, tolerance, per_sample, scale, cosine, agreement, accuracy, reference_accuracy)
+    return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
+                         tolerance, passed, reason)
+
+
+def _judge(precision, tol, per_sample, scale, cosine, agreement, accuracy, reference_accuracy) -> tuple[bool, str]:
+    if "atol" in tol:
+        bound = tol["atol"] + tol.get("rtol", 0.0) * scale
+        worst = int(np.argmax(per_sample - bound))
+        if per_sample[worst] > bound[worst]:
+            return False, (f"|Δ| {per_sample[worst]:.3g} > {bound[worst]:.3g} "
+                           f"(atol {tol['atol']:g} + rtol {tol.get('rtol', 0):g}·|ref|) on sample {worst}")
+    drop_limit = tol.get("accuracy_drop_pp")
+    if drop_limit is not None and accuracy is not None and reference_accuracy is not None:
+        drop = (reference_accuracy - accuracy) * 100
+        if drop > drop_limit:
+            return False, f"accuracy drop {drop:.2f} pp > {drop_limit:g} pp"
+        return True, ""
+    need = tol.get("top1_agreement")
+    if need is not None and agreement is not None and agreement < need:
+        return False, f"top-1 agreement {agreement:.4f} < {need:g}"
+    need = tol.get("cosine_min")
+    if need is not None and cosine < need:
+        return False, f"cosine {cosine:.6f} < {need:g}"
+    return True, ""
+
+
+def _cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
+    num = np.sum(ref * got, axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    both_zero = (den == 0) & (np.abs(ref).max(axis=1) == 0) & (np.abs(got).max(axis=1) == 0)
+    cos = np.where(both_zero, 1.0, num / np.where(den == 0, 1.0, den))
+    return float(cos.min())
+
+
+def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
+    scores = []
+    for r, c in zip(reference, candidate):
+        a, b = top1(r), top1(c)
+        if a is not None and b is not None:
+            scores.append(float(np.mean(a == b)))
+    return min(scores) if scores else None
+
+
+def _accuracy(output: np.ndarray, labels: np.ndarray | None) -> float | None:
+    pred = top1(output)
+    if labels is None or pred is None or pred.ndim != 1:
+        return None
+    return float(np.mean(pred == labels[: len(pred)]))
+
+
+def reference_warnings(reference: list[np.ndarray]) -> tuple[float, list[str]]:
+    """The reference's scale, and a warning when it makes the comparison meaningless."""
+    scale = max(float(np.nanmax(np.abs(r))) if r.size else 0.0 for r in reference)
+    warnings = []
+    if scale < DEGENERATE_SCALE:
+        warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
+                        "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
+    return scale, warnings
+
+
+def to_markdown(report: ParityReport) -> str:
+    """The report as a table, worst first (failures, then by relative error)."""
+    rows = sorted(report.runtimes, key=lambda r: (r.passed, -_finite(r.max_rel_err)))
+    head = (f"Parity vs **{report.reference}** on {report.samples} samples ({report.data}): "
+            f"**{'PASSED' if report.passed else 'FAILED'}**")
+    if report.reference_accuracy is not None:
+        head += f" — reference accuracy {report.reference_accuracy:.2%}"
+    lines = [head, "",
+             "| runtime | precision | artifact | size | max abs err | mean abs err | max rel err | cosine min | top-1 agree | accuracy | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.runtime} | {r.precision} | {r.artifact or '-'} | {_size(r.size_bytes)} | {r.max_abs_err:.3g} | {r.mean_abs_err:.3g} | "
+            f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_pct(r.top1_agreement)} | {_pct(r.accuracy)} | "
+            f"{'yes' if r.passed else 'NO: ' + r.reason} |")
+    lines += [f"> warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else (f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 1e300

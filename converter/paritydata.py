@@ -1,0 +1,103 @@
+"""The inputs every runtime sees: real MNIST digits, a user's ``.npy``/IDX directory, or seeded noise.
+
+All arrays are in the PyTorch layout, float32 (or the model's input dtype), with the batch axis first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converter.errors import InputError
+
+
+@dataclass(frozen=True)
+class ParityData:
+    inputs: list[np.ndarray]  # one [N, ...] array per model input
+    labels: np.ndarray | None
+    description: str
+    real: bool = True  # False for seeded noise: never used to calibrate int8
+
+
+def load_parity_data(
+    source: str,
+    input_shapes: list[tuple[int, ...]],
+    input_dtypes: list[np.dtype],
+    samples: int,
+    seed: int = 0,
+) -> ParityData:
+    """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH (IDX directory or ``.npy``)."""
+    if source == "random":
+        return _random(input_shapes, input_dtypes, samples, seed)
+    if source == "mnist":
+        from reference_models.data import DataError, load_mnist
+
+        try:
+            arrays = load_mnist("auto", "eval")
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        return _mnist(arrays, input_shapes, samples, seed)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"--parity-data {source} does not exist",
+                         "pass mnist, random, an IDX directory or a .npy file")
+    if path.is_dir():
+        from reference_models.data import DataError, read_idx_dir
+
+        try:
+            arrays = read_idx_dir(path)
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        return _mnist(arrays, input_shapes, samples, seed)
+    if path.suffix == ".npy":
+        return _npy(path, input_shapes, input_dtypes, samples)
+    raise InputError(f"--parity-data {source} is neither a directory nor a .npy file",
+                     "pass mnist, random, an IDX directory or a .npy file")
+
+
+def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
+    from reference_models.data import normalize_nchw
+
+    if len(input_shapes) != 1 or tuple(input_shapes[0][1:]) != (1, 28, 28):
+        shapes = " ".join(",".join(map(str, s)) for s in input_shapes)
+        raise InputError(f"MNIST parity data has shape [N,1,28,28] but the model takes {shapes}",
+                         "pass --parity-data random or a .npy file of the model's input shape")
+    count = min(samples, len(arrays.labels))
+    # a fixed, seeded subset so the same seed always compares the same digits
+    index = np.sort(np.random.default_rng(seed).permutation(len(arrays.labels))[:count])
+    images = normalize_nchw(arrays.images[index])
+    return ParityData([images], arrays.labels[index].astype(np.int64), f"{count} real MNIST digits: {arrays.source}")
+
+
+def _random(input_shapes, input_dtypes, samples: int, seed: int) -> ParityData:
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for shape, dtype in zip(input_shapes, input_dtypes):
+        full = (samples, *shape[1:])
+        if np.issubdtype(dtype, np.integer):
+            inputs.append(rng.integers(0, 2, size=full).astype(dtype))
+        elif np.issubdtype(dtype, np.bool_):
+            inputs.append(rng.integers(0, 2, size=full).astype(bool))
+        else:
+            inputs.append(rng.standard_normal(full).astype(dtype))
+    return ParityData(inputs, None, f"{samples} seeded N(0,1) samples (seed {seed})", real=False)
+
+
+def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
+    if len(input_shapes) != 1:
+        raise InputError(f"a .npy parity file feeds one input but the model has {len(input_shapes)}",
+                         "pass --parity-data random for multi-input models")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read {path}: {type(exc).__name__}", "pass a file written by numpy.save") from None
+    want = tuple(input_shapes[0][1:])
+    if array.ndim == len(want) and tuple(array.shape) == want:
+        array = array[None]
+    if tuple(array.shape[1:]) != want:
+        raise InputError(f"{path} holds shape {list(array.shape)} but the model input is [N,{','.join(map(str, want))}]",
+                         "save the inputs as one array of shape [N, *input_shape[1:]] in the PyTorch layout")
+    array = array[:samples].astype(input_dtypes[0], copy=False)
+    return ParityData([np.ascontiguousarray(array)], None, f"{len(array)} samples from {path.name}")

@@ -1,0 +1,348 @@
+"""Graph rewrites that let onnx2tf 1.28.8 convert real architectures, and an offline guard for onnx2tf.
+
+Every mechanism is a small pure function ``ModelProto -> ModelProto`` that keeps the graph valid and numerically
+identical in onnxruntime; each docstring says what fails in onnx2tf without it and why the fix is general (it keys
+on graph structure, never on a model's name). ``prepare_for_onnx2tf`` runs them in a fixed order, records which
+ones changed something, and derives the onnx2tf keyword arguments the rewritten graph needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
+
+# What TensorFlow accepts as an op / name-scope name (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX).
+_VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+_INVALID_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
+_NONDETERMINISTIC = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+_RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A graph ready for onnx2tf, the names of the rewrites that changed it, and the onnx2tf options it needs."""
+
+    model: onnx.ModelProto
+    applied: tuple[str, ...]
+    onnx2tf_kwargs: dict
+
+
+# --------------------------------------------------------------------------------------------- graph helpers
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, for every tensor whose shape onnx shape inference can pin down completely."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = inferred.graph
+    shapes = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = info.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        dims = tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            counts[name] = counts.get(name, 0) + 1
+    for out in graph.output:
+        counts[out.name] = counts.get(out.name, 0) + 1
+    return counts
+
+
+def _remove_dead(graph: onnx.GraphProto) -> None:
+    """Drop nodes none of whose outputs is used, and initializers nothing reads, until nothing changes."""
+    while True:
+        used = _consumers(graph)
+        live = [n for n in graph.node if any(used.get(o, 0) for o in n.output if o)]
+        if len(live) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(live)
+    used = _consumers(graph)
+    graph_inputs = {i.name for i in graph.input}
+    keep = [t for t in graph.initializer if used.get(t.name, 0) or t.name in graph_inputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+# ------------------------------------------------------------------------------------------ fold_constants
+
+
+def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: value for name, value in zip(node.input, inputs) if name}
+    return list(ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds))
+
+
+def _fold_node(
+    node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], opset: int
+) -> list[np.ndarray] | None:
+    """The node's output values if they follow from constants and static shapes alone, else None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
+        return None
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return None
+    if node.op_type in ("Shape", "Size") and node.input[0] not in known and node.input[0] in shapes:
+        shape = np.array(shapes[node.input[0]], np.int64)
+        if node.op_type == "Size":
+            return [np.array(shape.prod(), np.int64)]
+        attrs = {a.name: a.i for a in node.attribute}
+        return [shape[attrs.get("start", 0) : attrs.get("end", len(shape)) or None]]
+    if not all(name in known for name in node.input if name):
+        return None
+    inputs = [known[name] if name else None for name in node.input]
+    values = _evaluate(node, inputs, opset)
+    # Never let folding inflate the graph (Expand/Tile/ConstantOfShape of big shapes stay as ops).
+    budget = max(1 << 16, sum(int(np.size(v)) for v in inputs if v is not None))
+    if sum(int(np.size(v)) for v in values) > budget:
+        return None
+    return [np.asarray(v) for v in values]
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every node whose outputs depend only on constants and on *static* shapes by initializers.
+
+    Without it: the TorchScript exporter leaves shape arithmetic on activations (``x.chunk`` in ShuffleNetV2 becomes
+    Shape→Gather→Add→Div→Mul→Slice, RNN zero states become Shape→Gather→Concat→Expand). onnx2tf converts those
+    int64 chains into int32 TF tensors and then fails (``Input 'y' of 'AddV2' Op has type int64 that does not match
+    type int32``), or feeds dynamic tensors where it needs constants (LSTM ``initial_state``). onnx2tf would normally
+    run onnx-simplifier for this, which is not installed and only works on files.
+    Why general: the exported graph has fully static shapes, so every Shape/Size of an activation is a constant; the
+    remaining subgraph is evaluated with the ONNX reference evaluator, node by node, without inflating the graph.
+    """
+    model = _copy(model)
+    graph = model.graph
+    shapes = _static_shapes(model)
+    opset = _opset(model)
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    kept, folded = [], {}
+    for node in graph.node:
+        values = _fold_node(node, known, shapes, opset)
+        if values is None:
+            kept.append(node)
+            continue
+        known.update(zip(node.output, values))
+        if node.op_type == "Constant" or graph_outputs.intersection(node.output):
+            kept.append(node)  # a Constant is already folded; a graph output must stay the output of an op
+        else:
+            folded.update(zip(node.output, values))
+    if not folded:
+        return model
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = _consumers(graph)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if used.get(name, 0))
+    _remove_dead(graph)
+    folded_names = set(folded)
+    kept_info = [vi for vi in graph.value_info if vi.name not in folded_names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    return model
+
+
+# ---------------------------------------------------------------------------------------- drop_zero_rnn_states
+
+
+def drop_zero_rnn_states(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove all-zero constant ``initial_h`` / ``initial_c`` inputs (and full-length ``sequence_lens``) of RNN ops.
+
+    Without it: torch always exports LSTM/GRU/RNN with explicit zero initial states; onnx2tf turns them into Keras
+    ``initial_state`` tensors, which fails on constants (``initial_state`` must be a Keras tensor) or after a layout
+    transpose. Why general: ONNX defines a missing initial state as zeros and a missing ``sequence_lens`` as "every
+    sequence is full length", so dropping inputs with exactly those values is an identity on any RNN node.
+    Run after ``fold_constants`` (which turns the exporter's Expand-of-zeros into initializers).
+    """
+    model = _copy(model)
+    graph = model.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    changed = False
+    for node in graph.node:
+        if node.op_type not in _RNN_OPS:
+            continue
+        inputs = list(node.input)
+        seq_len = values.get(inputs[0]) if False else None  # placeholder, replaced below
+        for index in (5, 6):  # initial_h, initial_c
+            if index < len(inputs) and inputs[index] in values and not np.any(values[inputs[index]]):
+                inputs[index] = ""
+        if len(inputs) > 4 and inputs[4] in values:
+            seq_len = values[inputs[4]]
+            x_shape = _static_shapes(model).get(inputs[0])
+            if x_shape is not None and np.all(seq_len == x_shape[0]):
+                inputs[4] = ""
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        if inputs != list(node.input):
+            del node.input[:]
+            node.input.extend(inputs)
+            changed = True
+    if changed:
+        _remove_dead(graph)
+    return model
+
+
+# ------------------------------------------------------------------------------------------- sanitize_names
+
+
+def _valid(name: str) -> str:
+    """``name`` mapped into TensorFlow's op-name alphabet: bad characters become '_', a bad first one is dropped."""
+    cleaned = _INVALID_CHAR.sub("_", name).lstrip("_/\\>-")
+    return cleaned or "t"
+
+
+def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rename every node and every internal tensor to a name TensorFlow accepts as an op name, uniquely.
+
+    Without it: onnx2tf names TF ops and Keras layers after ONNX node/tensor names; TorchScript export produces
+    names such as ``/stage2/stage2.1/Add`` or ``onnx::Conv_1157`` (and empty node names), which TensorFlow rejects
+    with "A root scope name has to match the following pattern: ^[A-Za-z0-9.][A-Za-z0-9_.\\\\/>-]*$" when the model
+    is traced or saved. Why general: names carry no semantics in ONNX; graph inputs and outputs keep their names
+    because they are the user's interface.
+    """
+    model = _copy(model)
+    graph = model.graph
+    fixed = {i.name for i in graph.input} | {o.name for o in graph.output}
+    taken: set[str] = set(fixed)
+    mapping: dict[str, str] = {}
+
+    def unique(name: str) -> str:
+        candidate, k = name, 1
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        return candidate
+
+    def rename(name: str) -> str:
+        if not name or name in fixed:
+            return name
+        if name not in mapping:
+            mapping[name] = name if _VALID_NAME.match(name) and name not in taken else unique(_valid(name))
+            taken.add(mapping[name])
+        return mapping[name]
+
+    changed = False
+    for index, node in enumerate(graph.node):
+        new_name = unique(_valid(node.name) if node.name else f"{node.op_type}_{index}")
+        changed |= new_name != node.name
+        node.name = new_name
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for info in graph.value_info:
+        info.name = rename(info.name)
+    for node in graph.node:
+        for field in (node.input, node.output):
+            renamed = [rename(n) for n in field]
+            del field[:]
+            field.extend(renamed)
+    changed |= any(k != v for k, v in mapping.items())
+    return model if changed else _copy(model)
+
+
+# ------------------------------------------------------------------------------------------------- driver
+
+REWRITES: tuple[tuple[str, Rewrite], ...] = (
+    ("fold_constants", fold_constants),
+    ("drop_zero_rnn_states", drop_zero_rnn_states),
+    ("sanitize_names", sanitize_names),
+)
+
+
+def onnx2tf_kwargs_for(model: onnx.ModelProto) -> dict:
+    """The onnx2tf keyword arguments this graph needs (see the README section "Mechanisms")."""
+    kwargs: dict = {}
+    return kwargs
+
+
+def prepare_for_onnx2tf(model: onnx.ModelProto) -> Prepared:
+    """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function."""
+    applied = []
+    for name, rewrite in REWRITES:
+        before = model.SerializeToString(deterministic=True)
+        model = rewrite(model)
+        if model.SerializeToString(deterministic=True) != before:
+            applied.append(name)
+    onnx.checker.check_model(model)
+    return Prepared(model=model, applied=tuple(applied), onnx2tf_kwargs=onnx2tf_kwargs_for(model))
+
+
+# ------------------------------------------------------------------------------------------------ offline
+
+
+class NetworkBlockedError(RuntimeError):
+    """Raised when code running under ``patch_onnx2tf_offline`` tries to open a network connection."""
+
+
+def _calibration_stand_in() -> np.ndarray:
+    """What onnx2tf's download returns (20 MS-COCO crops, 20x128x128x3 float32 in [0, 1]), as smooth seeded fields."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.meshgrid(np.linspace(0, 1, 128), np.linspace(0, 1, 128), indexing="ij")
+    images = np.zeros((20, 128, 128, 3), np.float64)
+    for _ in range(6):
+        fy, fx = rng.uniform(0.5, 4.0, size=(2, 20, 1, 1, 3))
+        phase = rng.uniform(0, 2 * np.pi, size=(20, 1, 1, 3))
+        images += np.cos(2 * np.pi * (fy * yy[None, :, :, None] + fx * xx[None, :, :, None]) + phase)
+    lo = images.min(axis=(1, 2, 3), keepdims=True)
+    hi = images.max(axis=(1, 2, 3), keepdims=True)
+    return ((images - lo) / (hi - lo)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def patch_onnx2tf_offline(calibration: np.ndarray | None = None) -> Iterator[None]:
+    """Context manager: while active, onnx2tf cannot reach the network.
+
+    onnx2tf downloads 20 MS-COCO crops whenever every model input looks like an NHWC RGB image (to drive its
+    per-op accuracy checks and int8 calibration). ``download_test_image_data`` is imported by name into
+    ``onnx2tf.onnx2tf``, so it is replaced in both modules by ``calibration`` (NHWC float32 in [0, 1]) or a seeded
+    stand-in of the same shape, dtype and range. Any other connection attempt raises ``NetworkBlockedError`` at
+    once instead of waiting for a timeout. The socket patch is process-wide while the context is active.
+    """
+    import socket
+    from unittest import mock
+
+    import onnx2tf.onnx2tf
+    import onnx2tf.utils.common_functions
+
+    data = _calibration_stand_in() if calibration is None else np.asarray(calibration, np.float32)
+    if data.ndim != 4 or data.shape[-1] != 3:
+        raise ValueError(f"calibration must be NHWC RGB images (N, H, W, 3), got shape {data.shape}")
+
+    def blocked(*args: object, **kwargs: object) -> None:
+        raise NetworkBlockedError(f"network access is disabled during conversion (attempted: {args[:2]!r})")
+
+    with contextlib.ExitStack() as stack:
+        for module in (onnx2tf.onnx2tf, onnx2tf.utils.common_functions):
+            stack.enter_context(mock.patch.object(module, "download_test_image_data", lambda: data.copy()))
+        for name in ("getaddrinfo", "create_connection"):
+            stack.enter_context(mock.patch.object(socket, name, blocked))
+        stack.enter_context(mock.patch.object(socket.socket, "connect", blocked))
+        yield

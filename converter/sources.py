@@ -1,0 +1,187 @@
+"""Where a model comes from: a reference name, ``package.module:callable``, TorchScript, ``.pt2`` or ``.onnx``.
+
+Every loader returns a :class:`LoadedModel` in eval mode or raises :class:`ModelLoadError` with a one-line
+message naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from converter.errors import InputError, ModelLoadError
+
+
+def _mnist_cnn() -> nn.Module:
+    from reference_models.mnist_cnn import MnistCNN
+
+    return MnistCNN()
+
+
+#: Reference networks known by name: (factory, default input shape in PyTorch layout).
+REFERENCE_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "mnist_cnn": (_mnist_cnn, (1, 1, 28, 28)),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to export. ``module`` is None only for ``.onnx`` sources."""
+
+    name: str
+    kind: str  # reference | callable | torchscript | exported_program | onnx
+    module: nn.Module | None
+    onnx_path: Path | None = None
+    default_input_shapes: tuple[tuple[int, ...], ...] = ()
+    spec: str = ""
+    weights: str | None = None
+
+    @property
+    def reference_name(self) -> str | None:
+        return self.name if self.kind == "reference" else None
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
+    """Resolve ``spec`` to a model; apply ``weights`` (a state_dict file) where that makes sense."""
+    loaded = _load(spec, weights)
+    loaded.spec = spec
+    loaded.weights = None if weights is None else str(Path(weights).resolve())
+    return loaded
+
+
+def _load(spec: str, weights: str | Path | None) -> LoadedModel:
+    path = Path(spec)
+    if spec in REFERENCE_MODELS:
+        factory, shape = REFERENCE_MODELS[spec]
+        module = factory()
+        if weights is not None:
+            load_state_dict_file(module, weights)
+        return LoadedModel(spec, "reference", module.eval(), default_input_shapes=(shape,))
+    if path.suffix == ".onnx":
+        _require_file(path, "an .onnx file")
+        _no_weights(weights, "an .onnx file carries its own weights")
+        return LoadedModel(path.stem, "onnx", None, onnx_path=path)
+    if path.suffix == ".pt2":
+        _require_file(path, "a torch.export .pt2 file")
+        _no_weights(weights, "a .pt2 ExportedProgram carries its own weights")
+        return LoadedModel(path.stem, "exported_program", _load_exported_program(path))
+    if ":" in spec and not path.exists():
+        module = _call_factory(spec)
+        if weights is not None:
+            load_state_dict_file(module, weights)
+        return LoadedModel(spec.split(":")[-1], "callable", module.eval())
+    if path.suffix in {".pt", ".pth", ".ts", ".torchscript", ".jit"} or path.exists():
+        _require_file(path, "a TorchScript file")
+        _no_weights(weights, "a TorchScript file carries its own weights")
+        return LoadedModel(path.stem, "torchscript", _load_torchscript(path))
+    names = ", ".join(REFERENCE_MODELS)
+    raise ModelLoadError(
+        f"cannot resolve model {spec!r}",
+        f"pass a reference name ({names}), package.module:callable, a TorchScript/.pt2 file or an .onnx file",
+    )
+
+
+def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
+    """Load a state_dict file into ``module``; name the first mismatched key on failure."""
+    path = Path(weights)
+    _require_file(path, "a state_dict file (torch.save(model.state_dict(), PATH))")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt / truncated / foreign files
+        raise ModelLoadError(
+            f"cannot read weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}",
+            "pass a file written by torch.save(model.state_dict(), PATH)",
+        ) from None
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"weights {path} hold a {type(state).__name__}, not a state_dict",
+                             "save with torch.save(model.state_dict(), PATH)")
+    check_state_dict(module, state, path)
+    module.load_state_dict(state)
+
+
+def check_state_dict(module: nn.Module, state: dict, path: Path) -> None:
+    """Raise naming the first key that is missing, unexpected or of the wrong shape."""
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise ModelLoadError(f"weights {path} do not match the model: key {key!r} is missing",
+                                 "pass the state_dict saved from this architecture")
+        got = getattr(state[key], "shape", None)
+        if got is not None and tuple(got) != tuple(value.shape):
+            raise ModelLoadError(
+                f"weights {path} do not match the model: {key!r} has shape {tuple(got)}, "
+                f"the model expects {tuple(value.shape)}",
+                "pass the state_dict saved from this architecture",
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ModelLoadError(f"weights {path} do not match the model: unexpected key {extra[0]!r}",
+                             "pass the state_dict saved from this architecture")
+
+
+def _call_factory(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        pymod = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+                             "check the module is on PYTHONPATH (run from its project root)") from None
+    factory = getattr(pymod, attr, None)
+    if factory is None:
+        raise ModelLoadError(f"{module_name!r} has no attribute {attr!r}", "name a callable that returns an nn.Module")
+    try:
+        model = factory() if callable(factory) else factory
+    except Exception as exc:
+        raise ModelLoadError(f"{spec} raised {type(exc).__name__}: {exc}",
+                             "make the callable work without arguments") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module",
+                             "make the callable return an nn.Module instance")
+    return model
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        if _is_plain_state_dict(path):
+            raise ModelLoadError(f"{path} is a state_dict, not a TorchScript model",
+                                 "pass the architecture (e.g. mnist_cnn or module:callable) with --weights") from None
+        raise ModelLoadError(f"cannot load TorchScript {path}: {type(exc).__name__}",
+                             "pass a file written by torch.jit.save, or a .pt2/.onnx file") from None
+
+
+def _load_exported_program(path: Path) -> nn.Module:
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load ExportedProgram {path}: {type(exc).__name__}",
+                             "pass a file written by torch.export.save") from None
+
+
+def _is_plain_state_dict(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path):
+            pass
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(state, dict)
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist", f"pass the path of {what}")
+
+
+def _no_weights(weights: object, why: str) -> None:
+    if weights is not None:
+        raise InputError(f"--weights cannot be used here: {why}", "drop --weights")

@@ -1,0 +1,118 @@
+"""Write the TF artifacts: a SavedModel with a ``serving_default`` signature and TFLite files.
+
+Both come from one ``tf.function`` that wraps the onnx2tf Keras model: it takes the inputs in the artifact
+layout under the user's names, transposes only where the artifact layout differs from the graph's, and
+returns a dict keyed by the user's output names. The TFLite converter runs on that same function, so the
+SavedModel and every TFLite file share one signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from converter import layout
+from converter.errors import TensorFlowConversionError
+from converter.quiet import silenced
+from converter.tensorflow import TFGraph
+
+SIGNATURE_KEY = "serving_default"
+
+
+def build_serving_module(graph: TFGraph, dynamic_batch: bool):
+    """A ``tf.Module`` holding the Keras model and the serving ``tf.function``."""
+    import tensorflow as tf
+
+    keras_model = graph.keras_model
+    in_moves = [layout.between(i.artifact_perm, i.keras_perm) for i in graph.inputs]
+    out_moves = [layout.between(o.keras_perm, o.artifact_perm) for o in graph.outputs]
+    specs = []
+    for info in graph.inputs:
+        shape = list(info.artifact_shape)
+        if dynamic_batch:
+            shape[0] = None
+        specs.append(tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=info.name))
+    names = [o.name for o in graph.outputs]
+
+    def serve(*args):
+        xs = [x if m == layout.identity(len(m)) else tf.transpose(x, m) for x, m in zip(args, in_moves)]
+        ys = keras_model(xs if len(xs) > 1 else xs[0], training=False)
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        return {n: (y if m == layout.identity(len(m)) else tf.transpose(y, m))
+                for n, y, m in zip(names, ys, out_moves)}
+
+    module = tf.Module()
+    module.model = keras_model
+    module.serve = tf.function(serve, input_signature=specs, autograph=False)
+    return module
+
+
+def save_saved_model(module, path: Path, verbose: bool = False) -> None:
+    import tensorflow as tf
+
+    concrete = module.serve.get_concrete_function()
+    with silenced(verbose):
+        tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
+
+
+def convert_tflite(
+    module,
+    precision: str,
+    representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+    keep_float_nodes: tuple[str, ...] = (),
+    verbose: bool = False,
+) -> bytes:
+    """One TFLite flatbuffer at ``precision`` (fp32 | fp16 | dynamic_int8 | int8).
+
+    int8 keeps float32 inputs/outputs (quantize/dequantize at the edges) so the same feeding code works
+    for every precision; its ranges come from ``representative`` (real data, never random).
+    """
+    import tensorflow as tf
+
+    concrete = module.serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        if representative is None:
+            raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        if not keep_float_nodes:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        with silenced(verbose):
+            if precision == "int8" and keep_float_nodes:
+                return _selective_int8(converter, representative, keep_float_nodes)
+            return converter.convert()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TensorFlowConversionError(f"TFLite {precision} conversion failed: {first}",
+                                        "rerun with --verbose; drop that precision with --precision") from None
+
+
+def _selective_int8(converter, representative, keep_float_nodes: tuple[str, ...]) -> bytes:
+    """Full int8 except the named TFLite nodes (by output tensor name), which stay float."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float_nodes))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def op_histogram(tflite_bytes: bytes) -> dict[str, int]:
+    """How many of each builtin op a TFLite file holds (e.g. how many TRANSPOSE the layout cost)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes)
+    counts: dict[str, int] = {}
+    for op in interpreter._get_ops_details():  # the public API exposes no op list
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return dict(sorted(counts.items()))
