@@ -268,12 +268,30 @@ def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return model if changed else _copy(model)
 
 
+# --------------------------------------------------------------------------------------------- infer_shapes
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Record the statically inferred shape and dtype of every intermediate tensor in ``graph.value_info``.
+
+    Without it: onnx2tf decides layouts (which axis is the channel, how to map Slice/Transpose/Reshape axes from
+    NCHW to NHWC) from the ONNX tensor shapes, but the TorchScript exporter writes no ``value_info`` and onnx2tf
+    only runs shape inference (through onnx-simplifier) on files. Every activation then has shape ``None``, and a
+    plain ``x[:, 24:]`` on an NCHW tensor slices the wrong axis (``Dimensions must be equal, but are 4 and 8``).
+    Why general: it adds type information only; the computation is untouched.
+    """
+    model = _copy(model)
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+
+
 # ------------------------------------------------------------------------------------------------- driver
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("drop_zero_rnn_states", drop_zero_rnn_states),
     ("sanitize_names", sanitize_names),
+    ("infer_shapes", infer_shapes),
 )
 
 

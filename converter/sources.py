@@ -59,6 +59,7 @@ def _load(spec: str, weights: str | Path | None) -> LoadedModel:
     path = Path(spec)
     if spec in REFERENCE_MODELS:
         factory, shape = REFERENCE_MODELS[spec]
+        torch.manual_seed(0)
         module = factory()
         if weights is not None:
             load_state_dict_file(module, weights)
@@ -137,6 +138,7 @@ def _call_factory(spec: str) -> nn.Module:
     factory = getattr(pymod, attr, None)
     if factory is None:
         raise ModelLoadError(f"{module_name!r} has no attribute {attr!r}", "name a callable that returns an nn.Module")
+    torch.manual_seed(0)  # same random init every run, so reports are reproducible
     try:
         model = factory() if callable(factory) else factory
     except Exception as exc:

@@ -137,7 +137,11 @@ def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _calibration(sample: list[np.ndarray]) -> np.ndarray | None:
-    return sample[0] if sample else None
+    """onnx2tf's stand-in test images for RGB inputs: the user's own sample, channels-last."""
+    x = sample[0] if sample else None
+    if x is None or x.ndim != 4 or x.shape[1] != 3:
+        return None
+    return layout.to_layout(x.astype(np.float32), layout.channels_last(4))
 
 
 def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):

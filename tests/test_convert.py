@@ -1,0 +1,113 @@
+"""End to end: ``convert`` on the trained reference net, every artifact, every runtime, real digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+RUNTIMES = {"pytorch", "torchscript", "onnxruntime", "saved_model", "tflite", "keras_native", "tf2onnx_roundtrip"}
+FILES = ["model.onnx", "saved_model/saved_model.pb", "model_fp32.tflite", "model_fp16.tflite",
+         "model_dynamic_int8.tflite", "model_int8.tflite", "manifest.json", "parity.json", "parity.md"]
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory, trained_weights, mnist_dir) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("convert") / "mnist"
+    result = run_cli("convert", "mnist_cnn", "--weights", trained_weights, "--out", out,
+                     "--parity-data", mnist_dir, "--parity-samples", "1000", cwd=out.parent)
+    return out, result
+
+
+def test_convert_exits_zero_and_prints_table(converted):
+    out, result = converted
+    assert result.returncode == 0, result.stderr
+    assert "| runtime | precision |" in result.stdout
+    assert "Traceback" not in result.stderr and "absl" not in result.stderr and "XNNPACK" not in result.stderr
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_artifact_is_written(converted, name):
+    assert (converted[0] / name).is_file()
+
+
+def test_nothing_written_outside_out(converted):
+    out = converted[0]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mnist"]
+
+
+def test_parity_json_schema_and_every_runtime_passes(converted):
+    report = json.loads((converted[0] / "parity.json").read_text())
+    assert report["passed"] is True and report["reference"] == "pytorch" and report["samples"] == 1000
+    assert {r["runtime"] for r in report["runtimes"]} == RUNTIMES
+    assert {r["precision"] for r in report["runtimes"] if r["runtime"] == "tflite"} == {"fp32", "fp16", "dynamic_int8", "int8"}
+    for row in report["runtimes"]:
+        for key in ("max_abs_err", "mean_abs_err", "max_rel_err", "cosine_min", "top1_agreement", "accuracy", "passed"):
+            assert key in row
+        assert row["passed"], row
+
+
+@pytest.mark.parametrize("runtime,precision,max_abs", [
+    ("torchscript", "fp32", 1e-5), ("onnxruntime", "fp32", 1e-5), ("saved_model", "fp32", 1e-5),
+    ("tflite", "fp32", 1e-5), ("keras_native", "fp32", 1e-5), ("tf2onnx_roundtrip", "fp32", 1e-5),
+])
+def test_fp32_runtimes_match_pytorch_tightly(converted, runtime, precision, max_abs):
+    rows = json.loads((converted[0] / "parity.json").read_text())["runtimes"]
+    row = next(r for r in rows if r["runtime"] == runtime and r["precision"] == precision)
+    assert row["max_abs_err"] <= max_abs and row["top1_agreement"] == 1.0 and row["cosine_min"] > 0.99999
+
+
+def test_reference_accuracy_and_quantised_drop(converted):
+    report = json.loads((converted[0] / "parity.json").read_text())
+    assert report["reference_accuracy"] >= 0.90  # 3 epochs on 4,500 digits, official test digits
+    for row in report["runtimes"]:
+        if row["precision"] in ("int8", "dynamic_int8"):
+            assert report["reference_accuracy"] - row["accuracy"] <= 0.01
+        if row["precision"] == "fp16":
+            assert row["top1_agreement"] >= 0.999
+
+
+def test_manifest_records_layout_and_ops(converted):
+    manifest = json.loads((converted[0] / "manifest.json").read_text())
+    (inp,), (outp,) = manifest["inputs"], manifest["outputs"]
+    assert inp["name"] == "input" and inp["shape"] == [1, 28, 28, 1] and inp["perm_from_pytorch"] == [0, 2, 3, 1]
+    assert outp["shape"] == [1, 10] and outp["perm_from_pytorch"] == [0, 1]
+    hist = manifest["artifacts"]["tflite_fp32"]["op_histogram"]
+    assert hist["CONV_2D"] == 1 and hist["FULLY_CONNECTED"] == 2 and hist.get("TRANSPOSE", 0) <= 1
+
+
+def test_saved_model_and_tflite_signatures_use_the_names(converted):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    sig = tf.saved_model.load(str(converted[0] / "saved_model")).signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["input"] and list(sig.structured_outputs) == ["output"]
+    runner = Interpreter(model_path=str(converted[0] / "model_fp32.tflite")).get_signature_runner("serving_default")
+    out = runner(input=np.zeros((1, 28, 28, 1), np.float32))
+    assert out["output"].shape == (1, 10)
+
+
+def test_check_passes_on_unchanged_model_and_fails_after_a_change(converted, trained_weights, mnist_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(converted[0], out)
+    ok = run_cli("convert", "mnist_cnn", "--weights", trained_weights, "--out", out, "--check",
+                 "--parity-data", mnist_dir, "--parity-samples", "200", "--precision", "fp32")
+    assert ok.returncode == 0, ok.stderr
+    import torch
+
+    state = torch.load(trained_weights, weights_only=True)
+    state["fc2.bias"] = state["fc2.bias"] + 0.5  # a "model change" after conversion
+    changed = tmp_path / "changed.pt"
+    torch.save(state, changed)
+    bad = run_cli("convert", "mnist_cnn", "--weights", changed, "--out", out, "--check",
+                  "--parity-data", mnist_dir, "--parity-samples", "200")
+    assert bad.returncode == 1
+    assert "parity FAILED for onnxruntime" in bad.stderr
+    ok_again = run_cli("convert", "--out", out, "--check", "--parity-samples", "100", "--parity-data", mnist_dir)
+    assert ok_again.returncode == 0, ok_again.stderr  # model + weights come from the manifest

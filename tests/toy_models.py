@@ -1,0 +1,51 @@
+"""Small models the converter tests load through ``tests.toy_models:NAME`` (module:callable sources)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ImageAndSequence(nn.Module):
+    """Two inputs (an NCHW image and a [B, T, C] sequence), two outputs (class logits and a [B, T, C]
+    sequence). The sequence must keep its layout in every artifact: onnx2tf would transpose it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = nn.Linear(6, 8)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, image: torch.Tensor, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = torch.relu(self.conv(image)).mean(dim=(2, 3))
+        s = torch.tanh(self.proj(seq))
+        logits = self.head(torch.cat([img, s.mean(dim=1)], dim=1))
+        return logits, s * 2.0
+
+
+def image_and_sequence() -> nn.Module:
+    return ImageAndSequence()
+
+
+class SegmentationHead(nn.Module):
+    """A 4-D output: under --layout nhwc it stays channels-last, under keep it is NCHW again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+def segmentation_head() -> nn.Module:
+    return SegmentationHead()
+
+
+def not_a_module() -> str:
+    return "I am a string"
+
+
+def broken_factory() -> nn.Module:
+    raise RuntimeError("factory exploded")
