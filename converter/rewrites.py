@@ -127,9 +127,12 @@ def _fold_node(
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace every node whose outputs depend only on constants and on *static* shapes by initializers.
+    """Replace ``Constant`` nodes, and every node whose outputs depend only on constants and on *static* shapes,
+    by initializers (what onnx-simplifier does before onnx2tf in its file-based flow).
 
-    Without it: the TorchScript exporter leaves shape arithmetic on activations (``x.chunk`` in ShuffleNetV2 becomes
+    Without it: onnx2tf treats an initializer as a compile-time array (and remaps axes/perms in it from NCHW to
+    NHWC), but the output of a ``Constant`` node as a runtime TF tensor it cannot remap, so ``x[:, 24:]`` (a Slice
+    whose ``axes`` comes from a Constant node) slices H instead of C. And the TorchScript exporter leaves shape arithmetic on activations (``x.chunk`` in ShuffleNetV2 becomes
     Shape→Gather→Add→Div→Mul→Slice, RNN zero states become Shape→Gather→Concat→Expand). onnx2tf converts those
     int64 chains into int32 TF tensors and then fails (``Input 'y' of 'AddV2' Op has type int64 that does not match
     type int32``), or feeds dynamic tensors where it needs constants (LSTM ``initial_state``). onnx2tf would normally
@@ -150,8 +153,8 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             kept.append(node)
             continue
         known.update(zip(node.output, values))
-        if node.op_type == "Constant" or graph_outputs.intersection(node.output):
-            kept.append(node)  # a Constant is already folded; a graph output must stay the output of an op
+        if graph_outputs.intersection(node.output):
+            kept.append(node)  # a graph output must stay the output of an op (a Keras layer)
         else:
             folded.update(zip(node.output, values))
     if not folded:
