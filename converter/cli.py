@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--layout", choices=["nhwc", "keep"], default="nhwc",
                    help="nhwc: 4-D image inputs become NHWC (default); keep: exactly the PyTorch shapes")
-    p.add_argument("--precision", default=",".join(PRECISIONS), help=f"TFLite precisions ({','.join(PRECISIONS)})")
+    p.add_argument("--precision", help=f"TFLite precisions, comma list of {','.join(PRECISIONS)} (default: all; "
+                   "int8 only when real calibration data is at hand)")
     p.add_argument("--targets", default=",".join(TARGETS), help=f"artifacts to write ({','.join(TARGETS)})")
     p.add_argument("--parity-data", help="mnist | random | IDX directory | file.npy (default: mnist for "
                    "mnist_cnn, random otherwise)")
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     is_ref = model.kind == "reference"
     options = ConvertOptions(
         input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
-        dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_csv(args.precision),
+        dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
         targets=_csv(args.targets), parity=not args.no_parity,
         parity_samples=args.parity_samples or (1000 if is_ref else 100), atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose)
@@ -93,8 +94,22 @@ def _run(args: argparse.Namespace) -> int:
         print(to_markdown(result.parity))
         for row in result.parity.failures():
             print(f"convert: parity FAILED for {row.runtime} ({row.precision}): {row.reason}", file=sys.stderr)
+    if "int8" not in options.precisions and not args.precision and not args.check:
+        print("convert: note: full int8 skipped — no real calibration data; pass --calibration-data FILE.npy "
+              "(or --parity-data PATH) to build model_int8.tflite", file=sys.stderr)
     print(f"convert: wrote {result.out_dir}", file=sys.stderr)
     return result.exit_code
+
+
+def _precisions(args: argparse.Namespace, is_ref: bool) -> tuple[str, ...]:
+    """All precisions by default, except full int8 when there is no real data to calibrate it on:
+    int8 ranges from random noise would be a lie, so it is skipped with a notice instead."""
+    if args.precision:
+        return _csv(args.precision)
+    real = is_ref or args.calibration_data is not None or (args.parity_data not in (None, "random"))
+    if real:
+        return PRECISIONS
+    return tuple(p for p in PRECISIONS if p != "int8")
 
 
 def _csv(text: str) -> tuple[str, ...]:
