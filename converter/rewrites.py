@@ -25,7 +25,6 @@ _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
 _NONDETERMINISTIC = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
-_RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 
 @dataclass(frozen=True)
@@ -171,46 +170,47 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-# ---------------------------------------------------------------------------------------- drop_zero_rnn_states
+# ------------------------------------------------------------------------------------- materialize_lstm_states
 
 
-def drop_zero_rnn_states(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Remove all-zero constant ``initial_h`` / ``initial_c`` inputs (and full-length ``sequence_lens``) of RNN ops.
+def materialize_lstm_states(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every LSTM whose ``initial_h`` / ``initial_c`` input is absent an explicit all-zero initializer.
 
-    Without it: torch always exports LSTM/GRU/RNN with explicit zero initial states; onnx2tf turns them into Keras
-    ``initial_state`` tensors, which fails on constants (``initial_state`` must be a Keras tensor) or after a layout
-    transpose. Why general: ONNX defines a missing initial state as zeros and a missing ``sequence_lens`` as "every
-    sequence is full length", so dropping inputs with exactly those values is an identity on any RNN node.
-    Run after ``fold_constants`` (which turns the exporter's Expand-of-zeros into initializers).
+    Without it: onnx2tf 1.28.8 passes ``initial_state=[]`` to its Keras RNN when an LSTM has no initial state and
+    fails with "An `initial_state` was passed that is not compatible with `cell.state_size`. Received
+    `state_spec`=ListWrapper([])" (a bidirectional one fails indexing ``None``). Removing torch's zero states,
+    the obvious clean-up, therefore *breaks* conversion; zero states must be present and constant (fold_constants
+    turns the exporter's Shape→Expand zeros into initializers). Why general: ONNX defines a missing initial state
+    as zeros, so adding explicit zeros of shape [num_directions, batch, hidden] is an identity for any LSTM.
     """
     model = _copy(model)
     graph = model.graph
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    shapes = _static_shapes(model)
+    names = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
     changed = False
-    for node in graph.node:
-        if node.op_type not in _RNN_OPS:
+    for index, node in enumerate(graph.node):
+        if node.op_type != "LSTM" or node.input[0] not in shapes:
             continue
-        inputs = list(node.input)
-        seq_len = values.get(inputs[0]) if False else None  # placeholder, replaced below
-        for index in (5, 6):  # initial_h, initial_c
-            if index < len(inputs) and inputs[index] in values and not np.any(values[inputs[index]]):
-                inputs[index] = ""
-        if len(inputs) > 4 and inputs[4] in values:
-            seq_len = values[inputs[4]]
-            x_shape = _static_shapes(model).get(inputs[0])
-            if x_shape is not None and np.all(seq_len == x_shape[0]):
-                inputs[4] = ""
-        while inputs and inputs[-1] == "":
-            inputs.pop()
-        if inputs != list(node.input):
-            del node.input[:]
-            node.input.extend(inputs)
-            changed = True
-    if changed:
-        _remove_dead(graph)
+        inputs = list(node.input) + [""] * (7 - len(node.input))
+        if inputs[5] and inputs[6]:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        directions = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+        batch = shapes[node.input[0]][0 if attrs.get("layout", 0) == 1 else 1]
+        zeros = np.zeros((batch, directions, attrs["hidden_size"]), np.float32)
+        if attrs.get("layout", 0) == 0:
+            zeros = zeros.transpose(1, 0, 2)
+        for slot, label in ((5, "initial_h"), (6, "initial_c")):
+            if not inputs[slot]:
+                name = f"{node.name or 'lstm'}_{index}_{label}"
+                while name in names:
+                    name += "_"
+                names.add(name)
+                graph.initializer.append(numpy_helper.from_array(zeros, name))
+                inputs[slot] = name
+        del node.input[:]
+        node.input.extend(inputs)
+        changed = True
     return model
 
 
@@ -292,7 +292,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
-    ("drop_zero_rnn_states", drop_zero_rnn_states),
+    ("materialize_lstm_states", materialize_lstm_states),
     ("sanitize_names", sanitize_names),
     ("infer_shapes", infer_shapes),
 )

@@ -1,0 +1,293 @@
+"""A zoo of architectures the converter must handle, with honest weights and realistic, seeded inputs.
+
+Each ``ZooEntry`` names a model factory, its input shapes / names, its output names, a data generator and whether it
+belongs to the fast CI subset. torchvision models are built with ``weights=None`` (nothing is downloaded); their
+random initialisation is degenerate (MobileNetV3 / EfficientNet logits of 1e-9…1e-14, where any tolerance passes),
+so ``honest_weights`` re-initialises them with a seed and calibrates BatchNorm statistics on data first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MakeInputs = Callable[[int, int], list[np.ndarray]]
+
+MIN_OUTPUT_STD = 1e-2  # below this a reference output is too flat for a relative error to mean anything
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def smooth_images(n: int, seed: int, channels: int = 3, size: int = 64) -> np.ndarray:
+    """``n`` images (N, C, size, size): smooth random fields + edges + grain, ImageNet-normalised (about N(0, 1))."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.standard_normal((n, channels, 6, 6)).astype(np.float32))
+    fields = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).numpy()
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    angle = rng.uniform(0, np.pi, size=(n, 1, 1, 1))
+    edges = np.sign(np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))  # one straight edge per image
+    pixels = 0.5 + 0.2 * fields + 0.15 * edges + 0.03 * rng.standard_normal((n, channels, size, size))
+    pixels = np.clip(pixels, 0.0, 1.0)
+    mean = np.array([0.485, 0.456, 0.406][:channels] + [0.45] * max(0, channels - 3), np.float32)
+    std = np.array([0.229, 0.224, 0.225][:channels] + [0.225] * max(0, channels - 3), np.float32)
+    return ((pixels - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+
+
+def token_embeddings(n: int, seed: int, steps: int, dim: int, vocab: int = 64) -> np.ndarray:
+    """``n`` sequences (N, steps, dim) of embedded tokens: a fixed random table (seed 0) indexed by Zipf tokens."""
+    table = np.random.default_rng(0).standard_normal((vocab, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    tokens = np.minimum(rng.zipf(1.3, size=(n, steps)) - 1, vocab - 1)
+    return table[tokens]
+
+
+def padding_mask(n: int, seed: int, steps: int) -> np.ndarray:
+    """(N, steps) float mask, 1 for real tokens then 0 for padding; every row keeps at least half its tokens."""
+    lengths = np.random.default_rng(seed).integers(steps // 2, steps + 1, size=n)
+    return (np.arange(steps)[None, :] < lengths[:, None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+class LSTMClassifier(nn.Module):
+    """Two-layer batch-first LSTM over (B, T, 16) embeddings; classifies from the last step."""
+
+    def __init__(self, dim: int = 16, hidden: int = 32, classes: int = 5) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(dim, hidden, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(x)
+        return self.fc(y[:, -1])
+
+
+class GRUTagger(nn.Module):
+    """Bidirectional batch-first GRU tagging every step of (B, T, 16) embeddings into 7 tags."""
+
+    def __init__(self, dim: int = 16, hidden: int = 24, tags: int = 7) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(dim, hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+class TransformerClassifier(nn.Module):
+    """Two-layer batch-first TransformerEncoder over (B, T, 32); mean-pools real tokens; optional padding mask."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, classes: int = 5, masked: bool = False) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.fc = nn.Linear(dim, classes)
+        self.masked = masked
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return self.fc(self.encoder(x).mean(dim=1))
+        y = self.encoder(x, src_key_padding_mask=mask < 0.5)
+        pooled = (y * mask[:, :, None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+        return self.fc(pooled)
+
+
+class SmallUNet(nn.Module):
+    """Two-level U-Net: strided convs down, ConvTranspose2d and bilinear F.interpolate up, torch.cat skips."""
+
+    def __init__(self, channels: int = 3, width: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.mid = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.ReLU())
+        self.up2 = nn.ConvTranspose2d(4 * width, 2 * width, 2, stride=2)
+        self.dec2 = nn.Sequential(nn.Conv2d(4 * width, 2 * width, 3, padding=1), nn.ReLU())
+        self.dec1 = nn.Sequential(nn.Conv2d(3 * width, width, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        d2 = self.dec2(torch.cat([self.up2(self.mid(e2)), e2], dim=1))
+        up1 = F.interpolate(d2, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(self.dec1(torch.cat([up1, e1], dim=1)))
+
+
+class TwoInTwoOut(nn.Module):
+    """An image (B, 3, H, W) and a feature vector (B, 10) in; class logits (B, 5) and a box (B, 4) out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.meta = nn.Sequential(nn.Linear(10, 16), nn.ReLU())
+        self.cls = nn.Linear(32, 5)
+        self.box = nn.Linear(32, 4)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([self.conv(image).flatten(1), self.meta(meta)], dim=1)
+        return self.cls(h), torch.sigmoid(self.box(h))
+
+
+# --------------------------------------------------------------------------------------------- weights
+
+
+def _jitter_constant_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """Parameters filled with one value (norm gains 1, biases 0, ConvNeXt layer scales 1e-6) get 0.1·N(0,1) noise,
+    scaled by max(1, |value|), so that no branch of the network is a trivial identity or a dead zero."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.numel() > 1 and bool((param == param.flatten()[0]).all()):
+                scale = max(1.0, abs(float(param.flatten()[0])))
+                param.add_(0.1 * scale * torch.randn(param.shape, generator=generator))
+
+
+def _calibrate_batchnorm(model: nn.Module, batches: list[list[np.ndarray]]) -> None:
+    """Running statistics of every BatchNorm = the cumulative average over ``batches`` (momentum=None)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(*(torch.from_numpy(x) for x in batch))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+
+
+def honest_weights(model: nn.Module, make_inputs: MakeInputs, seed: int = 0, batches: int = 4) -> nn.Module:
+    """Re-initialise ``model`` deterministically and calibrate its BatchNorm statistics; returns it in eval mode.
+
+    Layers with ``reset_parameters`` are re-drawn from their default init under ``seed``; constant-filled
+    parameters get small noise; BatchNorm running mean/var are measured on ``batches`` batches of 8 from
+    ``make_inputs``. Raises ``ValueError`` when the outputs are still too flat to compare (see ``output_scale_ok``).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and not isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_parameters()
+    _jitter_constant_parameters(model, generator)
+    _calibrate_batchnorm(model, [make_inputs(8, seed + 1000 + k) for k in range(batches)])
+    model.eval()
+    with torch.no_grad():
+        outputs = model(*(torch.from_numpy(x) for x in make_inputs(8, seed + 2000)))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    if not output_scale_ok([o.numpy() for o in outputs]):
+        stds = [float(o.std()) for o in outputs]
+        raise ValueError(f"{type(model).__name__}: outputs too flat after honest_weights (std {stds})")
+    return model
+
+
+def output_scale_ok(ref_outputs: list[np.ndarray], min_std: float = MIN_OUTPUT_STD) -> bool:
+    """True when every floating reference output varies enough (std ≥ ``min_std``) and is finite everywhere.
+
+    A parity check against outputs of 1e-9 passes at any relative tolerance only if the error is also tiny, but an
+    absolute check passes trivially; either way the comparison says nothing. Integer / bool outputs are exempt.
+    """
+    for out in ref_outputs:
+        out = np.asarray(out)
+        if not np.issubdtype(out.dtype, np.floating):
+            continue
+        if not np.all(np.isfinite(out)) or float(out.std()) < min_std:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One architecture: how to build it (with honest weights), its I/O contract and its data."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    input_shapes: list[tuple[int, ...]]
+    input_names: list[str]
+    output_names: list[str]
+    make_inputs: MakeInputs = field(repr=False)
+    fast: bool = False
+
+    def sample_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """One batch (batch size of ``input_shapes``) as torch tensors, e.g. for ``torch.onnx.export``."""
+        return tuple(torch.from_numpy(x) for x in self.make_inputs(self.input_shapes[0][0], seed))
+
+
+def _images(channels: int, size: int) -> MakeInputs:
+    return lambda n, seed: [smooth_images(n, seed, channels, size)]
+
+
+def _tokens(steps: int, dim: int) -> MakeInputs:
+    return lambda n, seed: [token_embeddings(n, seed, steps, dim)]
+
+
+def _tokens_and_mask(steps: int, dim: int) -> MakeInputs:
+    return lambda n, seed: [token_embeddings(n, seed, steps, dim), padding_mask(n, seed, steps)]
+
+
+def _image_and_meta(size: int) -> MakeInputs:
+    return lambda n, seed: [smooth_images(n, seed, 3, size), np.random.default_rng(seed).standard_normal((n, 10)).astype(np.float32)]
+
+
+def _honest(factory: Callable[[], nn.Module], make_inputs: MakeInputs) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = factory()
+        return honest_weights(model, make_inputs)
+
+    return build
+
+
+def _torchvision(name: str, size: int, fast: bool = False) -> ZooEntry:
+    def factory() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None)
+
+    make = _images(3, size)
+    return ZooEntry(name, _honest(factory, make), [(1, 3, size, size)], ["image"], ["logits"], make, fast)
+
+
+def _custom(
+    name: str, factory: Callable[[], nn.Module], shapes: list[tuple[int, ...]], inputs: list[str],
+    outputs: list[str], make: MakeInputs, fast: bool = False,
+) -> ZooEntry:
+    return ZooEntry(name, _honest(factory, make), shapes, inputs, outputs, make, fast)
+
+
+_ENTRIES = [
+    _torchvision("resnet18", 128),
+    _torchvision("mobilenet_v3_small", 128),
+    _torchvision("efficientnet_b0", 128),
+    _torchvision("squeezenet1_1", 128),
+    _torchvision("shufflenet_v2_x0_5", 128),
+    _torchvision("regnet_y_400mf", 128),
+    _torchvision("convnext_tiny", 96),
+    _custom("lstm_classifier", LSTMClassifier, [(1, 12, 16)], ["tokens"], ["logits"], _tokens(12, 16), fast=True),
+    _custom("gru_tagger", GRUTagger, [(1, 12, 16)], ["tokens"], ["tags"], _tokens(12, 16)),
+    _custom("transformer_classifier", TransformerClassifier, [(1, 16, 32)], ["tokens"], ["logits"], _tokens(16, 32)),
+    _custom(
+        "transformer_masked", lambda: TransformerClassifier(masked=True), [(1, 16, 32), (1, 16)],
+        ["tokens", "mask"], ["logits"], _tokens_and_mask(16, 32),
+    ),
+    _custom("small_unet", SmallUNet, [(1, 3, 64, 64)], ["image"], ["mask_logits"], _images(3, 64), fast=True),
+    _custom(
+        "two_in_two_out", TwoInTwoOut, [(1, 3, 64, 64), (1, 10)], ["image", "meta"], ["logits", "box"],
+        _image_and_meta(64), fast=True,
+    ),
+]
+
+ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
