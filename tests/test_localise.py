@@ -1,0 +1,121 @@
+"""Localisation names the module we broke: a weight scaled in a copy of ``model.onnx`` before the TF route."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from converter import export
+from converter.localise import Localiser, localise_failures, plant_fault
+from converter.parity import RuntimeResult
+from converter.paritydata import ParityData
+from converter.probes import scope_of
+from converter.sources import LoadedModel
+
+
+def _mnist_cnn() -> tuple[torch.nn.Module, list[np.ndarray]]:
+    from reference_models.mnist_cnn import MnistCNN
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    return MnistCNN().eval(), [x]
+
+
+def _resnet18() -> tuple[torch.nn.Module, list[np.ndarray]]:
+    import torchvision
+
+    from converter import zoo
+
+    def make(n: int, seed: int) -> list[np.ndarray]:
+        return [zoo.smooth_images(n, seed, 3, 64)]
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None)
+    return zoo.honest_weights(model, make), make(2, 7)
+
+
+#: (model, ONNX node whose weight is scaled, module localisation must name, runtime replayed, precision)
+CASES = [
+    ("mnist_cnn", _mnist_cnn, "/fc1/Gemm", "fc1", "saved_model", "fp32"),
+    ("mnist_cnn", _mnist_cnn, "/conv1/Conv", "conv1", "tflite", "fp32"),
+    ("resnet18", _resnet18, "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "saved_model", "fp32"),
+    ("resnet18", _resnet18, "/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0", "onnxruntime",
+     "fp32"),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, list[np.ndarray], onnx.ModelProto]]:
+    """Each architecture once: the module, a few inputs, and its clean ONNX export (batch 1)."""
+    out = {}
+    for name, factory in {"mnist_cnn": _mnist_cnn, "resnet18": _resnet18}.items():
+        module, inputs = factory()
+        path = tmp_path_factory.mktemp(name) / "model.onnx"
+        proto = export.export_onnx(module, [x[:1] for x in inputs], path, ["input"], ["output"], 17, False)
+        out[name] = (module, inputs, proto)
+    return out
+
+
+@pytest.mark.parametrize("name, factory, node, expected, runtime, precision", CASES,
+                         ids=[f"{c[0]}-{c[3]}-{c[4]}" for c in CASES])
+def test_planted_fault_is_localised(models, name, factory, node, expected, runtime, precision) -> None:
+    module, inputs, clean = models[name]
+    faulty = plant_fault(clean, node, scale=1.5)
+    result = Localiser(module, faulty, inputs, reference_onnx=clean).localise(runtime, precision)
+    assert result["module"] == expected, result
+    assert result["onnx_node"] == node
+    assert result["rel_err_output"] > 0.05, result
+    assert max(result["rel_err_inputs"], default=0.0) < result["threshold"], result
+    assert result["checked_modules"] >= 3
+
+
+def test_plant_fault_rejects_unknown_node(models) -> None:
+    with pytest.raises(KeyError):  # resnet18 has no downsample in layer1
+        plant_fault(models["resnet18"][2], "/layer1/layer1.0/downsample/downsample.0/Conv")
+
+
+def test_clean_graph_localises_nothing(models) -> None:
+    module, inputs, clean = models["mnist_cnn"]
+    result = Localiser(module, clean, inputs).localise("onnxruntime")
+    assert result["module"] is None and "note" in result
+    assert result["replay_output_rel_err"] < 1e-4
+
+
+SCOPES = [
+    ("/layer3/layer3.1/conv2/Conv", ("layer3.1.conv2", 0)),
+    ("/layer3/layer3.1/relu_1/Relu", ("layer3.1.relu", 1)),
+    ("/layer2/layer2.0/downsample/downsample.0/Conv", ("layer2.0.downsample.0", 0)),
+    ("/fc/Gemm", ("fc", 0)),
+    ("/Flatten", None),
+    ("/unknown/Conv", None),
+]
+
+
+@pytest.mark.parametrize("node, expected", SCOPES)
+def test_scope_of(node, expected) -> None:
+    paths = {"layer3", "layer3.1", "layer3.1.conv2", "layer3.1.relu", "layer2", "layer2.0", "layer2.0.downsample",
+             "layer2.0.downsample.0", "fc"}
+    assert scope_of(node, paths) == expected
+
+
+def test_localise_failures_fills_failed_rows(models, tmp_path: Path) -> None:
+    module, inputs, clean = models["mnist_cnn"]
+    onnx.save(plant_fault(clean, "/fc1/Gemm"), str(tmp_path / "model.onnx"))
+
+    def row(runtime: str, passed: bool) -> RuntimeResult:
+        return RuntimeResult(runtime, "fp32", None, 1.0, 1.0, 1.0, 0.5, 0.5, None, {}, passed)
+
+    class Report:
+        runtimes = [row("onnxruntime", False), row("torchscript", False), row("tflite", True)]
+
+    report = Report()
+    localise_failures(LoadedModel("m", "callable", module), tmp_path, {"layout": "nhwc"},
+                      ParityData(inputs, None, "noise", real=False), report, None)
+    assert report.runtimes[0].localisation["module"] == "fc1"
+    assert "skipped" in report.runtimes[1].localisation
+    assert report.runtimes[2].localisation is None
