@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import artifacts, checks
+from converter import artifacts, checks, torchstage
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, InputError
 from converter.options import ConvertOptions
 from converter.parity import ParityReport
-from converter.paritydata import ParityData, load_parity_data
-from converter.sources import LoadedModel
+from converter.paritydata import ParityData
+from converter.sources import LoadedModel, load_model
 
 
 @dataclass
@@ -36,16 +36,22 @@ class ConversionResult:
 
 
 def convert(
-    model: LoadedModel,
+    model: LoadedModel | str,
     out_dir: str | Path,
     options: ConvertOptions = ConvertOptions(),
     *,
+    weights: str | Path | None = None,
     input_shapes: list[tuple[int, ...]] | None = None,
     parity_data: str | ParityData = "random",
     calibration: list[np.ndarray] | None = None,
     force: bool = False,
+    isolate: bool = False,
 ) -> ConversionResult:
     """Convert ``model`` into ``out_dir`` and (unless ``options.parity`` is off) check parity.
+
+    ``model`` is a :class:`LoadedModel` (a live module) or a source spec (``mnist_cnn``,
+    ``pkg.mod:fn``, a file). With ``isolate=True`` and a spec, the PyTorch side runs in a child process
+    that exits before TensorFlow loads (lower peak memory; what the CLI does).
 
     Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion;
     a parity failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
@@ -54,17 +60,15 @@ def convert(
     _check_out_dir(out_dir, force)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    shapes, dtypes = artifacts.resolve_inputs(model, input_shapes)
-    data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
-        parity_data, shapes, dtypes, options.parity_samples, options.seed)
-    timings["load_data"] = time.perf_counter() - start
     tmp = _make_tmp(out_dir)
     try:
-        manifest = artifacts.build(model, tmp, options, shapes, dtypes, data, calibration, timings)
+        side = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
+        timings["pytorch_stage"] = time.perf_counter() - start
+        manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
         report = None
         if options.parity:
             t = time.perf_counter()
-            report = checks.run_parity(model, tmp, manifest, data, options)
+            report = checks.run_parity(tmp, manifest, side, options)
             report.write(tmp)
             timings["parity"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
@@ -77,30 +81,49 @@ def convert(
     return ConversionResult(out_dir, manifest, report)
 
 
-def check(model: LoadedModel, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
-          *, parity_data: str | ParityData = "random") -> ConversionResult:
+def check(model: LoadedModel | str | None, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
+          *, weights: str | Path | None = None, parity_data: str | ParityData = "random",
+          isolate: bool = False) -> ConversionResult:
     """Re-run parity of ``model`` against the artifacts already in ``out_dir`` (CI after a model change).
 
-    Rewrites ``parity.json``/``parity.md`` in place (atomically); the artifacts are not touched.
+    ``model=None`` re-loads the source recorded in the manifest. Rewrites ``parity.json``/``parity.md``
+    atomically; the artifacts are not touched.
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.is_file():
         raise InputError(f"{out_dir} has no manifest.json", "pass a directory written by convert --out")
     manifest = json.loads(manifest_path.read_text())
-    shapes = [tuple(i["pytorch_shape"]) for i in manifest["inputs"]]
-    dtypes = [np.dtype(i["dtype"]) for i in manifest["inputs"]]
-    data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
-        parity_data, shapes, dtypes, options.parity_samples, options.seed)
-    report = checks.run_parity(model, out_dir, manifest, data, options)
-    for name in ("parity.json", "parity.md"):
-        report_tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
-        try:
-            report.write(report_tmp)
-            os.replace(report_tmp / name, out_dir / name)
-        finally:
-            shutil.rmtree(report_tmp, ignore_errors=True)
+    if model is None:
+        model, weights = manifest["source"]["spec"], manifest["source"].get("weights")
+    options = _replace(options, dynamic_batch=manifest["dynamic_batch"], opset=manifest["opset"])
+    shapes = [tuple(i["pytorch_shape"]) for i in manifest["onnx"]["inputs"]]
+    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False)
+    report = checks.run_parity(out_dir, manifest, side, options)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
+    try:
+        report.write(staging)
+        for name in ("parity.json", "parity.md"):
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ConversionResult(out_dir, manifest, report)
+
+
+def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, isolate: bool,
+                export_onnx: bool) -> torchstage.TorchSide:
+    if isinstance(model, str):
+        if isolate and not isinstance(parity_data, ParityData) and not model.endswith(".onnx"):
+            return torchstage.run_isolated(model, None if weights is None else str(weights), out, options,
+                                           input_shapes, parity_data, export_onnx=export_onnx)
+        model = load_model(model, weights)
+    return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
+
+
+def _replace(options: ConvertOptions, **changes) -> ConvertOptions:
+    from dataclasses import replace
+
+    return replace(options, **changes)
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

@@ -14,21 +14,21 @@ import numpy as np
 from converter import export, layout
 from converter.errors import ExportError, InputError
 from converter.options import ConvertOptions
-from converter.paritydata import ParityData
 from converter.sources import LoadedModel
 
 CALIBRATION_SAMPLES = 200
 
 
-def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None
+def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None, onnx_path: Path | None = None
                    ) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
     """Input shapes (PyTorch layout) and dtypes: the user's, the reference default, or the ONNX file's."""
-    if model.kind == "onnx":
-        proto = export.check_onnx(model.onnx_path)
+    onnx_path = onnx_path or model.onnx_path
+    if onnx_path is not None:
+        proto = export.check_onnx(onnx_path)
         shapes = input_shapes or export.onnx_input_shapes(proto)
         dtypes = export.onnx_elem_types(proto)
         if len(shapes) != len(dtypes):
-            raise InputError(f"{model.onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
+            raise InputError(f"{onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
                              "pass one --input-shape per model input")
         return [tuple(s) for s in shapes], dtypes
     shapes = input_shapes or list(model.default_input_shapes)
@@ -43,52 +43,52 @@ def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
     return list(given) or ([prefix if count == 1 else f"{prefix}_{i}" for i in range(count)])
 
 
-def build(model: LoadedModel, out: Path, options: ConvertOptions, shapes, dtypes, data: ParityData,
-          calibration: list[np.ndarray] | None, timings: dict[str, float]) -> dict:
-    """Export ONNX, convert to TF, write SavedModel and TFLite files; return the manifest."""
+def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample) -> tuple[list[str], list[str]]:
+    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT."""
+    import onnx
+
     from converter.runtimes import onnxruntime_runner
 
-    batch = shapes[0][0]
-    sample = [_take(x, batch) for x in data.inputs]
-    t = time.perf_counter()
     onnx_path = out / "model.onnx"
     if model.kind == "onnx":
         proto = export.check_onnx(model.onnx_path)
         n_out = len(proto.graph.output)
         in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else export.graph_input_names(proto)
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
-        proto = export.rename_io(proto, in_names, out_names)
-        import onnx
-
-        onnx.save(proto, str(onnx_path))
-    else:
-        shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
-        n_out = export.probe_outputs(model.module, sample, shapes_text)
-        in_names = io_names(options.input_names, len(shapes), "input")
-        out_names = io_names(options.output_names, n_out, "output")
-        proto = export.export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset,
-                                   options.dynamic_batch)
+        onnx.save(export.rename_io(proto, in_names, out_names), str(onnx_path))
+        return in_names, out_names
+    shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
+    n_out = export.probe_outputs(model.module, sample, shapes_text)
+    in_names = io_names(options.input_names, len(shapes), "input")
+    out_names = io_names(options.output_names, n_out, "output")
+    export.export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
     ort_out = onnxruntime_runner(onnx_path).fn(sample)
-    if model.module is not None:
-        torch_out = export.run_torch(model.module, sample)
-        worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
-        if worst > 1e-3:
-            raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
-                              "the model is not traceable as is (data-dependent control flow?); check forward()")
-    timings["export_onnx"] = time.perf_counter() - t
-    manifest = _base_manifest(model, options, in_names, out_names, shapes, dtypes, ort_out)
-    if options.wants_saved_model:
-        _build_tf(proto, out, options, shapes, dtypes, out_names, sample, ort_out, data, calibration, manifest, timings)
-    return manifest
+    torch_out = export.run_torch(model.module, sample)
+    worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
+    if worst > 1e-3:
+        raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
+                          "the model is not traceable as is (data-dependent control flow?); check forward()")
+    return in_names, out_names
 
 
-def _build_tf(proto, out: Path, options, shapes, dtypes, out_names, sample, ort_out, data, calibration,
-              manifest: dict, timings: dict[str, float]) -> None:
+def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dict[str, float]) -> dict:
+    """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest."""
+    from converter.quiet import import_tensorflow
+
+    import_tensorflow(options.verbose)
     from converter import tfexport
+    from converter.runtimes import onnxruntime_runner
     from converter.tensorflow import onnx_to_keras
 
+    proto = export.check_onnx(out / "model.onnx")
+    shapes, dtypes = side.shapes, [np.dtype(d) for d in side.dtypes]
+    sample = [take(x, shapes[0][0]) for x in side.data.inputs]
+    ort_out = onnxruntime_runner(out / "model.onnx").fn(sample)
+    manifest = _base_manifest(side, options, ort_out)
+    if not options.wants_saved_model:
+        return manifest
     t = time.perf_counter()
-    graph = onnx_to_keras(proto, shapes, dtypes, out_names, sample, ort_out, options.layout, options.verbose)
+    graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout, options.verbose)
     module = tfexport.build_serving_module(graph, options.dynamic_batch)
     timings["onnx_to_tf"] = time.perf_counter() - t
     manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
@@ -102,7 +102,7 @@ def _build_tf(proto, out: Path, options, shapes, dtypes, out_names, sample, ort_
     manifest["artifacts"]["saved_model"] = {"path": "saved_model", "bytes": _dir_bytes(out / "saved_model"),
                                             "signature": tfexport.SIGNATURE_KEY}
     timings["saved_model"] = time.perf_counter() - t
-    representative = _representative(calibration, data, graph.inputs)
+    representative = _representative(calibration, side.data, graph.inputs)
     for precision in options.tflite_precisions:
         t = time.perf_counter()
         blob = tfexport.convert_tflite(module, precision, representative, options.int8_keep_float, options.verbose)
@@ -118,9 +118,10 @@ def _build_tf(proto, out: Path, options, shapes, dtypes, out_names, sample, ort_
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")
         del manifest["artifacts"]["saved_model"]
+    return manifest
 
 
-def _representative(calibration, data: ParityData, inputs):
+def _representative(calibration, data, inputs):
     """Full-int8 calibration: the user's arrays, else the real parity inputs (never random noise)."""
     arrays = calibration if calibration is not None else (data.inputs if data.real else None)
     if arrays is None:
@@ -134,28 +135,28 @@ def _representative(calibration, data: ParityData, inputs):
     return generator
 
 
-def _base_manifest(model: LoadedModel, options: ConvertOptions, in_names, out_names, shapes, dtypes, ort_out) -> dict:
+def _base_manifest(side, options: ConvertOptions, ort_out) -> dict:
     import onnx2tf
     import onnxruntime
-    import torch
 
-    inputs = [{"name": n, "shape": [None if options.dynamic_batch and a == 0 else d for a, d in enumerate(s)],
-               "dtype": str(np.dtype(dt)), "perm_from_pytorch": list(layout.identity(len(s))), "pytorch_shape": list(s)}
-              for n, s, dt in zip(in_names, shapes, dtypes)]
-    outputs = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "perm_from_pytorch": list(layout.identity(o.ndim)),
-                "pytorch_shape": list(o.shape)} for n, o in zip(out_names, ort_out)]
+    dyn = options.dynamic_batch
+    inputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(s)], "dtype": dt,
+               "perm_from_pytorch": list(layout.identity(len(s))), "pytorch_shape": list(s)}
+              for n, s, dt in zip(side.input_names, side.shapes, side.dtypes)]
+    outputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(o.shape)], "dtype": str(o.dtype),
+                "perm_from_pytorch": list(layout.identity(o.ndim)), "pytorch_shape": list(o.shape)}
+               for n, o in zip(side.output_names, ort_out)]
     return {
         "format": "torch2tf-manifest/1",
-        "source": {"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights},
+        "source": dict(side.source),
         "layout": options.layout,
-        "dynamic_batch": options.dynamic_batch,
+        "dynamic_batch": dyn,
         "opset": options.opset,
         "inputs": inputs,
         "outputs": outputs,
-        "onnx": {"inputs": [dict(i, perm_from_pytorch=list(layout.identity(len(i["pytorch_shape"])))) for i in inputs],
-                 "outputs": outputs},
+        "onnx": {"inputs": json.loads(json.dumps(inputs)), "outputs": json.loads(json.dumps(outputs))},
         "artifacts": {"onnx": {"path": "model.onnx"}},
-        "versions": {"torch": torch.__version__, "onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
+        "versions": {"onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()},
     }
 
@@ -167,7 +168,8 @@ def write_manifest(out: Path, manifest: dict) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _take(x: np.ndarray, batch: int) -> np.ndarray:
+def take(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first ``batch`` samples (repeated if there are fewer), contiguous."""
     if len(x) >= batch:
         return np.ascontiguousarray(x[:batch])
     return np.ascontiguousarray(np.concatenate([x] * (batch // len(x) + 1))[:batch])

@@ -51,12 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from converter.quiet import quiet_tensorflow, silenced
+    from converter.quiet import quiet_tensorflow
 
     quiet_tensorflow(args.verbose)
     try:
-        with silenced(args.verbose):
-            import tensorflow  # noqa: F401  (absl prints its start-up banner to fd 2 at import)
         return _run(args)
     except ConverterError as exc:
         print(f"convert: error: {exc}", file=sys.stderr)
@@ -68,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from converter import api
-    from converter.sources import load_model
 
-    spec = args.model or _spec_from_manifest(args)
-    model = load_model(spec, args.weights if args.model else _weights_from_manifest(args))
-    is_ref = model.kind == "reference"
+    spec = args.model
+    if spec is None and not args.check:
+        raise InputError("no model given", "pass the model, e.g. convert mnist_cnn --weights model.pt --out DIR")
+    recorded = _recorded_source(args) if spec is None else {}
+    is_ref = (spec or recorded.get("spec")) in ("mnist_cnn",)
     options = ConvertOptions(
         input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
         dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
@@ -81,13 +80,11 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, verbose=args.verbose)
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
-        result = api.check(model, args.out, options, parity_data=parity_data)
+        result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
     else:
-        calibration = None
-        if args.calibration_data is not None:
-            calibration = [_load_npy(args.calibration_data)]
-        result = api.convert(model, args.out, options, input_shapes=_shapes(args.input_shape) or None,
-                             parity_data=parity_data, calibration=calibration, force=args.force)
+        calibration = [_load_npy(args.calibration_data)] if args.calibration_data is not None else None
+        result = api.convert(spec, args.out, options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
+                             parity_data=parity_data, calibration=calibration, force=args.force, isolate=True)
     if result.parity is not None:
         from converter.parity import to_markdown
 
@@ -139,21 +136,13 @@ def _load_npy(path: Path):
                          "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
 
 
-def _manifest(args) -> dict:
+def _recorded_source(args) -> dict:
     import json
 
     path = args.out / "manifest.json"
-    if not args.check or not path.is_file():
-        raise InputError("no model given", "pass the model (e.g. mnist_cnn --weights model.pt)")
-    return json.loads(path.read_text())
-
-
-def _spec_from_manifest(args) -> str:
-    return _manifest(args)["source"]["spec"]
-
-
-def _weights_from_manifest(args) -> str | None:
-    return _manifest(args)["source"].get("weights")
+    if not path.is_file():
+        raise InputError(f"{args.out} has no manifest.json", "pass the model, or an --out written by convert")
+    return json.loads(path.read_text())["source"]
 
 
 if __name__ == "__main__":

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from converter.errors import ExportError, InputError
+
+if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never needs it
+    import torch
+    from torch import nn
 
 
 def flatten_outputs(out: object) -> list[torch.Tensor]:
     """Model outputs as a flat list of tensors (tuple / list / dict / single tensor)."""
+    import torch
+
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
@@ -29,6 +34,8 @@ def flatten_outputs(out: object) -> list[torch.Tensor]:
 
 def run_torch(module: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Eval-mode forward pass without autograd; numpy in, numpy out."""
+    import torch
+
     with torch.inference_mode():
         out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
     return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
@@ -57,6 +64,8 @@ def export_onnx(
 ) -> onnx.ModelProto:
     """Export with the TorchScript-based exporter (stable ``/module/path/Op`` node names, used to map
     numbers back to PyTorch modules), then check the graph."""
+    import torch
+
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in sample)
     dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
     try:

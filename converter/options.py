@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from converter.errors import InputError
 
@@ -64,3 +64,10 @@ class ConvertOptions:
     @property
     def tflite_precisions(self) -> tuple[str, ...]:
         return self.precisions if "tflite" in self.targets else ()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ConvertOptions":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

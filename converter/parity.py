@@ -110,7 +110,7 @@ def compare(
     ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
     got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
     ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
-    accuracy = _accuracy(candidate[0], labels)
+    accuracy = accuracy_of(candidate[0], labels)
     agreement = _agreement(reference, candidate)
     if (got_bad & ~ref_bad).any():
         n = int((got_bad & ~ref_bad).sum())
@@ -168,7 +168,7 @@ def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> floa
     return min(scores) if scores else None
 
 
-def _accuracy(output: np.ndarray, labels: np.ndarray | None) -> float | None:
+def accuracy_of(output: np.ndarray, labels: np.ndarray | None) -> float | None:
     pred = top1(output)
     if labels is None or pred is None or pred.ndim != 1:
         return None

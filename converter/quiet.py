@@ -56,3 +56,12 @@ def silenced(verbose: bool = False) -> Iterator[io.StringIO]:
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
+
+
+def import_tensorflow(verbose: bool = False):
+    """Import TensorFlow (and onnx2tf) with absl's start-up banner, which goes straight to fd 2, hidden."""
+    quiet_tensorflow(verbose)
+    with silenced(verbose):
+        import onnx2tf  # noqa: F401
+        import tensorflow as tf
+    return tf

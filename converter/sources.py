@@ -10,12 +10,14 @@ import importlib
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-import torch
-from torch import nn
 
 from converter.errors import InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _mnist_cnn() -> nn.Module:
@@ -25,7 +27,7 @@ def _mnist_cnn() -> nn.Module:
 
 
 #: Reference networks known by name: (factory, default input shape in PyTorch layout).
-REFERENCE_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+REFERENCE_MODELS: dict[str, tuple[Callable[[], "nn.Module"], tuple[int, ...]]] = {
     "mnist_cnn": (_mnist_cnn, (1, 1, 28, 28)),
 }
 
@@ -58,6 +60,8 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
 def _load(spec: str, weights: str | Path | None) -> LoadedModel:
     path = Path(spec)
     if spec in REFERENCE_MODELS:
+        import torch  # lazily: the TF side of a conversion never imports torch
+
         factory, shape = REFERENCE_MODELS[spec]
         torch.manual_seed(0)
         module = factory()
@@ -90,6 +94,8 @@ def _load(spec: str, weights: str | Path | None) -> LoadedModel:
 
 def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
     """Load a state_dict file into ``module``; name the first mismatched key on failure."""
+    import torch  # lazily: the TF side of a conversion never imports torch
+
     path = Path(weights)
     _require_file(path, "a state_dict file (torch.save(model.state_dict(), PATH))")
     try:
@@ -99,7 +105,7 @@ def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
             f"cannot read weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}",
             "pass a file written by torch.save(model.state_dict(), PATH)",
         ) from None
-    if isinstance(state, nn.Module):
+    if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     if not isinstance(state, dict):
         raise ModelLoadError(f"weights {path} hold a {type(state).__name__}, not a state_dict",
@@ -129,6 +135,8 @@ def check_state_dict(module: nn.Module, state: dict, path: Path) -> None:
 
 
 def _call_factory(spec: str) -> nn.Module:
+    import torch  # lazily: the TF side of a conversion never imports torch
+
     module_name, _, attr = spec.partition(":")
     try:
         pymod = importlib.import_module(module_name)
@@ -144,13 +152,15 @@ def _call_factory(spec: str) -> nn.Module:
     except Exception as exc:
         raise ModelLoadError(f"{spec} raised {type(exc).__name__}: {exc}",
                              "make the callable work without arguments") from None
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, torch.nn.Module):
         raise ModelLoadError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module",
                              "make the callable return an nn.Module instance")
     return model
 
 
 def _load_torchscript(path: Path) -> nn.Module:
+    import torch  # lazily: the TF side of a conversion never imports torch
+
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
@@ -162,6 +172,8 @@ def _load_torchscript(path: Path) -> nn.Module:
 
 
 def _load_exported_program(path: Path) -> nn.Module:
+    import torch  # lazily: the TF side of a conversion never imports torch
+
     try:
         return torch.export.load(str(path)).module()
     except Exception as exc:
@@ -170,6 +182,8 @@ def _load_exported_program(path: Path) -> nn.Module:
 
 
 def _is_plain_state_dict(path: Path) -> bool:
+    import torch  # lazily: the TF side of a conversion never imports torch
+
     try:
         with zipfile.ZipFile(path):
             pass

@@ -1,0 +1,274 @@
+"""Inference benchmark of a converted directory: every runtime side by side, one child process each.
+
+Each runtime lives in its own long-lived child (:mod:`converter.bench_child`) so threads, allocators and
+caches never interfere; the children are built first, then timed *interleaved*: ``rounds`` rounds, each
+visiting every child in a rotated order for ``lat_n`` batch-1 calls and ``thr_n`` batch-64 calls. A
+noisy neighbour therefore hits all runtimes alike, and the ratios between rows are what to trust.
+
+Latency = batch 1, median and p90 of all timed calls; throughput = 64 / median batch-64 call time.
+Accuracy is top-1 on the labelled digits (the 10k MNIST test set for ``mnist_cnn``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converter import bench_roofline
+from converter.bench_proc import rotated
+from converter.bench_runtimes import RUNTIMES
+
+TARGET_VS_RAW = 1.0  # our TFLite fp32 latency / raw onnx2tf TFLite fp32 latency
+TARGET_INT8_SPEEDUP = 0.6  # dynamic-range int8 latency / fp32 latency
+TARGET_INT8_ACC_PP = 0.3  # accuracy points dynamic-range int8 may lose against fp32
+
+
+@dataclass
+class BenchConfig:
+    out_dir: Path
+    runtimes: tuple[str, ...] = RUNTIMES
+    threads: tuple[int, ...] = (1,)
+    rounds: int = 5
+    lat_n: int = 200
+    thr_n: int = 10
+    data: str | None = None
+    accuracy_samples: int = 10_000
+    ready_timeout_s: float = 900.0
+    workdir: Path | None = None
+    log: object = field(default=print, repr=False)
+
+
+class Child:
+    """One runtime in its own process, driven by JSON lines (see :mod:`converter.bench_child`)."""
+
+    def __init__(self, runtime: str, cfg: BenchConfig, threads: int, raw: Path | None, log_dir: Path) -> None:
+        argv = [sys.executable, "-m", "converter.bench_child", "--runtime", runtime, "--dir", str(cfg.out_dir),
+                "--threads", str(threads), "--accuracy-samples", str(cfg.accuracy_samples)]
+        if raw is not None:
+            argv += ["--raw-tflite", str(raw)]
+        if cfg.data:
+            argv += ["--data", cfg.data]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+                   TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=_pythonpath())
+        self.runtime, self.threads = runtime, threads
+        self.stderr = open(log_dir / f"{runtime}-t{threads}.log", "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, bufsize=1, cwd=log_dir)
+
+    def read(self, timeout_s: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            return {"ready": False, "error": f"no answer within {timeout_s:.0f}s (see {self.stderr.name})"}
+        return json.loads(line)
+
+    def time(self, batch: int, n: int) -> list[float]:
+        self.proc.stdin.write(json.dumps({"cmd": "time", "batch": batch, "n": n, "warmup": 5}) + "\n")
+        return self.read(600.0).get("times_s", [])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write('{"cmd": "quit"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def raw_onnx2tf_tflite(onnx_file: Path, work: Path) -> Path:
+    """``onnx2tf -i model.onnx -o DIR`` in a temporary cwd: the baseline our TFLite fp32 must not lose to."""
+    cwd = work / "onnx2tf_raw"
+    cwd.mkdir()
+    exe = Path(sys.executable).with_name("onnx2tf")
+    run = subprocess.run([str(exe), "-i", str(onnx_file), "-o", "out"], cwd=cwd, capture_output=True, text=True)
+    path = cwd / "out" / "model_float32.tflite"
+    if run.returncode != 0 or not path.is_file():
+        raise RuntimeError(f"raw onnx2tf failed: {run.stdout[-500:]}{run.stderr[-500:]}")
+    return path
+
+
+def run(cfg: BenchConfig) -> dict:
+    """Benchmark every runtime at every thread count; return the JSON-ready result."""
+    manifest = json.loads((cfg.out_dir / "manifest.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=cfg.workdir))
+    try:
+        runtimes = [r for r in cfg.runtimes if _available(r, cfg.out_dir, manifest)]
+        raw = raw_onnx2tf_tflite(cfg.out_dir / "model.onnx", work) if "tflite_onnx2tf_raw" in runtimes else None
+        rows: list[dict] = []
+        for threads in cfg.threads:
+            rows += _run_threads(cfg, runtimes, threads, raw, work, manifest)
+        for row in rows:
+            if row["runtime"] == "tflite_onnx2tf_raw" and raw is not None:
+                row["size_bytes"] = raw.stat().st_size
+        machine = {t: bench_roofline.measure_machine(t) for t in sorted({1, *cfg.threads, os.cpu_count() or 1})}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    work_count = _work(manifest)
+    _add_floors(rows, work_count, machine)
+    return {"benchmark": "inference", "out_dir": str(cfg.out_dir), "model": manifest["source"],
+            "config": {"rounds": cfg.rounds, "lat_calls_per_round": cfg.lat_n, "thr_calls_per_round": cfg.thr_n,
+                       "threads": list(cfg.threads), "batch_throughput": 64, "data": cfg.data,
+                       "accuracy_samples": cfg.accuracy_samples},
+            "rows": rows, "checks": _checks(rows), "work": work_count,
+            "machine": {str(k): v for k, v in machine.items()}, "environment": environment()}
+
+
+def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
+    if runtime.startswith("tflite_") and runtime != "tflite_onnx2tf_raw":
+        return (out_dir / f"model_{runtime.removeprefix('tflite_')}.tflite").is_file()
+    if runtime.startswith("saved_model"):
+        return (out_dir / "saved_model").is_dir()
+    if runtime in ("pytorch", "torchscript", "torch_compile"):
+        return manifest["source"]["kind"] != "onnx"
+    return True
+
+
+def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: Path | None, work: Path,
+                 manifest: dict) -> list[dict]:
+    children: dict[str, Child] = {}
+    info: dict[str, dict] = {}
+    try:
+        for name in runtimes:  # built one at a time: set-up (imports, torch.compile) must not overlap
+            child = Child(name, cfg, threads, raw, work)
+            info[name] = child.read(cfg.ready_timeout_s)
+            cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
+            if info[name].get("ready"):
+                children[name] = child
+            else:
+                child.close()
+        lat: dict[str, list[float]] = {n: [] for n in children}
+        thr: dict[str, list[float]] = {n: [] for n in children}
+        for k in range(cfg.rounds):
+            for name in rotated(list(children), k):
+                lat[name] += children[name].time(1, cfg.lat_n)
+                thr[name] += children[name].time(64, cfg.thr_n)
+            cfg.log(f"  round {k + 1}/{cfg.rounds} t={threads} done")
+    finally:
+        for child in children.values():
+            child.close()
+    return [_row(name, threads, info[name], lat.get(name, []), thr.get(name, []), manifest, cfg.out_dir)
+            for name in runtimes]
+
+
+def _ready_text(info: dict) -> str:
+    if not info.get("ready"):
+        return "FAILED: " + info.get("error", "?")
+    acc = "" if info["accuracy"] is None else f" acc={100 * info['accuracy']:.2f}%"
+    return f"build={info['build_s']:.1f}s warmup={info['warmup_s']:.1f}s{acc} b64={info['batch64_mode']}"
+
+
+def _row(name: str, threads: int, info: dict, lat: list[float], thr: list[float], manifest: dict,
+         out_dir: Path) -> dict:
+    row = {"runtime": name, "threads": threads, "ok": bool(info.get("ready")) and bool(lat) and bool(thr),
+           "error": info.get("error")}
+    for key in ("precision", "artifact", "batch64_mode", "build_s", "warmup_s", "accuracy", "accuracy_samples",
+                "rss_bytes"):
+        row[key] = info.get(key)
+    row["size_bytes"] = _size(name, row.get("artifact"), manifest, out_dir)
+    if row["ok"]:
+        row.update(latency_median_s=statistics.median(lat), latency_p90_s=float(np.percentile(lat, 90)),
+                   latency_min_s=min(lat), latency_calls=len(lat),
+                   throughput_sps=64 / statistics.median(thr), batch64_median_s=statistics.median(thr),
+                   batch64_calls=len(thr))
+    return row
+
+
+def _size(runtime: str, artifact: str | None, manifest: dict, out_dir: Path) -> int | None:
+    if artifact is None:  # torch rows: the state_dict the model came from
+        weights = manifest["source"].get("weights")
+        return Path(weights).stat().st_size if weights and Path(weights).is_file() else None
+    for art in manifest["artifacts"].values():
+        if art.get("path") == artifact:
+            return art.get("bytes")
+    path = out_dir / artifact
+    return path.stat().st_size if path.is_file() else None
+
+
+def _work(manifest: dict) -> dict | None:
+    """FLOPs/weights of the PyTorch source, when there is one."""
+    source = manifest["source"]
+    if source["kind"] == "onnx":
+        return None
+    from converter.sources import load_model
+
+    module = load_model(source["spec"], source.get("weights")).module
+    return bench_roofline.count_flops(module, tuple(manifest["inputs"][0]["pytorch_shape"]))
+
+
+def _add_floors(rows: list[dict], work: dict | None, machine: dict) -> None:
+    if work is None:
+        return
+    for row in rows:
+        if not row["ok"]:
+            continue
+        m = machine[row["threads"]]
+        precision = row.get("precision") or "fp32"
+        row["floor_b1_s"] = bench_roofline.floor_s(work, m, 1, precision)
+        row["floor_b1_cold_s"] = bench_roofline.floor_s(work, m, 1, precision, cached=False)
+        row["floor_b64_s"] = bench_roofline.floor_s(work, m, 64, precision)
+        row["latency_vs_floor"] = row["latency_median_s"] / row["floor_b1_s"]
+        row["b64_vs_floor"] = row["batch64_median_s"] / row["floor_b64_s"]
+
+
+def _checks(rows: list[dict]) -> list[dict]:
+    from converter.bench_convert import _check
+
+    checks = []
+    for threads in sorted({r["threads"] for r in rows}):
+        by = {r["runtime"]: r for r in rows if r["threads"] == threads and r["ok"]}
+        if "tflite_fp32" in by and "tflite_onnx2tf_raw" in by:
+            ratio = by["tflite_fp32"]["latency_median_s"] / by["tflite_onnx2tf_raw"]["latency_median_s"]
+            checks.append(_check(f"t={threads} tflite_fp32 / raw onnx2tf tflite latency", ratio, TARGET_VS_RAW, "x"))
+        if "tflite_fp32" in by and "tflite_dynamic_int8" in by:
+            fp32, q = by["tflite_fp32"], by["tflite_dynamic_int8"]
+            checks.append(_check(f"t={threads} dynamic_int8 / fp32 latency",
+                                 q["latency_median_s"] / fp32["latency_median_s"], TARGET_INT8_SPEEDUP, "x"))
+            if fp32["accuracy"] is not None and q["accuracy"] is not None:
+                loss = 100 * (fp32["accuracy"] - q["accuracy"])
+                checks.append(_check(f"t={threads} dynamic_int8 accuracy loss vs fp32 (pp)", loss,
+                                     TARGET_INT8_ACC_PP, "pp"))
+    return checks
+
+
+def environment() -> dict:
+    """Versions, CPU model and flags that matter for speed, thread counts."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "tensorflow-cpu", "onnx", "onnxruntime", "onnx2tf", "ai-edge-litert", "numpy", "tf-keras"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    cpu, flags = platform.processor(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), cpu)
+        all_flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+                             "amx_int8", "amx_tile") if f in all_flags]
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu, "cpu_flags": flags,
+            "cpu_count": os.cpu_count(), "versions": versions, "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}

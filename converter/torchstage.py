@@ -1,0 +1,172 @@
+"""The PyTorch side of a conversion: load, export to ONNX, and compute the PyTorch rows of the report.
+
+It runs in-process for API callers that hand over a live ``nn.Module``, and in a child process for the
+CLI (:func:`run_isolated`): the child imports torch, writes ``model.onnx`` and the reference outputs,
+and exits before TensorFlow is imported, so the two frameworks never share one process's memory or
+thread pools. ``.onnx`` sources need no torch at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converter import export
+from converter.errors import ConverterError, ExportError, InputError
+from converter.options import ConvertOptions
+from converter.paritydata import ParityData, load_parity_data
+from converter.sources import LoadedModel
+
+#: With ``--dynamic-batch`` every runtime is fed at these batch sizes (the reference at the first).
+DYNAMIC_BATCHES = (1, 3)
+#: Chunk size for runtimes that take any batch when the artifacts have a fixed batch.
+FREE_CHUNK = 64
+_STAGE_FILE = ".torch_stage"
+
+
+@dataclass
+class TorchSide:
+    """Everything the TF side needs from PyTorch, as plain arrays (picklable to a file)."""
+
+    kind: str
+    input_names: list[str]
+    output_names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    data: ParityData
+    #: runtime -> batch chunk -> outputs, for ``pytorch`` (also the reference) and ``torchscript``
+    outputs: dict[str, dict[int, list[np.ndarray]]] = field(default_factory=dict)
+    #: the reference net's weights (numpy state_dict) for the ``keras_native`` route
+    keras_state: dict[str, np.ndarray] | None = None
+    reference_name: str | None = None
+    source: dict = field(default_factory=dict)
+
+    def chunks(self, dynamic: bool) -> tuple[int, ...]:
+        return DYNAMIC_BATCHES if dynamic else (FREE_CHUNK,)
+
+
+def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, parity_data,
+        *, export_onnx: bool = True) -> TorchSide:
+    """Export ``model`` into ``out/model.onnx`` (unless ``export_onnx`` is False, for ``--check``) and
+    compute its PyTorch outputs on the parity data."""
+    from converter import artifacts
+
+    shapes, dtypes = artifacts.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
+    data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
+        parity_data, shapes, dtypes, options.parity_samples, options.seed)
+    sample = [artifacts.take(x, shapes[0][0]) for x in data.inputs]
+    if export_onnx:
+        in_names, out_names = artifacts.export_model(model, out, options, shapes, sample)
+    else:
+        manifest = json.loads((out / "manifest.json").read_text())
+        in_names = [i["name"] for i in manifest["inputs"]]
+        out_names = [o["name"] for o in manifest["outputs"]]
+    side = TorchSide(model.kind, in_names, out_names, [tuple(s) for s in shapes], [str(np.dtype(d)) for d in dtypes],
+                     data, reference_name=model.reference_name,
+                     source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights})
+    if model.module is not None and options.parity:
+        side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch))
+        if model.reference_name == "mnist_cnn":
+            side.keras_state = {k: v.detach().cpu().numpy() for k, v in model.module.state_dict().items()}
+    return side
+
+
+def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks) -> dict[str, dict[int, list[np.ndarray]]]:
+    from converter import runtimes
+
+    eager = runtimes.torch_runner(model.module)
+    scripted = runtimes.torchscript_runner(model.module, sample, None)
+    return {r.runtime: {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in (eager, scripted)}
+
+
+# ----------------------------------------------------------------------------------------- child process
+
+def run_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
+                 parity_data: str, *, export_onnx: bool = True) -> TorchSide:
+    """:func:`run` in a child process; its ConverterError comes back as the same one-line error."""
+    request = {"spec": spec, "weights": weights, "out": str(out), "options": options.to_json(),
+               "input_shapes": input_shapes, "parity_data": parity_data, "export_onnx": export_onnx}
+    stage = out / _STAGE_FILE
+    stage.mkdir(exist_ok=True)
+    (stage / "request.json").write_text(json.dumps(request))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "converter.torchstage", str(stage)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            error = (stage / "error.json")
+            if error.is_file():
+                raise ConverterError(json.loads(error.read_text())["message"])
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ExportError(f"the PyTorch stage crashed (exit {proc.returncode}): {tail[:200]}",
+                              "rerun with --verbose; check the model runs on CPU")
+        return _read_side(stage)
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_side(stage: Path, side: TorchSide) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for i, x in enumerate(side.data.inputs):
+        arrays[f"input/{i}"] = x
+    if side.data.labels is not None:
+        arrays["labels"] = side.data.labels
+    for runtime, by_chunk in side.outputs.items():
+        for chunk, outs in by_chunk.items():
+            for i, o in enumerate(outs):
+                arrays[f"out/{runtime}/{chunk}/{i}"] = o
+    for k, v in (side.keras_state or {}).items():
+        arrays[f"keras/{k}"] = v
+    np.savez(stage / "side.npz", **arrays)
+    meta = {"kind": side.kind, "input_names": side.input_names, "output_names": side.output_names,
+            "shapes": side.shapes, "dtypes": side.dtypes, "description": side.data.description,
+            "real": side.data.real, "reference_name": side.reference_name,
+            "has_keras": side.keras_state is not None, "source": side.source}
+    (stage / "side.json").write_text(json.dumps(meta))
+
+
+def _read_side(stage: Path) -> TorchSide:
+    meta = json.loads((stage / "side.json").read_text())
+    with np.load(stage / "side.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    inputs = [arrays[f"input/{i}"] for i in range(len(meta["shapes"]))]
+    data = ParityData(inputs, arrays.get("labels"), meta["description"], meta["real"])
+    outputs: dict[str, dict[int, list[np.ndarray]]] = {}
+    for key in sorted(k for k in arrays if k.startswith("out/")):
+        _, runtime, chunk, index = key.split("/")
+        outputs.setdefault(runtime, {}).setdefault(int(chunk), []).append((int(index), arrays[key]))
+    outputs = {r: {c: [a for _, a in sorted(v)] for c, v in by.items()} for r, by in outputs.items()}
+    keras = {k[len("keras/"):]: v for k, v in arrays.items() if k.startswith("keras/")} if meta["has_keras"] else None
+    return TorchSide(meta["kind"], meta["input_names"], meta["output_names"], [tuple(s) for s in meta["shapes"]],
+                     meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"])
+
+
+def _child(stage: Path) -> int:
+    from converter.quiet import quiet_tensorflow
+    from converter.sources import load_model
+
+    request = json.loads((stage / "request.json").read_text())
+    options = ConvertOptions.from_json(request["options"])
+    quiet_tensorflow(options.verbose)
+    try:
+        model = load_model(request["spec"], request["weights"])
+        shapes = [tuple(s) for s in request["input_shapes"]] if request["input_shapes"] else None
+        side = run(model, Path(request["out"]), options, shapes, request["parity_data"],
+                   export_onnx=request["export_onnx"])
+        _write_side(stage, side)
+    except ConverterError as exc:
+        (stage / "error.json").write_text(json.dumps({"message": str(exc)}))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(Path(sys.argv[1])))
