@@ -1,7 +1,7 @@
 """What a person reads from an inference benchmark: a Markdown table and two PNG plots.
 
 - ``latency.png``: batch-1 latency per runtime (median bar, p90 whisker) beside batch-64 throughput;
-- ``tradeoff.png``: accuracy against artifact size, each point coloured by its batch-1 latency.
+- ``tradeoff.png``: batch-1 latency against artifact size, each point coloured by its accuracy.
 """
 
 from __future__ import annotations
@@ -84,12 +84,16 @@ def _latency_plot(result: dict, path: Path) -> Path:
     p90 = [(r["latency_p90_s"] - r["latency_median_s"]) * 1e6 for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2), sharey=True)
     ax1.barh(labels, med, xerr=[[0] * len(rows), p90], color="#4477aa", capsize=3)
-    for y, v in enumerate(med):
-        ax1.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
-    floors = [r.get("floor_b1_s") for r in rows]
-    if all(f is not None for f in floors):
-        ax1.axvline(min(floors) * 1e6, color="#cc3311", linestyle="--", label="latency floor (fp32)")
+    for y, (v, whisker) in enumerate(zip(med, p90)):
+        ax1.text(v + whisker, y, f"  {v:,.0f}", va="center", fontsize=8)
+    floors = {r.get("precision"): r.get("floor_b1_s") for r in rows if r.get("floor_b1_s")}
+    for precision, color in (("fp32", "#cc3311"), ("dynamic_int8", "#ee7733")):
+        if precision in floors:
+            ax1.axvline(floors[precision] * 1e6, color=color, linestyle="--",
+                        label=f"latency floor, {precision} weights ({floors[precision] * 1e6:,.0f} µs)")
+    if floors:
         ax1.legend(loc="lower right", fontsize=8)
+    ax1.set_xlim(right=max(m + w for m, w in zip(med, p90)) * 2.5)
     ax1.set_xscale("log")
     ax1.set_xlabel("batch-1 latency, µs (bar: median, whisker: p90; log scale)")
     ax1.invert_yaxis()
@@ -108,38 +112,46 @@ def _latency_plot(result: dict, path: Path) -> Path:
 
 
 def _tradeoff_plot(result: dict, path: Path) -> Path:
+    """x: latency, y: artifact size, colour: accuracy; labels staggered where points share a size."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _ok_rows(result) if r["size_bytes"] and r["accuracy"] is not None]
-    if not rows:  # no labelled data: size against latency only
-        rows = [dict(r, accuracy=0.0) for r in _ok_rows(result) if r["size_bytes"]]
-    t0 = min(r["threads"] for r in rows) if rows else 1
-    rows = [r for r in rows if r["threads"] == t0]
-    fig, ax = plt.subplots(figsize=(9, 6))
-    sizes = [r["size_bytes"] / MIB for r in rows]
-    accs = [100 * r["accuracy"] for r in rows]
+    rows = [r for r in _ok_rows(result) if r["size_bytes"]]
+    t0 = min((r["threads"] for r in rows), default=1)
+    rows = sorted((r for r in rows if r["threads"] == t0), key=lambda r: (r["size_bytes"], r["latency_median_s"]))
+    fig, ax = plt.subplots(figsize=(10, 6))
     lats = [r["latency_median_s"] * 1e6 for r in rows]
-    points = ax.scatter(sizes, accs, c=lats, cmap="viridis_r", s=90, edgecolors="black",
-                        norm=matplotlib_lognorm(lats))
-    for x, y, r, lat in zip(sizes, accs, rows, lats):
-        ax.annotate(f"{r['runtime']}\n{lat:,.0f} µs", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    sizes = [r["size_bytes"] / MIB for r in rows]
+    accs = [100 * r["accuracy"] if r["accuracy"] is not None else float("nan") for r in rows]
+    from matplotlib.ticker import FuncFormatter
+
+    known = [a for a in accs if a == a]
+    lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+    pad = max(0.05, 0.1 * (hi - lo))  # identical accuracies must not stretch the colour bar to 80-100 %
+    points = ax.scatter(lats, sizes, c=accs, cmap="viridis", s=110, edgecolors="black", zorder=3,
+                        vmin=lo - pad, vmax=hi + pad)
+    rank: dict[float, int] = {}
+    for x, y, r, acc in zip(lats, sizes, rows, accs):
+        k = rank[round(y, 1)] = rank.get(round(y, 1), -1) + 1
+        dy = (12 + 13 * (k // 2)) * (1 if k % 2 == 0 else -1)
+        text = r["runtime"] + ("" if acc != acc else f" ({acc:.2f}%)")
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, dy), fontsize=8,
+                    va="center", arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     ax.set_xscale("log")
-    ax.set_xlabel("artifact size, MiB (log scale)")
-    ax.set_ylabel("top-1 accuracy, %")
-    pad = max(0.05, (max(accs) - min(accs)) * 0.3) if accs else 1
-    if accs:
-        ax.set_ylim(min(accs) - pad, max(accs) + pad)
-    fig.colorbar(points, ax=ax, label="batch-1 median latency, µs (darker = faster)")
+    ax.set_yscale("log")
+    ax.set_xlim(min(lats) / 1.6, max(lats) * 3)
+    ax.set_ylim(min(sizes) / 1.6, max(sizes) * 1.8)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    ax.tick_params(which="minor", labelsize=7)
+    ax.set_xlabel("batch-1 median latency, µs (log scale; left is faster)")
+    ax.set_ylabel("artifact size, MiB (log scale; lower is smaller)")
+    if any(a == a for a in accs):
+        fig.colorbar(points, ax=ax, label="top-1 accuracy, %")
     ax.set_title(f"Accuracy vs size vs latency ({t0} thread(s))")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def matplotlib_lognorm(values: list[float]):
-    from matplotlib.colors import LogNorm
-
-    lo, hi = (min(values), max(values)) if values else (1, 10)
-    return LogNorm(vmin=lo, vmax=max(hi, lo * 1.01))
