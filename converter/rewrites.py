@@ -49,18 +49,14 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape, for every tensor whose shape onnx shape inference can pin down completely."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    graph = inferred.graph
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown."""
+    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
     shapes = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         tensor_type = info.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            continue
-        dims = tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            shapes[info.name] = tuple(d.dim_value for d in dims)
+        if tensor_type.HasField("shape"):
+            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
     return shapes
 
 
@@ -101,19 +97,31 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int)
 
 
 def _fold_node(
-    node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], opset: int
+    node: onnx.NodeProto,
+    known: dict[str, np.ndarray],
+    dims: dict[str, tuple[int | None, ...]],
+    shapes: dict[str, tuple[int | None, ...]],
+    opset: int,
 ) -> list[np.ndarray] | None:
-    """The node's output values if they follow from constants and static shapes alone, else None."""
+    """The node's output values if they follow from constants and static dimensions alone, else None.
+
+    ``dims`` collects the (partly known) values of Shape outputs, so that ``Shape → Gather(1)`` folds even when
+    dimension 0 is a dynamic batch.
+    """
     if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
         return None
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         return None
-    if node.op_type in ("Shape", "Size") and node.input[0] not in known and node.input[0] in shapes:
-        shape = np.array(shapes[node.input[0]], np.int64)
-        if node.op_type == "Size":
-            return [np.array(shape.prod(), np.int64)]
+    if node.op_type == "Shape" and node.input[0] in shapes:
         attrs = {a.name: a.i for a in node.attribute}
-        return [shape[attrs.get("start", 0) : attrs.get("end", len(shape)) or None]]
+        shape = shapes[node.input[0]]
+        dims[node.output[0]] = shape[attrs.get("start", 0) : attrs.get("end", len(shape)) or None]
+        return None if None in dims[node.output[0]] else [np.array(dims[node.output[0]], np.int64)]
+    if node.op_type == "Size" and None not in shapes.get(node.input[0], (None,)):
+        return [np.array(np.prod(shapes[node.input[0]]), np.int64)]
+    if node.op_type == "Gather" and node.input[0] in dims and node.input[1] in known:
+        picked = np.take(np.array(dims[node.input[0]], dtype=object), known[node.input[1]])
+        return None if any(v is None for v in np.ravel(picked)) else [picked.astype(np.int64)]
     if not all(name in known for name in node.input if name):
         return None
     inputs = [known[name] if name else None for name in node.input]
@@ -126,28 +134,30 @@ def _fold_node(
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace ``Constant`` nodes, and every node whose outputs depend only on constants and on *static* shapes,
-    by initializers (what onnx-simplifier does before onnx2tf in its file-based flow).
+    """Replace ``Constant`` nodes, and every node whose outputs follow from constants and static dimensions, by
+    initializers: what onnx-simplifier does before onnx2tf in its file-based flow (here it is neither installed
+    nor reachable, since onnx2tf only runs it on files).
 
-    Without it: onnx2tf treats an initializer as a compile-time array (and remaps axes/perms in it from NCHW to
-    NHWC), but the output of a ``Constant`` node as a runtime TF tensor it cannot remap, so ``x[:, 24:]`` (a Slice
-    whose ``axes`` comes from a Constant node) slices H instead of C. And the TorchScript exporter leaves shape arithmetic on activations (``x.chunk`` in ShuffleNetV2 becomes
-    Shape→Gather→Add→Div→Mul→Slice, RNN zero states become Shape→Gather→Concat→Expand). onnx2tf converts those
-    int64 chains into int32 TF tensors and then fails (``Input 'y' of 'AddV2' Op has type int64 that does not match
-    type int32``), or feeds dynamic tensors where it needs constants (LSTM ``initial_state``). onnx2tf would normally
-    run onnx-simplifier for this, which is not installed and only works on files.
-    Why general: the exported graph has fully static shapes, so every Shape/Size of an activation is a constant; the
-    remaining subgraph is evaluated with the ONNX reference evaluator, node by node, without inflating the graph.
+    Without it: (1) onnx2tf treats an initializer as a compile-time array and remaps the axes in it from NCHW to
+    NHWC, but a ``Constant`` node's output as a runtime tensor it cannot remap, so ``y[:, 24:]`` (a Slice whose
+    ``axes`` comes from a Constant node) slices H instead of C ("Dimensions must be equal"). (2) The TorchScript
+    exporter leaves shape arithmetic on activations: ``x.chunk`` in ShuffleNetV2 becomes
+    Shape→Gather→Add→Div→Mul→Slice and fails with "Input 'y' of 'AddV2' Op has type int64 that does not match
+    type int32"; LSTM zero states become Shape→Gather→Concat→Expand and fail with "Tensors in list passed to
+    'values' of 'ConcatV2' Op have types [int64, int32, int64]".
+    Why general: a Shape of a tensor whose dimensions are static is a constant (with a dynamic batch, only the
+    static dimensions fold); everything downstream of constants alone is evaluated with the ONNX reference
+    evaluator, node by node, never growing the graph; graph outputs stay outputs of ops.
     """
     model = _copy(model)
     graph = model.graph
-    shapes = _static_shapes(model)
+    shapes = _shapes(model)
     opset = _opset(model)
     known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}
-    kept, folded = [], {}
+    kept, folded, dims = [], {}, {}
     for node in graph.node:
-        values = _fold_node(node, known, shapes, opset)
+        values = _fold_node(node, known, dims, shapes, opset)
         if values is None:
             kept.append(node)
             continue
@@ -185,9 +195,8 @@ def materialize_lstm_states(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     graph = model.graph
-    shapes = _static_shapes(model)
+    shapes = _shapes(model)
     names = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    changed = False
     for index, node in enumerate(graph.node):
         if node.op_type != "LSTM" or node.input[0] not in shapes:
             continue
@@ -197,6 +206,8 @@ def materialize_lstm_states(model: onnx.ModelProto) -> onnx.ModelProto:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         directions = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
         batch = shapes[node.input[0]][0 if attrs.get("layout", 0) == 1 else 1]
+        if batch is None:
+            continue  # a dynamic batch: zeros would need ops; the exporter's own zero states are left alone
         zeros = np.zeros((batch, directions, attrs["hidden_size"]), np.float32)
         if attrs.get("layout", 0) == 0:
             zeros = zeros.transpose(1, 0, 2)
@@ -210,7 +221,6 @@ def materialize_lstm_states(model: onnx.ModelProto) -> onnx.ModelProto:
                 inputs[slot] = name
         del node.input[:]
         node.input.extend(inputs)
-        changed = True
     return model
 
 
@@ -223,52 +233,48 @@ def _valid(name: str) -> str:
     return cleaned or "t"
 
 
+def _renamer(reserved: set[str]) -> Callable[[str], str]:
+    """A memoised ``old -> new`` map into valid, unique names; names in ``reserved`` map to themselves."""
+    taken = set(reserved)
+    mapping: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in reserved:
+            return name
+        if name not in mapping:
+            base = name if _VALID_NAME.match(name) else _valid(name)
+            candidate, k = base, 1
+            while candidate in taken:
+                candidate, k = f"{base}_{k}", k + 1
+            taken.add(candidate)
+            mapping[name] = candidate
+        return mapping[name]
+
+    return rename
+
+
 def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rename every node and every internal tensor to a name TensorFlow accepts as an op name, uniquely.
+    """Rename every node and every internal tensor to a unique name TensorFlow accepts as an op name.
 
     Without it: onnx2tf names TF ops and Keras layers after ONNX node/tensor names; TorchScript export produces
     names such as ``/stage2/stage2.1/Add`` or ``onnx::Conv_1157`` (and empty node names), which TensorFlow rejects
-    with "A root scope name has to match the following pattern: ^[A-Za-z0-9.][A-Za-z0-9_.\\\\/>-]*$" when the model
-    is traced or saved. Why general: names carry no semantics in ONNX; graph inputs and outputs keep their names
-    because they are the user's interface.
+    with "A root scope name has to match the following pattern: ^[A-Za-z0-9.][A-Za-z0-9_.\\\\/>-]*$" when the
+    model is traced or saved. Why general: names carry no semantics in ONNX; graph inputs and outputs keep their
+    names because they are the user's interface.
     """
     model = _copy(model)
     graph = model.graph
-    fixed = {i.name for i in graph.input} | {o.name for o in graph.output}
-    taken: set[str] = set(fixed)
-    mapping: dict[str, str] = {}
-
-    def unique(name: str) -> str:
-        candidate, k = name, 1
-        while candidate in taken:
-            candidate, k = f"{name}_{k}", k + 1
-        taken.add(candidate)
-        return candidate
-
-    def rename(name: str) -> str:
-        if not name or name in fixed:
-            return name
-        if name not in mapping:
-            mapping[name] = name if _VALID_NAME.match(name) and name not in taken else unique(_valid(name))
-            taken.add(mapping[name])
-        return mapping[name]
-
-    changed = False
+    tensor = _renamer({i.name for i in graph.input} | {o.name for o in graph.output})
+    node_name = _renamer(set())
     for index, node in enumerate(graph.node):
-        new_name = unique(_valid(node.name) if node.name else f"{node.op_type}_{index}")
-        changed |= new_name != node.name
-        node.name = new_name
-    for tensor in graph.initializer:
-        tensor.name = rename(tensor.name)
-    for info in graph.value_info:
-        info.name = rename(info.name)
-    for node in graph.node:
+        node.name = node_name(node.name or f"{node.op_type}_{index}")
         for field in (node.input, node.output):
-            renamed = [rename(n) for n in field]
+            renamed = [tensor(n) for n in field]
             del field[:]
             field.extend(renamed)
-    changed |= any(k != v for k, v in mapping.items())
-    return model if changed else _copy(model)
+    for item in [*graph.initializer, *graph.value_info]:
+        item.name = tensor(item.name)
+    return model
 
 
 # --------------------------------------------------------------------------------------------- infer_shapes

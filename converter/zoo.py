@@ -291,3 +291,105 @@ _ENTRIES = [
 ]
 
 ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
+
+
+# ------------------------------------------------------------------------------------------- scoreboard
+
+
+def _runtime_rows(report) -> list[dict]:
+    return [
+        {"runtime": r.runtime, "precision": r.precision, "max_rel_err": r.max_rel_err,
+         "top1_agreement": r.top1_agreement, "passed": r.passed, "reason": r.reason}
+        for r in report.runtimes
+    ]
+
+
+def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: int, seed: int = 0) -> dict:
+    """Convert one zoo model with ``converter.api.convert`` on realistic data; one scoreboard row (a dict)."""
+    import time
+
+    from converter.api import convert
+    from converter.errors import ConverterError
+    from converter.options import ConvertOptions
+    from converter.paritydata import ParityData
+    from converter.sources import LoadedModel
+
+    start = time.perf_counter()
+    module = entry.build()
+    data = entry.make_inputs(samples, seed + 1)
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(x) for x in data))
+    ref = [o.numpy() for o in (ref if isinstance(ref, tuple) else (ref,))]
+    row: dict = {"model": entry.name, "params": sum(p.numel() for p in module.parameters()),
+                 "output_std": min(float(o.std()) for o in ref), "scale_ok": output_scale_ok(ref)}
+    loaded = LoadedModel(entry.name, "callable", module, default_input_shapes=tuple(entry.input_shapes))
+    options = ConvertOptions(input_names=tuple(entry.input_names), output_names=tuple(entry.output_names),
+                             precisions=precisions, parity_samples=samples, seed=seed)
+    parity = ParityData(data, None, f"zoo {entry.name}: {samples} seeded realistic samples", real=True)
+    try:
+        result = convert(loaded, out_root / entry.name, options, input_shapes=list(entry.input_shapes),
+                         parity_data=parity, force=True)
+    except ConverterError as exc:
+        return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": str(exc),
+                "rewrites": [], "runtimes": []}
+    timings = result.manifest.get("timings_s", {})
+    return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),
+            "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
+            "passed": bool(result.parity.passed and row["scale_ok"]), "error": ""}
+
+
+def format_scoreboard(rows: list[dict]) -> str:
+    """A fixed-width table: one line per model, worst relative error and top-1 agreement per runtime/precision."""
+    keys = sorted({f"{r['runtime']}/{r['precision']}" for row in rows for r in row["runtimes"]})
+    head = f"{'model':<24}{'params':>11}{'conv s':>8}  " + "".join(f"{k[:22]:>24}" for k in keys) + "  result"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        cells = {f"{r['runtime']}/{r['precision']}": r for r in row["runtimes"]}
+        text = "".join(f"{_cell(cells.get(key)):>24}" for key in keys)
+        verdict = "PASS" if row["passed"] else ("FAIL: " + (row["error"] or _why(row)))[:120]
+        lines.append(f"{row['model']:<24}{row['params']:>11,}{row['convert_s']:>8.1f}  {text}  {verdict}")
+    return "\n".join(lines)
+
+
+def _cell(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    agree = "" if result["top1_agreement"] is None else f" {100 * result['top1_agreement']:.0f}%"
+    return f"{result['max_rel_err']:.1e}{agree}"
+
+
+def _why(row: dict) -> str:
+    if not row["scale_ok"]:
+        return f"reference output std {row['output_std']:.2g} < {MIN_OUTPUT_STD} (comparison meaningless)"
+    return "; ".join(f"{r['runtime']}/{r['precision']}: {r['reason']}" for r in row["runtimes"] if not r["passed"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/zoo``: convert the zoo, print the scoreboard, write ``scoreboard.json`` beside the artifacts."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="zoo", description=main.__doc__)
+    parser.add_argument("models", nargs="*", help=f"subset of: {', '.join(ZOO)} (default: all)")
+    parser.add_argument("--fast", action="store_true", help="only the fast CI subset")
+    parser.add_argument("--out", type=Path, default=Path("runs/zoo"), help="artifacts and scoreboard.json")
+    parser.add_argument("--precisions", default="fp32,fp16,dynamic_int8,int8")
+    parser.add_argument("--samples", type=int, default=32, help="parity samples per model")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in ZOO]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(ZOO)}")
+    entries = [ZOO[m] for m in args.models] if args.models else [e for e in ZOO.values() if e.fast or not args.fast]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for entry in entries:
+        rows.append(run_entry(entry, args.out, tuple(args.precisions.split(",")), args.samples))
+        print(f"{entry.name}: {'PASS' if rows[-1]['passed'] else 'FAIL'} ({rows[-1]['convert_s']} s)", flush=True)
+        (args.out / "scoreboard.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(format_scoreboard(rows))
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""Each rewrite on its own, on tiny synthetic graphs: still valid, same onnxruntime outputs, and the intended change.
+
+Pure-graph tests need no TensorFlow; the two onnx2tf tests at the end check the offline guard and that a graph
+onnx2tf mis-converts raw converts correctly after ``prepare_for_onnx2tf``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converter import rewrites
+
+OPSET = 17
+
+
+def _model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _f32(name: str, shape: list[int]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _const(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=f"/{name}/Constant", value=numpy_helper.from_array(np.asarray(value)))
+
+
+def chunk_graph() -> onnx.ModelProto:
+    """``x.chunk(2, dim=1)[1] * 2`` as the TorchScript exporter writes it: Shape→Gather→Add→Div→Mul→Slice."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
+        _const("axis", np.array([1], np.int64)),
+        helper.make_node("Gather", ["shape", "axis"], ["c"], name="/Gather", axis=0),
+        _const("one", np.array([1], np.int64)),
+        helper.make_node("Add", ["c", "one"], ["c1"], name="/Add"),
+        _const("two", np.array([2], np.int64)),
+        helper.make_node("Div", ["c1", "two"], ["half"], name="/Div"),
+        _const("big", np.array([1 << 30], np.int64)),
+        helper.make_node("Slice", ["x", "half", "big", "axis"], ["second"], name="/Slice"),
+        _const("scale", np.array(2.0, np.float32)),
+        helper.make_node("Mul", ["second", "scale"], ["y"], name="/Mul"),
+    ]
+    return _model(nodes, [_f32("x", [1, 6, 3, 3])], [_f32("y", [1, 3, 3, 3])])
+
+
+def constant_output_graph() -> onnx.ModelProto:
+    """A graph output computed from constants only (plus a real output)."""
+    nodes = [
+        _const("a", np.ones((2,), np.float32)),
+        helper.make_node("Add", ["a", "a"], ["k"], name="/AddConst"),
+        helper.make_node("Relu", ["x"], ["y"], name="/Relu"),
+    ]
+    return _model(nodes, [_f32("x", [1, 2])], [_f32("y", [1, 2]), _f32("k", [2])])
+
+
+def big_expand_graph() -> onnx.ModelProto:
+    """An Expand of a scalar to 1M elements: folding it would inflate the file, so it must stay an op."""
+    nodes = [
+        _const("s", np.array(1.0, np.float32)),
+        _const("shape", np.array([1, 1024, 1024], np.int64)),
+        helper.make_node("Expand", ["s", "shape"], ["e"], name="/Expand"),
+        helper.make_node("Add", ["x", "e"], ["y"], name="/Add"),
+    ]
+    return _model(nodes, [_f32("x", [1, 1024, 1024])], [_f32("y", [1, 1024, 1024])])
+
+
+def lstm_graph(direction: str = "forward", layout: int = 0, with_states: bool = False) -> onnx.ModelProto:
+    """One LSTM over a (T=5, B=2, I=3) sequence (or (B, T, I) with layout=1), hidden 4."""
+    rng = np.random.default_rng(0)
+    d = 2 if direction == "bidirectional" else 1
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((d, 16, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((d, 16, 4)).astype(np.float32), "R"),
+        numpy_helper.from_array(rng.standard_normal((d, 32)).astype(np.float32), "B"),
+    ]
+    inputs = ["x", "W", "R", "B"]
+    if with_states:
+        zeros = np.zeros((d, 2, 4) if layout == 0 else (2, d, 4), np.float32)
+        inits += [numpy_helper.from_array(zeros, "h0"), numpy_helper.from_array(zeros, "c0")]
+        inputs += ["", "h0", "c0"]
+    node = helper.make_node(
+        "LSTM", inputs, ["y"], name="/rnn/LSTM", hidden_size=4, direction=direction, layout=layout
+    )
+    x_shape = [5, 2, 3] if layout == 0 else [2, 5, 3]
+    y_shape = [5, d, 2, 4] if layout == 0 else [2, 5, d, 4]
+    return _model([node], [_f32("x", x_shape)], [_f32("y", y_shape)], inits)
+
+
+def messy_names_graph() -> onnx.ModelProto:
+    """TorchScript-style names: leading '/', 'onnx::' initializers, an empty node name, a clash after cleaning."""
+    w = numpy_helper.from_array(np.full((1, 2), 0.5, np.float32), "onnx::Mul_12")
+    nodes = [
+        helper.make_node("Mul", ["in:0", "onnx::Mul_12"], ["/a/Mul_output_0"], name="/a/Mul"),
+        helper.make_node("Relu", ["/a/Mul_output_0"], ["_a/Mul_output_0"], name=""),
+        helper.make_node("Neg", ["_a/Mul_output_0"], ["out"], name="_a/Mul"),
+    ]
+    return _model(nodes, [_f32("in:0", [1, 2])], [_f32("out", [1, 2])], [w])
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _no_op(*ops: str) -> Callable[[onnx.ModelProto], bool]:
+    return lambda m: not any(n.op_type in ops for n in m.graph.node)
+
+
+def _has_op(op: str) -> Callable[[onnx.ModelProto], bool]:
+    return lambda m: any(n.op_type == op for n in m.graph.node)
+
+
+def _lstm_has_states(m: onnx.ModelProto) -> bool:
+    lstm = next(n for n in m.graph.node if n.op_type == "LSTM")
+    return len(lstm.input) >= 7 and all(lstm.input[i] for i in (5, 6))
+
+
+def _names_valid(m: onnx.ModelProto) -> bool:
+    g = m.graph
+    internal = {t for n in g.node for t in [*n.input, *n.output] if t} - {"in:0", "out"}
+    node_names = [n.name for n in g.node]
+    return (
+        all(rewrites._VALID_NAME.match(name) for name in [*node_names, *internal])
+        and len(set(node_names)) == len(node_names)
+        and [i.name for i in g.input] == ["in:0"]
+        and [o.name for o in g.output] == ["out"]
+    )
+
+
+def _all_shapes_known(m: onnx.ModelProto) -> bool:
+    known = {vi.name for vi in m.graph.value_info} | {o.name for o in m.graph.output}
+    return all(o in known for n in m.graph.node for o in n.output)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], onnx.ModelProto]
+    rewrite: Callable[[onnx.ModelProto], onnx.ModelProto]
+    expect: Callable[[onnx.ModelProto], bool]
+    changes: bool = True
+
+
+CASES = [
+    Case("fold_chunk_arithmetic", chunk_graph, rewrites.fold_constants, _no_op("Shape", "Gather", "Div", "Constant")),
+    Case("fold_keeps_constant_output_op", constant_output_graph, rewrites.fold_constants, _has_op("Add")),
+    Case("fold_does_not_inflate", big_expand_graph, rewrites.fold_constants, _has_op("Expand")),
+    Case("lstm_states_forward", lstm_graph, rewrites.materialize_lstm_states, _lstm_has_states),
+    Case(
+        "lstm_states_bidirectional", lambda: lstm_graph("bidirectional"),
+        rewrites.materialize_lstm_states, _lstm_has_states,
+    ),
+    Case(
+        "lstm_states_already_present", lambda: lstm_graph(with_states=True),
+        rewrites.materialize_lstm_states, _lstm_has_states, changes=False,
+    ),
+    Case("sanitize_names", messy_names_graph, rewrites.sanitize_names, _names_valid),
+    Case("infer_shapes", chunk_graph, rewrites.infer_shapes, _all_shapes_known),
+]
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+        for i in model.graph.input
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_rewrite(case: Case) -> None:
+    before = case.build()
+    after = case.rewrite(before)
+    onnx.checker.check_model(after, full_check=True)
+    feeds = _feeds(before)
+    for ref, got in zip(_run(before, feeds), _run(after, feeds), strict=True):
+        np.testing.assert_array_equal(ref, got)
+    assert case.expect(after)
+    changed = after.SerializeToString(deterministic=True) != before.SerializeToString(deterministic=True)
+    assert changed == case.changes
+    assert before.SerializeToString(deterministic=True) == case.build().SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    ("build", "applied"),
+    [
+        (chunk_graph, ("fold_constants", "sanitize_names", "infer_shapes")),
+        (lstm_graph, ("materialize_lstm_states", "sanitize_names")),
+    ],
+    ids=["chunk", "lstm"],
+)
+def test_prepare_records_applied(build: Callable[[], onnx.ModelProto], applied: tuple[str, ...]) -> None:
+    model = build()
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    assert prepared.applied == applied
+    onnx.checker.check_model(prepared.model)
+    feeds = _feeds(model)
+    for ref, got in zip(_run(model, feeds), _run(prepared.model, feeds), strict=True):
+        np.testing.assert_array_equal(ref, got)
+
+
+def test_offline_patch_replaces_download_and_blocks_sockets() -> None:
+    import socket
+
+    import onnx2tf.onnx2tf
+    import onnx2tf.utils.common_functions as common
+
+    original = onnx2tf.onnx2tf.download_test_image_data
+    with rewrites.patch_onnx2tf_offline():
+        data = onnx2tf.onnx2tf.download_test_image_data()
+        assert common.download_test_image_data().shape == data.shape
+        with pytest.raises(rewrites.NetworkBlockedError):
+            socket.create_connection(("github.com", 443), timeout=1)
+        with pytest.raises(rewrites.NetworkBlockedError):
+            socket.getaddrinfo("github.com", 443)
+    assert data.shape == (20, 128, 128, 3) and data.dtype == np.float32
+    assert 0.0 <= data.min() and data.max() <= 1.0 and data.std() > 0.1
+    assert onnx2tf.onnx2tf.download_test_image_data is original
+
+
+def test_offline_patch_uses_given_calibration() -> None:
+    import onnx2tf.onnx2tf
+
+    images = np.full((4, 32, 32, 3), 0.25, np.float32)
+    with rewrites.patch_onnx2tf_offline(images):
+        np.testing.assert_array_equal(onnx2tf.onnx2tf.download_test_image_data(), images)
+    with pytest.raises(ValueError, match="NHWC"):
+        with rewrites.patch_onnx2tf_offline(np.zeros((4, 3, 32, 32), np.float32)):
+            pass
+
+
+def channel_slice_graph() -> onnx.ModelProto:
+    """Conv → ``y[:, 4:]`` (Slice with Constant-node inputs) → Conv, the pattern onnx2tf mis-slices raw."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["y"], name="/c1/Conv", pads=[1, 1, 1, 1]),
+        _const("starts", np.array([4], np.int64)),
+        _const("ends", np.array([8], np.int64)),
+        _const("axes", np.array([1], np.int64)),
+        helper.make_node("Slice", ["y", "starts", "ends", "axes"], ["s"], name="/Slice"),
+        helper.make_node("Conv", ["s", "w2"], ["out"], name="/c2/Conv"),
+    ]
+    return _model(nodes, [_f32("x", [1, 3, 10, 10])], [_f32("out", [1, 2, 10, 10])], inits)
+
+
+def test_prepared_graph_converts_correctly(tmp_path) -> None:
+    import onnx2tf
+
+    model = channel_slice_graph()
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    x = np.random.default_rng(2).standard_normal((1, 3, 10, 10)).astype(np.float32)
+    (ref,) = _run(model, {"x": x})
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with rewrites.patch_onnx2tf_offline():
+            keras_model = onnx2tf.convert(
+                onnx_graph=prepared.model, disable_model_save=True, non_verbose=True, **prepared.onnx2tf_kwargs
+            )
+    finally:
+        os.chdir(cwd)
+    got = np.asarray(keras_model(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_lstm_states_follow_batch_first_layout() -> None:
+    """onnxruntime cannot run layout=1 LSTMs, so this one is checked structurally: states are (B, dirs, hidden)."""
+    model = rewrites.materialize_lstm_states(lstm_graph("bidirectional", layout=1))
+    lstm = model.graph.node[0]
+    states = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name in lstm.input[5:7]:
+        assert states[name].shape == (2, 2, 4) and not states[name].any()

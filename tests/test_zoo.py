@@ -1,0 +1,93 @@
+"""The zoo: data generators and honest weights (fast, no TF), then conversions through ``converter.api.convert``.
+
+The fast subset (``ZooEntry.fast``) converts fp32 only and runs in CI; the whole zoo at every precision is
+``@pytest.mark.slow`` (``scripts/zoo`` prints the same as a scoreboard).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converter.zoo import ZOO, ZooEntry, honest_weights, output_scale_ok, run_entry
+
+ENTRIES = list(ZOO.values())
+FAST = [e for e in ENTRIES if e.fast]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_inputs_match_contract_and_are_seeded(entry: ZooEntry) -> None:
+    batch = entry.make_inputs(3, seed=7)
+    assert len(batch) == len(entry.input_shapes) == len(entry.input_names)
+    for x, shape in zip(batch, entry.input_shapes):
+        assert x.shape == (3, *shape[1:]) and x.dtype == np.float32 and np.all(np.isfinite(x))
+    for a, b in zip(batch, entry.make_inputs(3, seed=7)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(batch, entry.make_inputs(3, seed=8)))
+
+
+def test_images_have_spatial_structure() -> None:
+    """Neighbouring pixels correlate strongly (unlike white noise), and values sit in ImageNet-normalised range."""
+    (images,) = ZOO["small_unet"].make_inputs(4, seed=0)
+    a, b = images[..., :, :-1].ravel(), images[..., :, 1:].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.8
+    assert -3.0 < images.min() and images.max() < 3.0 and images.std() > 0.3
+
+
+@pytest.mark.parametrize(
+    ("outputs", "ok"),
+    [
+        ([np.linspace(-1, 1, 10)], True),
+        ([np.full(10, 1e-9) + np.linspace(0, 1e-12, 10)], False),  # MobileNetV3 with weights=None
+        ([np.linspace(-1, 1, 10), np.zeros(4)], False),  # one flat output is enough to flag it
+        ([np.array([0.0, np.nan, 1.0])], False),
+        ([np.arange(5, dtype=np.int64) * 0], True),  # integer outputs are exempt
+    ],
+    ids=["varied", "degenerate", "one_flat", "nan", "integer"],
+)
+def test_output_scale_ok(outputs: list[np.ndarray], ok: bool) -> None:
+    assert output_scale_ok(outputs) is ok
+
+
+def test_honest_weights_fix_degenerate_mobilenet() -> None:
+    import torchvision
+
+    entry = ZOO["mobilenet_v3_small"]
+    x = torch.from_numpy(entry.make_inputs(4, seed=3)[0])
+    torch.manual_seed(0)
+    raw = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    with torch.no_grad():
+        assert not output_scale_ok([raw(x).numpy()])
+        honest = honest_weights(raw, entry.make_inputs)
+        logits = honest(x).numpy()
+    assert output_scale_ok([logits]) and not honest.training
+    bn = next(m for m in honest.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn.momentum == 0.01 and bn.num_batches_tracked.item() == 4  # calibrated, momentum restored
+
+
+def test_honest_weights_are_deterministic() -> None:
+    entry = ZOO["two_in_two_out"]
+    a, b = entry.build(), entry.build()
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def _assert_converted(row: dict) -> None:
+    detail = "; ".join(f"{r['runtime']}/{r['precision']} rel={r['max_rel_err']:.2e} {r['reason']}"
+                       for r in row["runtimes"])
+    assert not row["error"], row["error"]
+    assert row["scale_ok"], f"reference output std {row['output_std']:.3g} is too flat to compare"
+    assert row["passed"], detail
+
+
+@pytest.mark.parametrize("entry", FAST, ids=lambda e: e.name)
+def test_fast_zoo_converts_fp32(entry: ZooEntry, tmp_path) -> None:
+    _assert_converted(run_entry(entry, tmp_path, ("fp32",), samples=8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_full_zoo_converts(entry: ZooEntry, tmp_path) -> None:
+    _assert_converted(run_entry(entry, tmp_path, ("fp32", "fp16", "dynamic_int8", "int8"), samples=32))
