@@ -92,8 +92,8 @@ def _latency_plot(result: dict, path: Path) -> Path:
             ax1.axvline(floors[precision] * 1e6, color=color, linestyle="--",
                         label=f"latency floor, {precision} weights ({floors[precision] * 1e6:,.0f} µs)")
     if floors:
-        ax1.legend(loc="lower right", fontsize=8)
-    ax1.set_xlim(right=max(m + w for m, w in zip(med, p90)) * 2.5)
+        ax1.legend(loc="upper right", fontsize=8)
+    ax1.set_xlim(min([*med, *(f * 1e6 for f in floors.values())]) / 2, max(m + w for m, w in zip(med, p90)) * 2.5)
     ax1.set_xscale("log")
     ax1.set_xlabel("batch-1 latency, µs (bar: median, whisker: p90; log scale)")
     ax1.invert_yaxis()
@@ -141,9 +141,10 @@ def _tradeoff_plot(result: dict, path: Path) -> Path:
     ax.set_xlim(min(lats) / 1.6, max(lats) * 3)
     ax.set_ylim(min(sizes) / 1.6, max(sizes) * 1.8)
     plain = FuncFormatter(lambda v, _: f"{v:g}")
+    sparse = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")  # 2, 5, 20, 50, ...
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
+        axis.set_minor_formatter(sparse)
     ax.tick_params(which="minor", labelsize=7)
     ax.set_xlabel("batch-1 median latency, µs (log scale; left is faster)")
     ax.set_ylabel("artifact size, MiB (log scale; lower is smaller)")
