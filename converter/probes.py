@@ -157,13 +157,22 @@ def plan_probes(model: onnx.ModelProto, calls: list[ModuleCall]) -> list[Probe]:
 
 
 def instrument(model: onnx.ModelProto, probes: list[Probe]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs every probe tensor (through ``Identity`` nodes)."""
+    """A copy of ``model`` that also outputs every probe tensor."""
+    extra = {}
+    for p in probes:
+        extra[p.output_name] = p.tensor
+        extra.update({p.input_name(k): t for k, t in enumerate(p.input_tensors)})
+    return with_outputs(model, extra)
+
+
+def with_outputs(model: onnx.ModelProto, extra: dict[str, str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs tensor ``src`` as ``name`` for every ``name: src`` of ``extra``
+    (through ``Identity`` nodes, so the names are valid TF names and the originals stay internal)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for p in probes:
-        for name, src in [(p.output_name, p.tensor), *[(p.input_name(k), t) for k, t in enumerate(p.input_tensors)]]:
-            copy.graph.node.append(onnx.helper.make_node("Identity", [src], [name], name=f"{name}_node"))
-            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    for name, src in extra.items():
+        copy.graph.node.append(onnx.helper.make_node("Identity", [src], [name], name=f"{name}_node"))
+        copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return onnx.shape_inference.infer_shapes(copy)
 
 
@@ -226,7 +235,7 @@ def graph_batch(model: onnx.ModelProto) -> int | None:
     return dim.dim_value if dim.HasField("dim_value") else None
 
 
-def _chunks(inputs: Sequence[np.ndarray], batch: int | None):
+def chunks(inputs: Sequence[np.ndarray], batch: int | None):
     """Yield (real count, inputs padded to ``batch``) over the samples."""
     n = len(inputs[0])
     size = batch or n
@@ -251,7 +260,7 @@ def run_onnxruntime(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> dic
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     in_names = [i.name for i in session.get_inputs()]
     names = [o.name for o in session.get_outputs()]
-    pieces = [(real, session.run(None, dict(zip(in_names, part)))) for real, part in _chunks(inputs, graph_batch(model))]
+    pieces = [(real, session.run(None, dict(zip(in_names, part)))) for real, part in chunks(inputs, graph_batch(model))]
     return _gather(pieces, names)
 
 
@@ -260,7 +269,7 @@ def keras_graph(model: onnx.ModelProto, inputs: Sequence[np.ndarray], layout_mod
     from converter.tensorflow import onnx_to_keras
 
     batch = graph_batch(model) or 1
-    sample = next(part for _, part in _chunks([x[:batch] for x in inputs], batch))
+    sample = next(part for _, part in chunks([x[:batch] for x in inputs], batch))
     reference = run_onnxruntime(model, sample)
     names = [o.name for o in model.graph.output]
     shapes = [tuple(x.shape) for x in sample]
@@ -273,7 +282,7 @@ def run_keras_graph(graph, inputs: Sequence[np.ndarray], batch: int | None) -> d
     from converter.tensorflow import run_keras
 
     pieces = []
-    for real, part in _chunks(inputs, batch):
+    for real, part in chunks(inputs, batch):
         outs = run_keras(graph.keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(part, graph.inputs)])
         pieces.append((real, [layout.from_layout(o, info.keras_perm) for o, info in zip(outs, graph.outputs)]))
     return _gather(pieces, [o.name for o in graph.outputs])
@@ -290,12 +299,12 @@ def run_tflite_graph(graph, inputs: Sequence[np.ndarray], batch: int | None, pre
     representative = None
     if calibration is not None:
         def representative():
-            for _, part in _chunks([c[:CALIBRATION_SAMPLES] for c in calibration], batch):
+            for _, part in chunks([c[:CALIBRATION_SAMPLES] for c in calibration], batch):
                 yield [layout.to_layout(x, i.artifact_perm).astype(np.float32) for x, i in zip(part, graph.inputs)]
     blob = tfexport.convert_tflite(module, precision, representative)
     runner = Interpreter(model_content=blob).get_signature_runner(tfexport.SIGNATURE_KEY)
     pieces = []
-    for real, part in _chunks(inputs, batch):
+    for real, part in chunks(inputs, batch):
         result = runner(**{i.name: layout.to_layout(x, i.artifact_perm) for x, i in zip(part, graph.inputs)})
         pieces.append((real, [layout.from_layout(np.asarray(result[o.name]), o.artifact_perm) for o in graph.outputs]))
     return _gather(pieces, [o.name for o in graph.outputs])

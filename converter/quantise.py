@@ -1,0 +1,305 @@
+"""int8 that keeps its accuracy: per-layer quantisation error, and which layers to keep in float.
+
+    choice = choose_keep_float(serving_module, graph, representative, data.inputs, data.labels,
+                               spec="auto", onnx_model=proto)
+    choice.tflite          # the selective-int8 flatbuffer (float I/O, like every int8 artifact)
+    choice.kept            # [KeptLayer(module="conv1", tflite_node="model/tf.nn.relu/Relu;...", op="CONV_2D")]
+    choice.to_markdown()   # the per-layer table, the steps tried, size and accuracy before/after
+
+The model is calibrated once (``tf.lite.experimental.QuantizationDebugger``); every variant is then the same
+calibrated model quantised with a different ``denylisted_nodes`` list, so variants differ only in which
+layers stay float. Layers are ranked by *sensitivity*: the model-output error when that layer alone is
+quantised. Sensitivity sees what per-layer (isolated) debugger metrics miss: a tensor whose range is
+dominated by one outlier channel looks fine in isolation (its error is one rounding step of a huge
+scale) yet crushes every other channel for the layers that read it. ``auto`` keeps the most sensitive
+layers, one more at a time, until the accuracy drop is within target (``accuracy_drop_pp`` on labelled
+data, else top-1 agreement with the float model).
+
+TFLite layers are named by TensorFlow op (``model/tf.nn.convolution_1/...``), not by ONNX node, so each is
+mapped back to an ONNX node and PyTorch module *by value*: the calibrated (still float) model is run with
+every tensor preserved and each op output is matched to the ONNX tensor it equals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from converter import layout
+
+#: Pass criteria, as in the parity tolerance table for int8.
+TARGET_DROP_PP = 1.0
+MIN_AGREEMENT = 0.99
+#: Samples used to rank layers (sensitivity) and to judge each variant.
+RANK_SAMPLES = 100
+EVAL_SAMPLES = 1000
+#: ``auto`` gives up after keeping this many layers (the table still says which would be next).
+MAX_KEEP = 16
+#: TFLite ops that never carry their own quantisation error worth a float fallback.
+_SHAPE_OPS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "SHAPE", "DEQUANTIZE", "QUANTIZE"}
+
+Representative = Callable[[], Iterable[list[np.ndarray]]]
+
+
+@dataclass
+class Layer:
+    """One quantisable TFLite op: its output tensor name (what ``denylisted_nodes`` takes) and its origin."""
+
+    tflite_node: str
+    op: str
+    module: str | None = None
+    onnx_node: str | None = None
+    rmse_over_scale: float | None = None  # debugger, isolated: ~0.29 is pure rounding noise
+    sensitivity: float | None = None  # model-output relative error when only this layer is quantised
+
+
+@dataclass
+class Score:
+    """How a TFLite variant does against the float model on the evaluation inputs."""
+
+    accuracy: float | None
+    accuracy_drop_pp: float | None
+    top1_agreement: float | None
+    output_rel_err: float
+    size_bytes: int
+
+    def passes(self, target_drop_pp: float, min_agreement: float) -> bool:
+        if self.accuracy_drop_pp is not None:
+            return self.accuracy_drop_pp <= target_drop_pp
+        if self.top1_agreement is not None:
+            return self.top1_agreement >= min_agreement
+        return self.output_rel_err <= 0.05
+
+
+@dataclass
+class KeepFloatChoice:
+    """What was kept in float, and what that bought."""
+
+    spec: str
+    kept: list[Layer]
+    layers: list[Layer]
+    float_accuracy: float | None
+    full_int8: Score
+    chosen: Score
+    met_target: bool
+    steps: list[dict] = field(default_factory=list)
+    tflite: bytes = field(default=b"", repr=False)
+
+    @property
+    def kept_modules(self) -> list[str]:
+        return list(dict.fromkeys(k.module or k.tflite_node for k in self.kept))
+
+    @property
+    def kept_nodes(self) -> list[str]:
+        return [k.tflite_node for k in self.kept]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("tflite")
+        return out
+
+    def to_markdown(self) -> str:
+        def acc(s: Score) -> str:
+            return f"{s.accuracy:.2%}" if s.accuracy is not None else f"top-1 agreement {s.top1_agreement:.2%}"
+
+        lines = [f"int8 keep-float `{self.spec}`: kept {len(self.kept)} layer(s) "
+                 f"({', '.join(self.kept_modules) or 'none'}); target {'met' if self.met_target else 'NOT met'}",
+                 "", f"- float: {'-' if self.float_accuracy is None else f'{self.float_accuracy:.2%}'}",
+                 f"- full int8: {acc(self.full_int8)}, {self.full_int8.size_bytes / 1e3:.1f} kB",
+                 f"- chosen: {acc(self.chosen)}, {self.chosen.size_bytes / 1e3:.1f} kB", "",
+                 "| rank | module | ONNX node | TFLite op | sensitivity (out rel err) | rmse/scale | kept |",
+                 "|---|---|---|---|---|---|---|"]
+        kept = set(self.kept_nodes)
+        for rank, layer in enumerate(self.layers, 1):
+            lines.append(f"| {rank} | {layer.module or '-'} | {layer.onnx_node or '-'} | {layer.op} | "
+                         f"{_fmt(layer.sensitivity)} | {_fmt(layer.rmse_over_scale)} | "
+                         f"{'yes' if layer.tflite_node in kept else ''} |")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+
+def calibrate(serving_module, representative: Representative):
+    """Calibrate once; returns the ``QuantizationDebugger`` (holding the calibrated float model) after a
+    run, so ``layer_statistics`` carries rmse/scale per quantised tensor."""
+    import tensorflow as tf
+
+    from converter.quiet import silenced
+
+    concrete = serving_module.serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], serving_module)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
+        "rmse_over_scale": lambda f, q, s, zp: float(np.sqrt(np.mean(((q.astype(np.int32) - zp) * s - f) ** 2)) / s)})
+    with silenced(False):
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                             debug_options=options)
+        debugger.run()
+    return debugger
+
+
+def quantise(calibrated: bytes, keep_float: Sequence[str] = ()) -> bytes:
+    """The calibrated model quantised to int8 (float I/O) except the ``keep_float`` TFLite nodes.
+
+    The same call the debugger's ``get_nondebug_quantized_model`` makes, without recalibrating per variant.
+    """
+    from tensorflow.lite.python import convert
+
+    from converter.quiet import silenced
+
+    with silenced(False):
+        return convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
+                                     enable_numeric_verify=False, denylisted_nodes=list(keep_float) or None)
+
+
+def tflite_layers(calibrated: bytes, statistics: dict | None = None) -> list[Layer]:
+    """Every op of the calibrated model that quantisation touches, with the debugger's rmse/scale."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=calibrated)
+    layers = []
+    for op in interpreter._get_ops_details():  # the public API exposes no op list
+        if op["op_name"] in _SHAPE_OPS or not len(op["outputs"]):
+            continue
+        detail = interpreter._get_tensor_details(op["outputs"][0], 0)
+        if detail["dtype"] != np.float32:
+            continue
+        layers.append(Layer(detail["name"], op["op_name"]))
+    for key, metrics in (statistics or {}).items():
+        stem = re.sub(r":\d+$", "", key.removeprefix("NumericVerify/"))
+        owner = max((l for l in layers if stem.startswith(l.tflite_node)), key=lambda l: len(l.tflite_node), default=None)
+        if owner is not None and "rmse_over_scale" in metrics:
+            owner.rmse_over_scale = float(metrics["rmse_over_scale"])
+    return layers
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converter.probes import chunks
+
+    runner = Interpreter(model_content=model).get_signature_runner("serving_default")
+    pieces = []
+    for real, part in chunks(inputs, graph.inputs[0].torch_shape[0]):
+        result = runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.float32)
+                           for x, i in zip(part, graph.inputs)})
+        pieces.append([layout.from_layout(np.asarray(result[o.name]), o.artifact_perm)[:real] for o in graph.outputs])
+    return [np.concatenate([p[k] for p in pieces]) for k in range(len(graph.outputs))]
+
+
+def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
+          float_accuracy: float | None, size: int) -> Score:
+    """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
+    from converter.parity import top1
+
+    got, ref = top1(outputs[0]), top1(reference[0])
+    agreement = float(np.mean(got == ref)) if got is not None and ref is not None else None
+    accuracy = drop = None
+    if labels is not None and got is not None and got.ndim == 1:
+        accuracy = float(np.mean(got == labels[:len(got)]))
+        drop = None if float_accuracy is None else (float_accuracy - accuracy) * 100
+    flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
+    flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
+    rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))
+    return Score(accuracy, drop, agreement, rel, size)
+
+
+# ------------------------------------------------------------------------------------------- selection
+
+
+def rank_by_sensitivity(layers: list[Layer], calibrated: bytes, graph, inputs: Sequence[np.ndarray],
+                        reference: list[np.ndarray]) -> list[Layer]:
+    """Measure each layer quantised alone (all others float); most damaging first."""
+    everything = [l.tflite_node for l in layers]
+    for layer in layers:
+        alone = quantise(calibrated, [n for n in everything if n != layer.tflite_node])
+        outputs = run_tflite(alone, graph, inputs)
+        layer.sensitivity = score(outputs, reference, None, None, len(alone)).output_rel_err
+    return sorted(layers, key=lambda l: -(l.sensitivity or 0.0))
+
+
+def select(layers: list[Layer], spec: str) -> list[Layer]:
+    """Layers named by ``spec``: ``N`` (the N most sensitive) or a comma list of module paths (a module
+    keeps every layer inside it), ONNX node names or TFLite node names."""
+    from converter.errors import InputError
+
+    if spec.isdigit():
+        return layers[:int(spec)]
+    chosen = []
+    for name in (n.strip() for n in spec.split(",") if n.strip()):
+        hits = [l for l in layers if name in (l.tflite_node, l.onnx_node) or
+                (l.module is not None and (l.module == name or l.module.startswith(name + ".")))]
+        if not hits:
+            known = ", ".join(dict.fromkeys(l.module for l in layers if l.module)) or "(no module names known)"
+            raise InputError(f"--int8-keep-float: no quantised layer belongs to {name!r}",
+                             f"name modules from this list: {known}")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def choose_keep_float(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
+                      labels: np.ndarray | None = None, *, spec: str = "auto",
+                      onnx_model: onnx.ModelProto | None = None, module_paths: set[str] | None = None,
+                      target_drop_pp: float = TARGET_DROP_PP, min_agreement: float = MIN_AGREEMENT,
+                      max_keep: int = MAX_KEEP) -> KeepFloatChoice:
+    """Full int8 with the layers ``spec`` names kept in float (``auto``: as few as meet the target).
+
+    Args:
+        serving_module / graph: what :func:`converter.tfexport.build_serving_module` and ``onnx_to_keras`` gave.
+        representative: the calibration generator ``convert_tflite`` uses.
+        inputs / labels: evaluation data in the PyTorch layout (the parity data); labels optional.
+        spec: ``auto`` | ``N`` | ``module,module`` (see :func:`select`).
+        onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional).
+    """
+    debugger = calibrate(serving_module, representative)
+    calibrated = debugger.calibrated_model
+    layers = tflite_layers(calibrated, debugger.layer_statistics)
+    if onnx_model is not None:
+        from converter.tflite_origin import origins
+
+        found = origins(calibrated, graph, onnx_model, inputs, module_paths)
+        for layer in layers:
+            layer.module, layer.onnx_node = found.get(layer.tflite_node, (None, None))
+    inputs = [x[:EVAL_SAMPLES] for x in inputs]
+    labels = None if labels is None else labels[:EVAL_SAMPLES]
+    reference = run_tflite(calibrated, graph, inputs)
+    float_accuracy = score(reference, reference, labels, None, 0).accuracy
+
+    def judge(model: bytes) -> Score:
+        return score(run_tflite(model, graph, inputs), reference, labels, float_accuracy, len(model))
+
+    full = quantise(calibrated)
+    full_score = judge(full)
+    layers = rank_by_sensitivity(layers, calibrated, graph, [x[:RANK_SAMPLES] for x in inputs],
+                                 [r[:RANK_SAMPLES] for r in reference])
+    steps = [{"kept": 0, **asdict(full_score)}]
+    kept, blob, chosen = [], full, full_score
+    if spec != "auto":
+        kept = select(layers, spec)
+        blob = quantise(calibrated, [l.tflite_node for l in kept]) if kept else full
+        chosen = judge(blob)
+        steps.append({"kept": len(kept), **asdict(chosen)})
+    elif not full_score.passes(target_drop_pp, min_agreement):
+        for k in range(1, min(max_keep, len(layers)) + 1):
+            kept = layers[:k]
+            blob = quantise(calibrated, [l.tflite_node for l in kept])
+            chosen = judge(blob)
+            steps.append({"kept": k, **asdict(chosen)})
+            if chosen.passes(target_drop_pp, min_agreement):
+                break
+    return KeepFloatChoice(spec, kept, layers, float_accuracy, full_score, chosen,
+                           chosen.passes(target_drop_pp, min_agreement), steps, blob)

@@ -1,0 +1,139 @@
+"""int8 that keeps its accuracy: a trained MNIST CNN with an outlier channel loses far more than 1 pp in
+full int8; keeping the most sensitive layers in float brings it back within 1 pp.
+
+The outlier is planted the way it arises in real networks (a channel whose scale is absorbed by the next
+layer, e.g. after folding a large batch-norm gain): conv1's channel 0 is multiplied by ``OUTLIER`` and
+conv2's weights reading it are divided by ``OUTLIER``. ReLU is positively homogeneous, so the float model
+computes exactly the same function; per-tensor int8 activations then spend their 256 levels on that one
+channel, and conv2's per-output-channel weight scales round the tiny compensating weights to zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converter import layout, tfexport
+from converter.errors import InputError
+from converter.quantise import KeepFloatChoice, choose_keep_float
+from converter.tensorflow import onnx_to_keras
+
+OUTLIER = 1000.0
+EVAL = 1000
+CALIBRATION = 200
+
+
+class OutlierCNN(nn.Module):
+    """conv(1->8) -> relu -> conv(8->16, stride 2) -> relu -> maxpool -> fc(576->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2)
+        self.fc1 = nn.Linear(16 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc1(torch.flatten(x, 1))
+
+
+def _train(epochs: int = 2) -> OutlierCNN:
+    from reference_models.data import load_mnist, normalize_nchw
+
+    train = load_mnist("embedded", "train")
+    x, y = torch.from_numpy(normalize_nchw(train.images)), torch.from_numpy(train.labels.astype(np.int64))
+    torch.manual_seed(0)
+    model = OutlierCNN()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(y))
+        for start in range(0, len(y), 64):
+            idx = order[start:start + 64]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():  # the same function, a 1000x outlier channel
+        model.conv1.weight[0] *= OUTLIER
+        model.conv1.bias[0] *= OUTLIER
+        model.conv2.weight[:, 0] /= OUTLIER
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, mnist_dir):
+    """The trained outlier net through the real route (ONNX -> onnx2tf -> serving module) + official digits."""
+    from converter import export
+    from converter.probes import run_onnxruntime
+    from reference_models.data import normalize_nchw, read_idx_dir
+
+    model = _train()
+    digits = read_idx_dir(mnist_dir)
+    images, labels = normalize_nchw(digits.images[:EVAL]), digits.labels[:EVAL].astype(np.int64)
+    proto = export.export_onnx(model, [images[:1]], tmp_path_factory.mktemp("int8") / "model.onnx",
+                               ["input"], ["logits"], 17, False)
+    reference = run_onnxruntime(proto, [images[:1]])["logits"]
+    graph = onnx_to_keras(proto, [(1, 1, 28, 28)], [np.float32], ["logits"], [images[:1]], [reference], "nhwc")
+    module = tfexport.build_serving_module(graph, dynamic_batch=False)
+
+    def representative():
+        for k in range(CALIBRATION):
+            yield [layout.to_layout(images[k:k + 1], graph.inputs[0].artifact_perm)]
+
+    paths = {p for p, _ in model.named_modules() if p}
+    return dict(module=module, graph=graph, representative=representative, inputs=[images], labels=labels,
+                onnx_model=proto, module_paths=paths)
+
+
+def _choose(setup, spec: str, **kwargs) -> KeepFloatChoice:
+    return choose_keep_float(setup["module"], setup["graph"], setup["representative"], setup["inputs"],
+                             setup["labels"], spec=spec, onnx_model=setup["onnx_model"], **kwargs)
+
+
+def test_auto_keep_float_recovers_accuracy(setup) -> None:
+    choice = _choose(setup, "auto", module_paths=setup["module_paths"])
+    assert choice.float_accuracy > 0.85, choice.to_markdown()
+    assert choice.full_int8.accuracy_drop_pp > 1.0, choice.to_markdown()  # plain int8 clearly fails
+    assert choice.chosen.accuracy_drop_pp <= 1.0, choice.to_markdown()  # and the kept layers fix it
+    assert choice.met_target
+    assert set(choice.kept_modules) <= {"conv1", "conv2"}, choice.kept_modules
+    assert 0 < len(choice.kept) < len(choice.layers)
+    assert choice.full_int8.size_bytes < choice.chosen.size_bytes < 4 * choice.full_int8.size_bytes
+    assert choice.tflite and len(choice.tflite) == choice.chosen.size_bytes
+
+
+#: (spec, the modules that must be kept, whether the target is met)
+SPECS = [
+    ("conv1,conv2", {"conv1", "conv2"}, True),
+    ("1", None, None),
+]
+
+
+@pytest.mark.parametrize("spec, modules, meets", SPECS)
+def test_explicit_keep_float(setup, spec, modules, meets) -> None:
+    choice = _choose(setup, spec)  # module names read off the ONNX scopes alone
+    if spec.isdigit():
+        assert len(choice.kept) == int(spec)
+        assert choice.kept[0] is choice.layers[0]  # the most sensitive layer
+    else:
+        assert set(choice.kept_modules) == modules
+        assert choice.met_target is meets, choice.to_markdown()
+
+
+def test_layer_table_names_modules(setup) -> None:
+    choice = _choose(setup, "0")
+    by_module = {layer.module for layer in choice.layers}
+    assert {"conv1", "conv2", "fc1"} <= by_module, choice.to_markdown()
+    assert all(layer.sensitivity is not None for layer in choice.layers)
+    assert choice.layers == sorted(choice.layers, key=lambda l: -l.sensitivity)
+    table = choice.to_markdown()
+    assert "| 1 |" in table and "conv" in table
+
+
+def test_unknown_module_is_an_input_error(setup) -> None:
+    with pytest.raises(InputError, match="layer9"):
+        _choose(setup, "layer9")
