@@ -136,7 +136,7 @@ def run(cfg: BenchConfig) -> dict:
 
 def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
     if runtime.startswith("tflite_") and runtime != "tflite_onnx2tf_raw":
-        return (out_dir / f"model_{runtime.removeprefix('tflite_')}.tflite").is_file()
+        return (out_dir / f"model_{runtime.removeprefix('tflite_').removesuffix('_aa')}.tflite").is_file()
     if runtime.startswith("saved_model"):
         return (out_dir / "saved_model").is_dir()
     if runtime in ("pytorch", "torchscript", "torch_compile"):
@@ -239,7 +239,12 @@ def _checks(rows: list[dict]) -> list[dict]:
         by = {r["runtime"]: r for r in rows if r["threads"] == threads and r["ok"]}
         if "tflite_fp32" in by and "tflite_onnx2tf_raw" in by:
             ratio = by["tflite_fp32"]["latency_median_s"] / by["tflite_onnx2tf_raw"]["latency_median_s"]
-            checks.append(_check(f"t={threads} tflite_fp32 / raw onnx2tf tflite latency", ratio, TARGET_VS_RAW, "x"))
+            check = _check(f"t={threads} tflite_fp32 / raw onnx2tf tflite latency", ratio, TARGET_VS_RAW, "x")
+            if "tflite_fp32_aa" in by:  # same file, second process: how far apart two identical rows land
+                aa = by["tflite_fp32_aa"]["latency_median_s"] / by["tflite_fp32"]["latency_median_s"]
+                check["aa_control"] = round(aa, 3)
+                check["what"] += f" (A/A control, same file twice: {aa:.3f})"
+            checks.append(check)
         if "tflite_fp32" in by and "tflite_dynamic_int8" in by:
             fp32, q = by["tflite_fp32"], by["tflite_dynamic_int8"]
             checks.append(_check(f"t={threads} dynamic_int8 / fp32 latency",

@@ -95,7 +95,7 @@ def _resizable(br, bench1, args, manifest):
     """The candidate batch-64 runner: the same object where the runtime takes any batch."""
     if bench1.runtime.startswith("tflite"):
         perm = br.RAW_ONNX2TF_PERM if bench1.runtime == "tflite_onnx2tf_raw" else tuple(manifest["inputs"][0]["perm_from_pytorch"])
-        path = args.raw_tflite if bench1.runtime == "tflite_onnx2tf_raw" else args.dir / bench1.artifact
+        path = args.raw_tflite if bench1.runtime == "tflite_onnx2tf_raw" else args.dir / str(bench1.artifact)
         try:
             return br.tflite_at(path, bench1.precision, args.threads, bench1.runtime, perm, batch=BATCH)
         except RuntimeError:  # e.g. XNNPACK cannot reshape a graph whose Reshape bakes in batch 1: loop

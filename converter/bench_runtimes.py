@@ -21,7 +21,10 @@ import numpy as np
 #: onnx2tf turns every 4-D input into NHWC.
 RAW_ONNX2TF_PERM = (0, 2, 3, 1)
 RUNTIMES = ("pytorch", "torchscript", "torch_compile", "onnxruntime", "saved_model", "saved_model_xla",
-            "tflite_fp32", "tflite_fp16", "tflite_dynamic_int8", "tflite_int8", "tflite_onnx2tf_raw")
+            "tflite_fp32", "tflite_fp16", "tflite_dynamic_int8", "tflite_int8", "tflite_onnx2tf_raw",
+            "tflite_fp32_aa")
+#: ``tflite_fp32_aa`` is an A/A control: a second, independent child on the same ``model_fp32.tflite``. Its
+#: gap to ``tflite_fp32`` is the noise floor any "ours vs raw onnx2tf" ratio must be read against.
 
 
 @dataclass
@@ -48,7 +51,7 @@ def build(runtime: str, out_dir: Path, manifest: dict, threads: int, raw_tflite:
         if raw_tflite is None:
             raise ValueError("tflite_onnx2tf_raw needs the raw onnx2tf float32 .tflite")
         return tflite_at(raw_tflite, "fp32", threads, runtime, RAW_ONNX2TF_PERM)
-    precision = runtime.removeprefix("tflite_")
+    precision = runtime.removeprefix("tflite_").removesuffix("_aa")
     perm = tuple(manifest["inputs"][0]["perm_from_pytorch"])
     return tflite_at(out_dir / f"model_{precision}.tflite", precision, threads, runtime, perm)
 
