@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
@@ -115,13 +115,13 @@ def _fold_node(
     if node.op_type == "Shape" and node.input[0] in shapes:
         attrs = {a.name: a.i for a in node.attribute}
         shape = shapes[node.input[0]]
-        dims[node.output[0]] = shape[attrs.get("start", 0) : attrs.get("end", len(shape)) or None]
+        dims[node.output[0]] = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
         return None if None in dims[node.output[0]] else [np.array(dims[node.output[0]], np.int64)]
     if node.op_type == "Size" and None not in shapes.get(node.input[0], (None,)):
         return [np.array(np.prod(shapes[node.input[0]]), np.int64)]
     if node.op_type == "Gather" and node.input[0] in dims and node.input[1] in known:
-        picked = np.take(np.array(dims[node.input[0]], dtype=object), known[node.input[1]])
-        return None if any(v is None for v in np.ravel(picked)) else [picked.astype(np.int64)]
+        picked = np.asarray(np.take(np.array(dims[node.input[0]], dtype=object), known[node.input[1]]), dtype=object)
+        return None if any(v is None for v in picked.ravel()) else [picked.astype(np.int64)]
     if not all(name in known for name in node.input if name):
         return None
     inputs = [known[name] if name else None for name in node.input]
@@ -224,6 +224,64 @@ def materialize_lstm_states(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# -------------------------------------------------------------------------------------- anchor_constant_outputs
+
+
+def _input_dependent(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors whose value depends on at least one graph input."""
+    initializers = {t.name for t in graph.initializer}
+    live = {i.name for i in graph.input if i.name not in initializers}
+    for node in graph.node:
+        if live.intersection(node.input):
+            live.update(node.output)
+    return live
+
+
+def _rename_internal(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` everywhere except in the graph's output list."""
+    for item in [*graph.initializer, *graph.value_info]:
+        if item.name == old:
+            item.name = new
+    for node in graph.node:
+        for names in (node.input, node.output):
+            renamed = [new if n == old else n for n in names]
+            del names[:]
+            names.extend(renamed)
+
+
+def anchor_constant_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make every graph output that does not depend on the inputs (a buffer, a folded shape) the output of an op
+    that does: ``Where(IsNaN(ReduceMin(x)), c, c)``, which equals ``c`` exactly for every ``x``, NaN included.
+
+    Without it: onnx2tf evaluates such an output to a constant, which cannot be an output of a Keras functional
+    model; it silently drops it (the Keras model has fewer outputs than the ONNX graph) or fails with "Output
+    tensors of a Functional model must be the output of a TensorFlow Layer". Why general: it keys only on data
+    flow (no path from any input), and both branches of the Where are the constant itself.
+    """
+    model = _copy(model)
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    floats = [i for i in graph.input if i.name not in initializers
+              and i.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)]
+    live = _input_dependent(graph)
+    constant_outputs = [o for o in graph.output if o.name not in live]
+    if not floats or not constant_outputs:
+        return model
+    source = floats[0].name
+    nodes = [
+        helper.make_node("ReduceMin", [source], [f"{source}_anchor_min"], name=f"{source}_anchor/ReduceMin",
+                         keepdims=0),
+        helper.make_node("IsNaN", [f"{source}_anchor_min"], [f"{source}_anchor_isnan"], name=f"{source}_anchor/IsNaN"),
+    ]
+    for output in constant_outputs:
+        hidden = f"{output.name}_constant"
+        _rename_internal(graph, output.name, hidden)
+        nodes.append(helper.make_node("Where", [f"{source}_anchor_isnan", hidden, hidden], [output.name],
+                                      name=f"{output.name}_anchor/Where"))
+    graph.node.extend(nodes)
+    return model
+
+
 # ------------------------------------------------------------------------------------------- sanitize_names
 
 
@@ -299,15 +357,21 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("materialize_lstm_states", materialize_lstm_states),
+    ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),
     ("infer_shapes", infer_shapes),
 )
 
 
 def onnx2tf_kwargs_for(model: onnx.ModelProto) -> dict:
-    """The onnx2tf keyword arguments this graph needs (see the README section "Mechanisms")."""
-    kwargs: dict = {}
-    return kwargs
+    """The onnx2tf keyword arguments a prepared graph needs.
+
+    ``not_use_onnxsim``: the rewrites above already do what onnx-simplifier would, and onnx2tf can only run
+    onnxsim on a file (with an in-memory graph it spawns a doomed ``onnxsim '' ''`` subprocess). No RNN flag is
+    needed: with constant zero states, LSTM/GRU convert without ``enable_rnn_unroll`` (measured, see README).
+    """
+    del model  # every graph gets the same options today; the signature leaves room for graph-driven ones
+    return {"not_use_onnxsim": True}
 
 
 def prepare_for_onnx2tf(model: onnx.ModelProto) -> Prepared:

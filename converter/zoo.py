@@ -276,9 +276,10 @@ _ENTRIES = [
     _torchvision("shufflenet_v2_x0_5", 128),
     _torchvision("regnet_y_400mf", 128),
     _torchvision("convnext_tiny", 96),
-    _custom("lstm_classifier", LSTMClassifier, [(1, 12, 16)], ["tokens"], ["logits"], _tokens(12, 16), fast=True),
+    _custom("lstm_classifier", LSTMClassifier, [(1, 12, 16)], ["tokens"], ["logits"], _tokens(12, 16)),
     _custom("gru_tagger", GRUTagger, [(1, 12, 16)], ["tokens"], ["tags"], _tokens(12, 16)),
-    _custom("transformer_classifier", TransformerClassifier, [(1, 16, 32)], ["tokens"], ["logits"], _tokens(16, 32)),
+    _custom("transformer_classifier", TransformerClassifier, [(1, 16, 32)], ["tokens"], ["logits"], _tokens(16, 32),
+            fast=True),
     _custom(
         "transformer_masked", lambda: TransformerClassifier(masked=True), [(1, 16, 32), (1, 16)],
         ["tokens", "mask"], ["logits"], _tokens_and_mask(16, 32),
@@ -331,6 +332,10 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
                          parity_data=parity, force=True)
     except ConverterError as exc:
         return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": str(exc),
+                "rewrites": [], "runtimes": []}
+    except Exception as exc:  # a crash inside the converter: keep scoring the other models, say where it was
+        error = f"converter crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": error,
                 "rewrites": [], "runtimes": []}
     timings = result.manifest.get("timings_s", {})
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),

@@ -55,6 +55,26 @@ def chunk_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [1, 6, 3, 3])], [_f32("y", [1, 3, 3, 3])])
 
 
+def dynamic_batch_graph() -> onnx.ModelProto:
+    """``x.reshape(n, c // 2, -1)`` with a symbolic batch: Shape→Gather(scalar 1) folds, Shape→Gather(0) stays."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
+        _const("i0", np.array(0, np.int64)),
+        _const("i1", np.array(1, np.int64)),
+        helper.make_node("Gather", ["shape", "i0"], ["n"], name="/Gather0", axis=0),
+        helper.make_node("Gather", ["shape", "i1"], ["c"], name="/Gather1", axis=0),
+        _const("two", np.array(2, np.int64)),
+        helper.make_node("Div", ["c", "two"], ["half"], name="/Div"),
+        _const("axes", np.array([0], np.int64)),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="/Unsqueeze0"),
+        helper.make_node("Unsqueeze", ["half", "axes"], ["h1"], name="/Unsqueeze1"),
+        _const("rest", np.array([-1], np.int64)),
+        helper.make_node("Concat", ["n1", "h1", "rest"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="/Reshape"),
+    ]
+    return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", ["batch", 3, 18])])
+
+
 def constant_output_graph() -> onnx.ModelProto:
     """A graph output computed from constants only (plus a real output)."""
     nodes = [
@@ -63,6 +83,21 @@ def constant_output_graph() -> onnx.ModelProto:
         helper.make_node("Relu", ["x"], ["y"], name="/Relu"),
     ]
     return _model(nodes, [_f32("x", [1, 2])], [_f32("y", [1, 2]), _f32("k", [2])])
+
+
+def buffer_output_graph() -> onnx.ModelProto:
+    """Outputs that ignore the input: an initializer returned as is, and a constant computed from it and reused."""
+    nodes = [
+        helper.make_node("Mul", ["buf", "buf"], ["sq"], name="/Mul"),
+        helper.make_node("Add", ["x", "sq"], ["y"], name="/Add"),
+    ]
+    buf = numpy_helper.from_array(np.arange(3, dtype=np.float32), "buf")
+    return _model(nodes, [_f32("x", [1, 3])], [_f32("y", [1, 3]), _f32("buf", [3]), _f32("sq", [3])], [buf])
+
+
+def _outputs_depend_on_inputs(m: onnx.ModelProto) -> bool:
+    live = rewrites._input_dependent(m.graph)
+    return all(o.name in live for o in m.graph.output) and [o.name for o in m.graph.output] == ["y", "buf", "sq"]
 
 
 def big_expand_graph() -> onnx.ModelProto:
@@ -153,8 +188,16 @@ class Case:
 
 CASES = [
     Case("fold_chunk_arithmetic", chunk_graph, rewrites.fold_constants, _no_op("Shape", "Gather", "Div", "Constant")),
+    Case(
+        "fold_static_dims_of_dynamic_batch", dynamic_batch_graph, rewrites.fold_constants,
+        lambda m: _has_op("Shape")(m) and _no_op("Div")(m),
+    ),
     Case("fold_keeps_constant_output_op", constant_output_graph, rewrites.fold_constants, _has_op("Add")),
     Case("fold_does_not_inflate", big_expand_graph, rewrites.fold_constants, _has_op("Expand")),
+    Case("anchor_constant_outputs", buffer_output_graph, rewrites.anchor_constant_outputs, _outputs_depend_on_inputs),
+    Case(
+        "anchor_leaves_live_outputs", chunk_graph, rewrites.anchor_constant_outputs, lambda m: True, changes=False
+    ),
     Case("lstm_states_forward", lstm_graph, rewrites.materialize_lstm_states, _lstm_has_states),
     Case(
         "lstm_states_bidirectional", lambda: lstm_graph("bidirectional"),
@@ -177,7 +220,7 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     return {
-        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+        i.name: rng.standard_normal([d.dim_value or 2 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
         for i in model.graph.input
     }
 
