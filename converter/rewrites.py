@@ -125,7 +125,10 @@ def _fold_node(
     if not all(name in known for name in node.input if name):
         return None
     inputs = [known[name] if name else None for name in node.input]
-    values = _evaluate(node, inputs, opset)
+    try:
+        values = _evaluate(node, inputs, opset)
+    except Exception:  # an op the reference evaluator lacks (or rejects) simply stays in the graph
+        return None
     # Never let folding inflate the graph (Expand/Tile/ConstantOfShape of big shapes stay as ops).
     budget = max(1 << 16, sum(int(np.size(v)) for v in inputs if v is not None))
     if sum(int(np.size(v)) for v in values) > budget:
@@ -349,7 +352,10 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     del model.graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError:  # e.g. a custom-domain op: record what can be inferred
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
 
 
 # ------------------------------------------------------------------------------------------------- driver

@@ -332,3 +332,19 @@ def test_lstm_states_follow_batch_first_layout() -> None:
     states = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for name in lstm.input[5:7]:
         assert states[name].shape == (2, 2, 4) and not states[name].any()
+
+
+def test_unknown_ops_are_left_alone() -> None:
+    """A custom-domain op (onnxruntime cannot run it) neither folds nor breaks shape inference or renaming."""
+    nodes = [
+        _const("k", np.ones((1, 2), np.float32)),
+        helper.make_node("Foo", ["k"], ["f"], name="/Foo", domain="com.example"),
+        helper.make_node("Add", ["x", "f"], ["y"], name="/Add"),
+    ]
+    graph = helper.make_graph(nodes, "g", [_f32("x", [1, 2])], [_f32("y", [1, 2])])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.example", 1)]
+    )
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    assert [n.op_type for n in prepared.model.graph.node] == ["Foo", "Add"]
+    assert all(rewrites._VALID_NAME.match(n.name) for n in prepared.model.graph.node)
