@@ -1,7 +1,8 @@
 """Inference benchmark of a converted directory: every runtime side by side, one child process each.
 
 Each runtime lives in its own long-lived child (:mod:`converter.bench_child`) so threads, allocators and
-caches never interfere; the children are built first, then timed *interleaved*: ``rounds`` rounds, each
+caches never interfere; the children are built first (``setup_parallel`` at a time; set-up is never
+timed), then timed *interleaved*: ``rounds`` rounds, each
 visiting every child in a rotated order for ``lat_n`` batch-1 calls and ``thr_n`` batch-64 calls. A
 noisy neighbour therefore hits all runtimes alike, and the ratios between rows are what to trust.
 
@@ -46,6 +47,7 @@ class BenchConfig:
     data: str | None = None
     accuracy_samples: int = 10_000
     ready_timeout_s: float = 900.0
+    setup_parallel: int = 2
     workdir: Path | None = None
     log: object = field(default=print, repr=False)
 
@@ -72,7 +74,11 @@ class Child:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            return {"ready": False, "error": f"no answer within {timeout_s:.0f}s (see {self.stderr.name})"}
+            if self.proc.poll() is not None:
+                self.stderr.flush()
+                last = Path(self.stderr.name).read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                return {"ready": False, "error": f"child exited with {self.proc.returncode}: {last[0][:300]}"}
+            return {"ready": False, "error": f"no answer in time (see {self.stderr.name})"}
         return json.loads(line)
 
     def time(self, batch: int, n: int) -> list[float]:
@@ -96,16 +102,26 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def raw_onnx2tf_tflite(onnx_file: Path, work: Path) -> Path:
-    """``onnx2tf -i model.onnx -o DIR`` in a temporary cwd: the baseline our TFLite fp32 must not lose to."""
-    cwd = work / "onnx2tf_raw"
-    cwd.mkdir()
-    exe = Path(sys.executable).with_name("onnx2tf")
-    run = subprocess.run([str(exe), "-i", str(onnx_file), "-o", "out"], cwd=cwd, capture_output=True, text=True)
-    path = cwd / "out" / "model_float32.tflite"
-    if run.returncode != 0 or not path.is_file():
-        raise RuntimeError(f"raw onnx2tf failed: {run.stdout[-500:]}{run.stderr[-500:]}")
-    return path
+class RawBaseline:
+    """``onnx2tf -i model.onnx -o DIR`` in a temporary cwd, started in the background at construction
+    (it takes as long as several children's set-up); :meth:`path` waits for its float32 .tflite."""
+
+    def __init__(self, onnx_file: Path, work: Path) -> None:
+        self.cwd = work / "onnx2tf_raw"
+        self.cwd.mkdir()
+        self.log = open(self.cwd / "onnx2tf.log", "w")
+        exe = Path(sys.executable).with_name("onnx2tf")
+        self.proc = subprocess.Popen([str(exe), "-i", str(onnx_file), "-o", "out"], cwd=self.cwd,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def path(self) -> Path:
+        self.proc.wait()
+        self.log.close()
+        tflite = self.cwd / "out" / "model_float32.tflite"
+        if self.proc.returncode != 0 or not tflite.is_file():
+            tail = (self.cwd / "onnx2tf.log").read_text(errors="replace")[-500:]
+            raise RuntimeError(f"raw onnx2tf failed (exit {self.proc.returncode}): {tail}")
+        return tflite
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -114,13 +130,15 @@ def run(cfg: BenchConfig) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=cfg.workdir))
     try:
         runtimes = [r for r in cfg.runtimes if _available(r, cfg.out_dir, manifest)]
-        raw = raw_onnx2tf_tflite(cfg.out_dir / "model.onnx", work) if "tflite_onnx2tf_raw" in runtimes else None
+        raw = RawBaseline(cfg.out_dir / "model.onnx", work) if "tflite_onnx2tf_raw" in runtimes else None
+        # the raw baseline's child starts last, so its onnx2tf run overlaps the other children's set-up
+        runtimes = [r for r in runtimes if r != "tflite_onnx2tf_raw"] + (["tflite_onnx2tf_raw"] if raw else [])
         rows: list[dict] = []
         for threads in cfg.threads:
             rows += _run_threads(cfg, runtimes, threads, raw, work, manifest)
         for row in rows:
             if row["runtime"] == "tflite_onnx2tf_raw" and raw is not None:
-                row["size_bytes"] = raw.stat().st_size
+                row["size_bytes"] = raw.path().stat().st_size
         machine = {t: bench_roofline.measure_machine(t) for t in sorted({1, *cfg.threads, os.cpu_count() or 1})}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -144,19 +162,12 @@ def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
     return True
 
 
-def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: Path | None, work: Path,
+def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None, work: Path,
                  manifest: dict) -> list[dict]:
     children: dict[str, Child] = {}
     info: dict[str, dict] = {}
     try:
-        for name in runtimes:  # built one at a time: set-up (imports, torch.compile) must not overlap
-            child = Child(name, cfg, threads, raw, work)
-            info[name] = child.read(cfg.ready_timeout_s)
-            cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
-            if info[name].get("ready"):
-                children[name] = child
-            else:
-                child.close()
+        _start_children(cfg, runtimes, threads, raw, work, children, info)
         lat: dict[str, list[float]] = {n: [] for n in children}
         thr: dict[str, list[float]] = {n: [] for n in children}
         for k in range(cfg.rounds):
@@ -169,6 +180,29 @@ def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: Path 
             child.close()
     return [_row(name, threads, info[name], lat.get(name, []), thr.get(name, []), manifest, cfg.out_dir)
             for name in runtimes]
+
+
+def _start_children(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None, work: Path,
+                    children: dict[str, Child], info: dict[str, dict]) -> None:
+    """Build the children, ``cfg.setup_parallel`` at a time (set-up only: nothing is timed until all are ready)."""
+    queue, starting = list(runtimes), {}
+    while queue or starting:
+        while queue and len(starting) < cfg.setup_parallel:
+            name = queue.pop(0)
+            raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
+            starting[name] = (Child(name, cfg, threads, raw_path, work), time.monotonic() + cfg.ready_timeout_s)
+        streams = {c.proc.stdout: n for n, (c, _) in starting.items()}
+        ready, _, _ = select.select(list(streams), [], [], 1.0)
+        done = [streams[s] for s in ready]
+        done += [n for n, (_, deadline) in starting.items() if time.monotonic() > deadline and n not in done]
+        for name in done:
+            child, _ = starting.pop(name)
+            info[name] = child.read(0.0)
+            cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
+            if info[name].get("ready"):
+                children[name] = child
+            else:
+                child.close()
 
 
 def _ready_text(info: dict) -> str:

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None,
                    help="IDX directory of labelled digits for accuracy (default: the shared MNIST test set)")
     p.add_argument("--accuracy-samples", type=int, default=10_000)
+    p.add_argument("--setup-parallel", type=int, default=2, help="children built at once (set-up is never timed)")
     p.add_argument("--quick", action="store_true", help="tiny counts for tests: 1 round, 20/2 calls, 512 digits")
     p.add_argument("--training", action="store_true", help="benchmark the reference trainers instead")
     p.add_argument("--epochs", type=int, default=2, help="--training: epochs per run")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = bench.BenchConfig(out_dir=args.out_dir.resolve(), threads=tuple(int(t) for t in args.threads.split(",")),
                             rounds=args.rounds, lat_n=args.lat_calls, thr_n=args.thr_calls, data=args.data,
-                            accuracy_samples=args.accuracy_samples, log=log)
+                            accuracy_samples=args.accuracy_samples, setup_parallel=args.setup_parallel, log=log)
     if args.runtimes:
         cfg.runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if args.quick:
