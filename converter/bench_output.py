@@ -84,16 +84,19 @@ def _latency_plot(result: dict, path: Path) -> Path:
     p90 = [(r["latency_p90_s"] - r["latency_median_s"]) * 1e6 for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2), sharey=True)
     ax1.barh(labels, med, xerr=[[0] * len(rows), p90], color="#4477aa", capsize=3)
-    for y, (v, whisker) in enumerate(zip(med, p90)):
-        ax1.text(v + whisker, y, f"  {v:,.0f}", va="center", fontsize=8)
-    floors = {r.get("precision"): r.get("floor_b1_s") for r in rows if r.get("floor_b1_s")}
+    right = max(med) * 6  # p90 whiskers of a noisy neighbour may run off the chart; the medians never do
+    t0 = min(r["threads"] for r in rows)
+    floors = {r.get("precision"): r.get("floor_b1_s") for r in rows if r.get("floor_b1_s") and r["threads"] == t0}
     for precision, color in (("fp32", "#cc3311"), ("dynamic_int8", "#ee7733")):
         if precision in floors:
             ax1.axvline(floors[precision] * 1e6, color=color, linestyle="--",
-                        label=f"latency floor, {precision} weights ({floors[precision] * 1e6:,.0f} µs)")
+                        label=f"latency floor, {precision} weights, {t0} thread(s) ({floors[precision] * 1e6:,.0f} µs)")
     if floors:
         ax1.legend(loc="upper right", fontsize=8)
-    ax1.set_xlim(min([*med, *(f * 1e6 for f in floors.values())]) / 2, max(m + w for m, w in zip(med, p90)) * 2.5)
+    left = min([*med, *(f * 1e6 for f in floors.values())]) / 2
+    ax1.set_xlim(left, right)
+    for y, v in enumerate(med):  # the median, written inside the bar's base where no whisker can cover it
+        ax1.text(left * 1.08, y, f"{v:,.0f}", va="center", fontsize=8, color="white", fontweight="bold")
     ax1.set_xscale("log")
     ax1.set_xlabel("batch-1 latency, µs (bar: median, whisker: p90; log scale)")
     ax1.invert_yaxis()
