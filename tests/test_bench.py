@@ -111,3 +111,32 @@ def test_latency_floor_and_machine_rates_are_recorded(bench_run):
     assert "tflite_fp32 / raw onnx2tf tflite latency (A/A control" in whats
     assert "dynamic_int8 / fp32 latency" in whats
 
+
+
+def test_training_variants_map_to_trainer_flags(tmp_path):
+    from converter.bench_training import TrainingBenchConfig, argv_for
+
+    cfg = TrainingBenchConfig(epochs=1, batch_size=32, train_data="embedded", eval_data=None)
+    flags = {"--compile", "--batch-size", "--train-data"}
+    argv = argv_for("torch_compile", cfg, tmp_path / "o", flags)
+    assert argv[1:] == ["--framework", "torch", "--out", str(tmp_path / "o"), "--epochs", "1", "--compile",
+                        "--batch-size", "32", "--train-data", "embedded"]
+    assert argv_for("keras_jit_compile", cfg, tmp_path / "o", flags) is None  # trainer lacks --jit-compile
+
+
+def test_training_markdown_shows_ratios_and_device():
+    from converter.bench_training import TrainingBenchConfig, _result, to_markdown
+
+    def run(sps: list[float], acc: float) -> dict:
+        proc = {"returncode": 0, "wall_s": 10.0, "peak_tree_rss": 2 ** 30, "tail": ""}
+        metrics = {"samples_per_second": sum(sps) / len(sps), "epoch_samples_per_second": sps,
+                   "test_accuracy": acc, "device": "cpu"}
+        return {"process": proc, "metrics": metrics, "argv": ["--framework", "torch"]}
+
+    result = _result(TrainingBenchConfig(), {"torch_eager": [run([100, 100], 0.9)],
+                                             "torch_compile": [run([20, 300], 0.9)]}, {}, None)
+    (ratio,) = result["ratios"]
+    assert ratio["value"] == 1.6 and ratio["last_epoch"] == 3.0
+    md = to_markdown(result)
+    assert "| torch_compile | cpu | 160 | 300 | 90.00 % |" in md
+    assert "| torch_compile / torch_eager samples/s | 1.60x | 3.00x | 2-5x |" in md
