@@ -57,7 +57,8 @@ def _work_text(result: dict) -> str:
                      f"{m['copy_bandwidth_bytes_s'] / 1e9:.1f} GB/s (DRAM, 256 MiB) / "
                      f"{m['cache_bandwidth_bytes_s'] / 1e9:.1f} GB/s (cache, 4 MiB).")
     parts.append("Floor = max(FLOPs / matmul rate, weight bytes / cache bandwidth), batch 1; "
-                 "'median / floor' = how far each runtime is from it.")
+                 "'median / floor' = how far each runtime is from it. int8 rows read 1-byte weights but their compute "
+                 "floor uses the fp32 matmul rate, so int8 kernels (VNNI / AMX-INT8) can land under 1.0x.")
     return "\n".join(parts)
 
 
