@@ -149,7 +149,11 @@ def _jitter_constant_parameters(model: nn.Module, generator: torch.Generator) ->
 
 
 def _calibrate_batchnorm(model: nn.Module, batches: list[list[np.ndarray]]) -> None:
-    """Running statistics of every BatchNorm = the cumulative average over ``batches`` (momentum=None)."""
+    """Running statistics of every BatchNorm = the cumulative average over ``batches`` (momentum=None).
+
+    Only the BatchNorm layers are in train mode: dropout and stochastic depth stay off, so the statistics are
+    those of the network that will be exported.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -157,7 +161,9 @@ def _calibrate_batchnorm(model: nn.Module, batches: list[list[np.ndarray]]) -> N
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
+    model.eval()
+    for m in norms:
+        m.train()
     with torch.no_grad():
         for batch in batches:
             model(*(torch.from_numpy(x) for x in batch))
@@ -193,8 +199,8 @@ def honest_weights(model: nn.Module, make_inputs: MakeInputs, seed: int = 0, bat
 def output_scale_ok(ref_outputs: list[np.ndarray], min_std: float = MIN_OUTPUT_STD) -> bool:
     """True when every floating reference output varies enough (std ≥ ``min_std``) and is finite everywhere.
 
-    A parity check against outputs of 1e-9 passes at any relative tolerance only if the error is also tiny, but an
-    absolute check passes trivially; either way the comparison says nothing. Integer / bool outputs are exempt.
+    Against outputs of 1e-9 (torchvision MobileNetV3 with ``weights=None``) any absolute tolerance passes and the
+    relative error measures rounding noise: the comparison proves nothing. Integer / bool outputs are exempt.
     """
     for out in ref_outputs:
         out = np.asarray(out)
