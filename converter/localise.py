@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from converter import probes as P
+from converter.quiet import silenced
 
 #: Relative error (max |Δ| / max |ref| per sample) at which a module's output counts as diverged.
 THRESHOLDS: dict[str, float] = {"fp32": 1e-3, "fp16": 1e-2, "dynamic_int8": 0.05, "int8": 0.05}
@@ -91,8 +92,11 @@ class Localiser:
             "replay_output_rel_err": max(P.rel_err(r, got[n]) for r, n in zip(self.torch_outputs, outputs)),
             "largest_jump": _largest_jump(table),
         }
+        result["reproduced"] = result["replay_output_rel_err"] > threshold
         if culprit is None:
-            result["note"] = "no module output exceeds the threshold in the replay; see largest_jump"
+            result["note"] = ("no module output exceeds the threshold in the replay; see largest_jump" +
+                              ("" if result["reproduced"] else ": the replay does not reproduce the failure, so "
+                               "the fault lies after this route (e.g. tf2onnx, or the runtime itself)"))
             return result
         result.update({k: table[culprit][k] for k in ("module", "onnx_node", "op", "fused", "rel_err_output",
                                                        "rel_err_inputs")})
@@ -117,11 +121,14 @@ def _largest_jump(table: list[dict]) -> dict | None:
     return {"module": best["module"], "rel_err_output": best["rel_err_output"], "rel_err_inputs": best["rel_err_inputs"]}
 
 
-def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, options) -> None:
+def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, options,
+                      calibration: Sequence[np.ndarray] | None = None) -> None:
     """Fill ``row.localisation`` for every failed row of ``report`` whose route can be replayed.
 
-    ``model`` is the :class:`converter.sources.LoadedModel`; ``data`` the :class:`ParityData` parity used.
-    Rows of other runtimes (pytorch, torchscript, keras_native) get ``{"skipped": why}``.
+    ``model`` is the :class:`converter.sources.LoadedModel`; ``data`` the :class:`ParityData` parity used;
+    ``options`` the :class:`ConvertOptions` (only ``verbose`` is read). Rows of other runtimes (pytorch,
+    torchscript, keras_native) get ``{"skipped": why}``; a localisation that itself fails, ``{"error": why}``.
+    ``calibration``: what the int8 artifact was calibrated on (``--calibration-data``), else the parity inputs.
     """
     failed = [r for r in report.runtimes if not r.passed]
     if not failed:
@@ -134,7 +141,7 @@ def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, 
         inputs = [x[:SAMPLES] for x in data.inputs]
         localiser = Localiser(model.module, onnx.load(str(Path(out_dir) / "model.onnx")), inputs,
                               layout_mode=manifest.get("layout", "nhwc"),
-                              calibration=data.inputs if data.real else None)
+                              calibration=calibration if calibration is not None else data.inputs)
     except Exception as exc:  # a diagnosis must never break the conversion
         for row in failed:
             row.localisation = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
@@ -144,7 +151,8 @@ def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, 
             row.localisation = {"skipped": f"no replay route for runtime {row.runtime}"}
             continue
         try:
-            row.localisation = localiser.localise(row.runtime, row.precision)
+            with silenced(getattr(options, "verbose", False)):
+                row.localisation = localiser.localise(row.runtime, row.precision)
         except Exception as exc:
             row.localisation = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 

@@ -139,7 +139,7 @@ def _judge(precision, tol, per_sample, scale, cosine, agreement, accuracy, refer
     drop_limit = tol.get("accuracy_drop_pp")
     if drop_limit is not None and accuracy is not None and reference_accuracy is not None:
         drop = (reference_accuracy - accuracy) * 100
-        if drop > drop_limit:
+        if drop > drop_limit + 1e-9:  # 1 sample in 100 is exactly 1 pp, not more
             return False, f"accuracy drop {drop:.2f} pp > {drop_limit:g} pp"
         return True, ""
     need = tol.get("top1_agreement")

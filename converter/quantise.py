@@ -6,7 +6,8 @@
     choice.kept            # [KeptLayer(module="conv1", tflite_node="model/tf.nn.relu/Relu;...", op="CONV_2D")]
     choice.to_markdown()   # the per-layer table, the steps tried, size and accuracy before/after
 
-The model is calibrated once (``tf.lite.experimental.QuantizationDebugger``); every variant is then the same
+The model is calibrated once (by ``tf.lite.experimental.QuantizationDebugger``, which also gives rmse/scale per
+quantised tensor); every variant is then the same
 calibrated model quantised with a different ``denylisted_nodes`` list, so variants differ only in which
 layers stay float. Layers are ranked by *sensitivity*: the model-output error when that layer alone is
 quantised. Sensitivity sees what per-layer (isolated) debugger metrics miss: a tensor whose range is
@@ -128,9 +129,12 @@ def _fmt(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------ calibration
 
 
-def calibrate(serving_module, representative: Representative):
-    """Calibrate once; returns the ``QuantizationDebugger`` (holding the calibrated float model) after a
-    run, so ``layer_statistics`` carries rmse/scale per quantised tensor."""
+def calibrate(serving_module, representative: Representative) -> tuple[bytes, dict]:
+    """Calibrate once: (the calibrated float model, the debugger's per-tensor statistics incl. rmse/scale).
+
+    The statistics are optional: the debugger's instrumented model can fail to prepare (XNNPACK rejects
+    some NumericVerify graphs, e.g. resnet18); the ranking does not depend on them.
+    """
     import tensorflow as tf
 
     from converter.quiet import silenced
@@ -144,8 +148,16 @@ def calibrate(serving_module, representative: Representative):
     with silenced(False):
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                              debug_options=options)
-        debugger.run()
-    return debugger
+        # the debugger builds its interpreter with default delegates; direct-compare metrics read
+        # intermediate tensors, which only an interpreter that preserves them (no XNNPACK) keeps
+        debugger._quant_interpreter = tf.lite.Interpreter(model_content=debugger.quant_model,
+                                                          experimental_preserve_all_tensors=True)
+        try:
+            debugger.run()
+            statistics = dict(debugger.layer_statistics)
+        except (RuntimeError, ValueError):
+            statistics = {}
+    return debugger.calibrated_model, statistics
 
 
 def quantise(calibrated: bytes, keep_float: Sequence[str] = ()) -> bytes:
@@ -265,9 +277,8 @@ def choose_keep_float(serving_module, graph, representative: Representative, inp
         spec: ``auto`` | ``N`` | ``module,module`` (see :func:`select`).
         onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional).
     """
-    debugger = calibrate(serving_module, representative)
-    calibrated = debugger.calibrated_model
-    layers = tflite_layers(calibrated, debugger.layer_statistics)
+    calibrated, statistics = calibrate(serving_module, representative)
+    layers = tflite_layers(calibrated, statistics)
     if onnx_model is not None:
         from converter.tflite_origin import origins
 

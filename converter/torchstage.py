@@ -58,6 +58,9 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
     from converter import artifacts
 
     shapes, dtypes = artifacts.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
+    if model.module is not None:  # a wrong --input-shape is the model's complaint, not the data's
+        export.probe_outputs(model.module, [np.zeros(s, d) for s, d in zip(shapes, dtypes)],
+                             " ".join(",".join(map(str, s)) for s in shapes))
     data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
         parity_data, shapes, dtypes, options.parity_samples, options.seed)
     sample = [artifacts.take(x, shapes[0][0]) for x in data.inputs]
