@@ -172,3 +172,21 @@ def plant_fault(model: onnx.ModelProto, node_name: str, scale: float = 1.5) -> o
         raise KeyError(f"input 1 of {node_name!r} is not an initializer")
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(scale), weight.name))
     return copy
+
+
+def describe(localisation: dict | None) -> str:
+    """One line for ``parity.md`` / the terminal, e.g. ``first diverging module: layer3.1.conv2 (Conv
+    /layer3/layer3.1/conv2/Conv, + layer3.1.bn2) — rel err 0.58 at its output, 2.4e-06 at its input``."""
+    if not localisation:
+        return ""
+    if "skipped" in localisation or "error" in localisation:
+        return f"localisation {'skipped' if 'skipped' in localisation else 'failed'}: " \
+               f"{localisation.get('skipped') or localisation.get('error')}"
+    if localisation.get("module") is None:
+        jump = localisation.get("largest_jump") or {}
+        return (f"no module exceeds rel err {localisation['threshold']:g} in the replay "
+                f"(largest jump: {jump.get('module', '-')}); {localisation.get('note', '')}").rstrip("; ")
+    fused = f", + {', '.join(localisation['fused'])}" if localisation.get("fused") else ""
+    inputs = ", ".join(f"{e:.2g}" for e in localisation.get("rel_err_inputs") or []) or "-"
+    return (f"first diverging module: {localisation['module']} ({localisation['op']} {localisation['onnx_node']}"
+            f"{fused}) — rel err {localisation['rel_err_output']:.2g} at its output, {inputs} at its input(s)")

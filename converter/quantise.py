@@ -67,8 +67,11 @@ class Score:
     top1_agreement: float | None
     output_rel_err: float
     size_bytes: int
+    runnable: bool = True  # False: the interpreter (XNNPACK) refuses the model
 
     def passes(self, target_drop_pp: float, min_agreement: float) -> bool:
+        if not self.runnable:
+            return False
         if self.accuracy_drop_pp is not None:
             return self.accuracy_drop_pp <= target_drop_pp
         if self.top1_agreement is not None:
@@ -99,13 +102,22 @@ class KeepFloatChoice:
         return [k.tflite_node for k in self.kept]
 
     def to_json(self) -> dict:
+        """Plain JSON types; infinities (unrunnable variants) become null."""
+        import json
+
         out = asdict(self)
         out.pop("tflite")
-        return out
+        return json.loads(json.dumps(out), parse_constant=lambda _: None)
 
     def to_markdown(self) -> str:
         def acc(s: Score) -> str:
-            return f"{s.accuracy:.2%}" if s.accuracy is not None else f"top-1 agreement {s.top1_agreement:.2%}"
+            if not s.runnable:
+                return "does not run (the interpreter refuses it)"
+            if s.accuracy is not None:
+                return f"{s.accuracy:.2%} (drop {s.accuracy_drop_pp:.2f} pp)"
+            if s.top1_agreement is not None:
+                return f"top-1 agreement {s.top1_agreement:.2%}"
+            return f"output rel err {s.output_rel_err:.3g}"
 
         lines = [f"int8 keep-float `{self.spec}`: kept {len(self.kept)} layer(s) "
                  f"({', '.join(self.kept_modules) or 'none'}); target {'met' if self.met_target else 'NOT met'}",
@@ -199,7 +211,12 @@ def tflite_layers(calibrated: bytes, statistics: dict | None = None) -> list[Lay
 
 
 def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``."""
+    """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``.
+
+    Runs with the default delegates, as parity and users do. Raises ``RuntimeError`` when XNNPACK fails to
+    prepare the model (seen with int8 ADDs whose input scales differ by orders of magnitude); we never
+    retry on the reference kernels, which abort the process on the same models.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     from converter.probes import chunks
@@ -230,6 +247,15 @@ def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.nda
     return Score(accuracy, drop, agreement, rel, size)
 
 
+def _safe_score(model: bytes, graph, inputs, reference, labels, float_accuracy) -> Score:
+    """:func:`score` of ``model``, or an unrunnable score (infinite error) when the interpreter refuses it."""
+    try:
+        outputs = run_tflite(model, graph, inputs)
+    except RuntimeError:
+        return Score(None, None, None, float("inf"), len(model), runnable=False)
+    return score(outputs, reference, labels, float_accuracy, len(model))
+
+
 # ------------------------------------------------------------------------------------------- selection
 
 
@@ -239,8 +265,7 @@ def rank_by_sensitivity(layers: list[Layer], calibrated: bytes, graph, inputs: S
     everything = [l.tflite_node for l in layers]
     for layer in layers:
         alone = quantise(calibrated, [n for n in everything if n != layer.tflite_node])
-        outputs = run_tflite(alone, graph, inputs)
-        layer.sensitivity = score(outputs, reference, None, None, len(alone)).output_rel_err
+        layer.sensitivity = _safe_score(alone, graph, inputs, reference, None, None).output_rel_err
     return sorted(layers, key=lambda l: -(l.sensitivity or 0.0))
 
 
@@ -291,7 +316,7 @@ def choose_keep_float(serving_module, graph, representative: Representative, inp
     float_accuracy = score(reference, reference, labels, None, 0).accuracy
 
     def judge(model: bytes) -> Score:
-        return score(run_tflite(model, graph, inputs), reference, labels, float_accuracy, len(model))
+        return _safe_score(model, graph, inputs, reference, labels, float_accuracy)
 
     full = quantise(calibrated)
     full_score = judge(full)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from converter import export
-from converter.localise import Localiser, localise_failures, plant_fault
+from converter.localise import Localiser, describe, localise_failures, plant_fault
 from converter.parity import RuntimeResult
 from converter.paritydata import ParityData
 from converter.probes import scope_of
@@ -72,6 +72,8 @@ def test_planted_fault_is_localised(models, name, factory, node, expected, runti
     assert result["rel_err_output"] > 0.05, result
     assert max(result["rel_err_inputs"], default=0.0) < result["threshold"], result
     assert result["checked_modules"] >= 3
+    assert result["reproduced"]
+    assert describe(result).startswith(f"first diverging module: {expected} (")
 
 
 def test_plant_fault_rejects_unknown_node(models) -> None:
@@ -83,7 +85,8 @@ def test_clean_graph_localises_nothing(models) -> None:
     module, inputs, clean = models["mnist_cnn"]
     result = Localiser(module, clean, inputs).localise("onnxruntime")
     assert result["module"] is None and "note" in result
-    assert result["replay_output_rel_err"] < 1e-4
+    assert result["replay_output_rel_err"] < 1e-4 and not result["reproduced"]
+    assert describe(result).startswith("no module exceeds")
 
 
 SCOPES = [
@@ -118,4 +121,5 @@ def test_localise_failures_fills_failed_rows(models, tmp_path: Path) -> None:
                       ParityData(inputs, None, "noise", real=False), report, None)
     assert report.runtimes[0].localisation["module"] == "fc1"
     assert "skipped" in report.runtimes[1].localisation
+    assert describe(report.runtimes[1].localisation).startswith("localisation skipped: no replay route")
     assert report.runtimes[2].localisation is None
