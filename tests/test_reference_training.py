@@ -1,0 +1,133 @@
+"""train-reference end to end: each framework trains ONCE per session with the defaults on the embedded
+digits and is evaluated on the official 10k test set; the tests then check the numbers and artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference_models.data import load_mnist, normalize_nchw, normalize_nhwc
+from reference_models.testing import TF_CHATTER, CliRun, run_cli
+
+FRAMEWORKS = ("torch", "keras")
+METRIC_FIELDS = ("framework", "epochs", "train_samples", "eval_samples", "eval_source", "test_accuracy",
+                 "final_loss", "train_seconds", "samples_per_second", "seed", "epoch_losses",
+                 "epoch_samples_per_second", "weights_sha256")
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, mnist_dir: Path) -> dict[str, CliRun]:
+    """One default training run per framework (10 epochs, batch 64, Adam 1e-3, seed 0)."""
+    results = {}
+    for framework in FRAMEWORKS:
+        out = tmp_path_factory.mktemp(f"train-{framework}") / "run"
+        results[framework] = run_cli(["--framework", framework, "--train-data", "embedded",
+                                      "--eval-data", str(mnist_dir)], out)
+    return results
+
+
+@pytest.fixture(scope="session")
+def official_test(mnist_dir: Path):
+    return load_mnist(str(mnist_dir), "eval")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_default_training_reaches_95_percent_in_under_a_minute(runs, framework: str) -> None:
+    run = runs[framework]
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = run.metrics()
+    missing = [f for f in METRIC_FIELDS if f not in metrics]
+    assert not missing, f"metrics.json lacks {missing}"
+    assert metrics["framework"] == framework and metrics["epochs"] == 10 and metrics["seed"] == 0
+    assert (metrics["train_samples"], metrics["eval_samples"]) == (4500, 10000)
+    assert metrics["test_accuracy"] >= 0.95, metrics["test_accuracy"]
+    assert metrics["train_seconds"] < 60, metrics["train_seconds"]
+    assert len(metrics["epoch_losses"]) == len(metrics["epoch_samples_per_second"]) == 10
+    assert metrics["epoch_losses"][-1] < metrics["epoch_losses"][0]
+    assert run.stderr.count("samples/s") == 10  # one line per epoch
+    assert f"test accuracy {metrics['test_accuracy']:.2%}" in run.stdout
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_no_tensorflow_chatter_and_no_leftovers(runs, framework: str) -> None:
+    run = runs[framework]
+    chatter = [line for line in run.stderr.splitlines() if any(word in line for word in TF_CHATTER)]
+    assert not chatter, chatter
+    assert sorted(p.name for p in run.out.parent.iterdir()) == ["run"]  # no staging dirs left behind
+
+
+def test_torch_artifacts_reload_with_identical_outputs(runs, official_test) -> None:
+    import torch
+
+    from reference_models.train_torch import load_state_dict_model, load_torchscript, predict_logits
+
+    out = runs["torch"].out
+    images = torch.from_numpy(normalize_nchw(official_test.images))
+    from_state = predict_logits(load_state_dict_model(out / "model.pt"), images)
+    with torch.no_grad():
+        from_script = load_torchscript(out / "model.torchscript.pt")(images).numpy()
+    np.testing.assert_array_equal(from_script, from_state)
+    accuracy = float(np.mean(from_state.argmax(1) == official_test.labels))
+    assert accuracy == runs["torch"].metrics()["test_accuracy"]
+
+
+def test_keras_artifacts_reload_with_identical_outputs(runs, official_test) -> None:
+    from reference_models.quiet import import_tensorflow
+    from reference_models.train_keras import load_serving, predict_logits
+
+    tf = import_tensorflow()
+    import keras
+
+    out = runs["keras"].out
+    images = normalize_nhwc(official_test.images)
+    reloaded = keras.models.load_model(out / "model.keras")
+    logits = predict_logits(reloaded, images)
+    serving = load_serving(out / "saved_model")
+    (input_name,) = serving.structured_input_signature[1]
+    served = np.concatenate([next(iter(serving(**{input_name: tf.constant(images[i:i + 2000])}).values())).numpy()
+                             for i in range(0, len(images), 2000)])
+    np.testing.assert_allclose(served, logits, atol=1e-5, rtol=0)
+    assert np.array_equal(served.argmax(1), logits.argmax(1))
+    assert float(np.mean(logits.argmax(1) == official_test.labels)) == runs["keras"].metrics()["test_accuracy"]
+    assert (out / "checkpoint" / "last.weights.h5").is_file()
+
+
+def test_port_matches_torch_logits_on_the_official_test_set(runs, official_test) -> None:
+    from reference_models.port import compare_logits, torch_to_keras
+    from reference_models.quiet import import_tensorflow
+    from reference_models.train_torch import load_state_dict_model
+
+    import_tensorflow()
+    torch_model = load_state_dict_model(runs["torch"].out / "model.pt")
+    check = compare_logits(torch_model, torch_to_keras(torch_model), normalize_nchw(official_test.images))
+    assert check.samples == 10000
+    assert check.max_abs_diff <= 1e-5, check
+    assert check.argmax_agreement == 1.0, check
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_same_seed_gives_identical_metrics(tmp_path: Path, framework: str) -> None:
+    args = ["--framework", framework, "--epochs", "2", "--train-data", "embedded", "--eval-data", "embedded",
+            "--seed", "7"]
+    first, second = (run_cli(args, tmp_path / name) for name in ("a", "b"))
+    assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    a, b = first.metrics(), second.metrics()
+    for field in ("test_accuracy", "final_loss", "epoch_losses", "weights_sha256"):
+        assert a[field] == b[field], field
+    other = run_cli([*args[:-1], "8"], tmp_path / "c").metrics()
+    assert other["weights_sha256"] != a["weights_sha256"]  # the seed does matter
+
+
+def test_force_replaces_existing_out_and_options_work(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    run = run_cli(["--framework", "torch", "--epochs", "1", "--train-data", "embedded", "--eval-data", "embedded",
+                   "--force", "--loader", "torchvision", "--lr-schedule", "cosine", "--amp"], out)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt", "model.torchscript.pt"]
+    metrics = run.metrics()
+    assert metrics["loader"] == "torchvision" and metrics["amp"] is True and metrics["test_accuracy"] > 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
