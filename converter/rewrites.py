@@ -22,6 +22,7 @@ Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 # What TensorFlow accepts as an op / name-scope name (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX).
 _VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
+_MAX_FOLD_PASSES = 32
 _NONDETERMINISTIC = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
@@ -150,9 +151,19 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     'values' of 'ConcatV2' Op have types [int64, int32, int64]".
     Why general: a Shape of a tensor whose dimensions are static is a constant (with a dynamic batch, only the
     static dimensions fold); everything downstream of constants alone is evaluated with the ONNX reference
-    evaluator, node by node, never growing the graph; graph outputs stay outputs of ops.
+    evaluator, node by node, never growing the graph; graph outputs stay outputs of ops. Shape inference is
+    repeated after each pass, since a folded Reshape target makes the next Shape static (ShuffleNetV2 with a
+    dynamic batch needs one pass per stage).
     """
     model = _copy(model)
+    for _ in range(_MAX_FOLD_PASSES):
+        if not _fold_pass(model):
+            break
+    return model
+
+
+def _fold_pass(model: onnx.ModelProto) -> bool:
+    """One folding pass over ``model`` in place; False when nothing folded."""
     graph = model.graph
     shapes = _shapes(model)
     opset = _opset(model)
@@ -170,7 +181,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             folded.update(zip(node.output, values))
     if not folded:
-        return model
+        return False
     del graph.node[:]
     graph.node.extend(kept)
     used = _consumers(graph)
@@ -180,6 +191,44 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     kept_info = [vi for vi in graph.value_info if vi.name not in folded_names]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
+    return True
+
+
+# ------------------------------------------------------------------------------------ wildcard_dynamic_reshape
+
+
+def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn a Reshape target ``Concat(n, c1, c2, ...)`` with one runtime entry ``n`` and constants ``c_i`` (no 0 or
+    -1 among them) into the constant ``[-1, c1, c2, ...]``.
+
+    Without it: with a dynamic batch, ``x.view(x.size(0), g, c // g, h, w)`` (ShuffleNetV2's channel shuffle)
+    keeps a runtime shape tensor; onnx2tf cannot map it to NHWC and the converted model fails at run time
+    ("grouped convolution must have at least one group: 0 groups"). Why exact: for any valid Reshape, -1
+    resolves to total / prod(other entries), which is the runtime entry's value; run after ``fold_constants``.
+    """
+    model = _copy(model)
+    graph = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    used = _consumers(graph)
+    shapes = _shapes(model)
+    changed = False
+    for node in graph.node:
+        concat = producers.get(node.input[1]) if node.op_type == "Reshape" else None
+        if concat is None or concat.op_type != "Concat" or used.get(node.input[1], 0) != 1:
+            continue
+        parts = [known.get(name) for name in concat.input]
+        runtime = [i for i, part in enumerate(parts) if part is None]
+        constants = [part for part in parts if part is not None]
+        if len(runtime) != 1 or shapes.get(concat.input[runtime[0]]) != (1,) or any(np.any(c <= 0) for c in constants):
+            continue
+        target = [np.full(1, -1, np.int64) if part is None else part.astype(np.int64).ravel() for part in parts]
+        name = f"{node.input[1]}_wildcard"
+        graph.initializer.append(numpy_helper.from_array(np.concatenate(target), name))
+        node.input[1] = name
+        changed = True
+    if changed:
+        _remove_dead(graph)
     return model
 
 
@@ -362,6 +411,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
+    ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("materialize_lstm_states", materialize_lstm_states),
     ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),

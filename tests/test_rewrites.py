@@ -75,6 +75,19 @@ def dynamic_batch_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", ["batch", 3, 18])])
 
 
+def dynamic_view_graph() -> onnx.ModelProto:
+    """``x.view(x.size(0), 2, 3, 9)`` with a symbolic batch (after folding): Reshape(x, Concat(n, [2], [3], [9]))."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
+        _const("i0", np.array([0], np.int64)),
+        helper.make_node("Gather", ["shape", "i0"], ["n"], name="/Gather", axis=0),
+        _const("rest", np.array([2, 3, 9], np.int64)),
+        helper.make_node("Concat", ["n", "rest"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="/Reshape"),
+    ]
+    return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", ["batch", 2, 3, 9])])
+
+
 def constant_output_graph() -> onnx.ModelProto:
     """A graph output computed from constants only (plus a real output)."""
     nodes = [
@@ -191,6 +204,14 @@ CASES = [
     Case(
         "fold_static_dims_of_dynamic_batch", dynamic_batch_graph, rewrites.fold_constants,
         lambda m: _has_op("Shape")(m) and _no_op("Div")(m),
+    ),
+    Case(
+        "wildcard_dynamic_reshape", lambda: rewrites.fold_constants(dynamic_view_graph()),
+        rewrites.wildcard_dynamic_reshape, _no_op("Shape", "Gather", "Concat"),
+    ),
+    Case(
+        "wildcard_needs_one_runtime_entry", dynamic_batch_graph, rewrites.wildcard_dynamic_reshape,
+        _has_op("Concat"), changes=False,
     ),
     Case("fold_keeps_constant_output_op", constant_output_graph, rewrites.fold_constants, _has_op("Add")),
     Case("fold_does_not_inflate", big_expand_graph, rewrites.fold_constants, _has_op("Expand")),
