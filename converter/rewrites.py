@@ -232,6 +232,67 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# -------------------------------------------------------------------------------------- shuffle_as_gather
+
+
+def _single_axis_permutation(moved: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(axis, indices) when ``moved`` (a rearranged ``arange``) equals ``take(arange, indices, axis)``, else None."""
+    coords = np.unravel_index(moved, moved.shape)
+    grid = np.indices(moved.shape)
+    changed = [k for k in range(moved.ndim) if not np.array_equal(coords[k], grid[k])]
+    if len(changed) != 1:
+        return None
+    axis = changed[0]
+    indices = np.moveaxis(coords[axis], axis, 0).reshape(moved.shape[axis], -1)
+    if not np.all(indices == indices[:, :1]):
+        return None
+    return axis, indices[:, 0].astype(np.int64)
+
+
+def shuffle_as_gather(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace Reshape → Transpose → Reshape chains that only permute one axis (a channel shuffle) by a Gather.
+
+    Without it: with a dynamic batch, onnx2tf loses track of the layout through the rank-5 Reshape/Transpose of
+    ShuffleNetV2's channel shuffle and concatenates an NCHW tensor with an NHWC one ("Dimension 1 in both shapes
+    must be equal, but are 12 and 24"). Why exact: the chain is evaluated on an index tensor; it is replaced
+    only when it keeps the batch axis, maps the input shape to itself and moves elements along a single axis,
+    in which case ``Gather(axis, indices)`` computes the same thing for any input.
+    """
+    model = _copy(model)
+    graph = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    used = _consumers(graph)
+    shapes = _shapes(model)
+    changed = False
+    for index, last in enumerate(graph.node):
+        transpose = producers.get(last.input[0]) if last.op_type == "Reshape" else None
+        first = producers.get(transpose.input[0]) if transpose is not None and transpose.op_type == "Transpose" else None
+        if first is None or first.op_type != "Reshape" or used.get(first.output[0]) != 1:
+            continue
+        x_shape = shapes.get(first.input[0])
+        targets = [known.get(first.input[1]), known.get(last.input[1])]
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        if x_shape is None or None in x_shape[1:] or any(t is None for t in targets) or not perm or perm[0] != 0:
+            continue
+        sample = (1, *x_shape[1:])
+        if any(t[0] not in (-1, x_shape[0]) or np.prod(t[1:]) != np.prod(sample) for t in targets):
+            continue
+        moved = np.arange(np.prod(sample)).reshape([1, *targets[0][1:]]).transpose(perm).reshape([1, *targets[1][1:]])
+        found = _single_axis_permutation(moved) if moved.shape == sample else None
+        if found is None:
+            continue
+        axis, order = found
+        name = f"{last.output[0]}_gather_indices"
+        graph.initializer.append(numpy_helper.from_array(order, name))
+        graph.node[index].CopyFrom(helper.make_node(
+            "Gather", [first.input[0], name], list(last.output), name=f"{last.name}_gather", axis=axis))
+        changed = True
+    if changed:
+        _remove_dead(graph)
+    return model
+
+
 # ------------------------------------------------------------------------------------- materialize_lstm_states
 
 
@@ -412,6 +473,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
+    ("shuffle_as_gather", shuffle_as_gather),
     ("materialize_lstm_states", materialize_lstm_states),
     ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),

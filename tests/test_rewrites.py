@@ -88,6 +88,35 @@ def dynamic_view_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", ["batch", 2, 3, 9])])
 
 
+def channel_shuffle_graph(batch: int | str = 1) -> onnx.ModelProto:
+    """ShuffleNetV2's channel shuffle of (N, 6, 2, 2) in 3 groups: Reshape(N,3,2,2,2) → Transpose → Reshape back."""
+    first = -1 if isinstance(batch, str) else batch
+    inits = [
+        numpy_helper.from_array(np.array([first, 3, 2, 2, 2], np.int64), "grouped"),
+        numpy_helper.from_array(np.array([first, 6, 2, 2], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["x", "grouped"], ["g"], name="/Reshape"),
+        helper.make_node("Transpose", ["g"], ["t"], name="/Transpose", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "flat"], ["y"], name="/Reshape_1"),
+    ]
+    return _model(nodes, [_f32("x", [batch, 6, 2, 2])], [_f32("y", [batch, 6, 2, 2])], inits)
+
+
+def pixel_unshuffle_graph() -> onnx.ModelProto:
+    """Reshape → Transpose → Reshape that changes the shape (space-to-depth): not a single-axis permutation."""
+    inits = [
+        numpy_helper.from_array(np.array([1, 2, 2, 2, 2, 2], np.int64), "split"),
+        numpy_helper.from_array(np.array([1, 8, 2, 2], np.int64), "merged"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["x", "split"], ["s"], name="/Reshape"),
+        helper.make_node("Transpose", ["s"], ["t"], name="/Transpose", perm=[0, 1, 3, 5, 2, 4]),
+        helper.make_node("Reshape", ["t", "merged"], ["y"], name="/Reshape_1"),
+    ]
+    return _model(nodes, [_f32("x", [1, 2, 4, 4])], [_f32("y", [1, 8, 2, 2])], inits)
+
+
 def constant_output_graph() -> onnx.ModelProto:
     """A graph output computed from constants only (plus a real output)."""
     nodes = [
@@ -212,6 +241,15 @@ CASES = [
     Case(
         "wildcard_needs_one_runtime_entry", dynamic_batch_graph, rewrites.wildcard_dynamic_reshape,
         _has_op("Concat"), changes=False,
+    ),
+    Case("shuffle_as_gather", channel_shuffle_graph, rewrites.shuffle_as_gather, _no_op("Reshape", "Transpose")),
+    Case(
+        "shuffle_as_gather_dynamic_batch", lambda: channel_shuffle_graph("batch"), rewrites.shuffle_as_gather,
+        _no_op("Reshape", "Transpose"),
+    ),
+    Case(
+        "shuffle_leaves_space_to_depth", pixel_unshuffle_graph, rewrites.shuffle_as_gather, _has_op("Transpose"),
+        changes=False,
     ),
     Case("fold_keeps_constant_output_op", constant_output_graph, rewrites.fold_constants, _has_op("Add")),
     Case("fold_does_not_inflate", big_expand_graph, rewrites.fold_constants, _has_op("Expand")),
