@@ -11,6 +11,7 @@ Argument parsing and error reporting only; the work is in ``train_torch`` / ``tr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -73,11 +74,23 @@ def to_config(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, name) != default:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} does not apply to --framework {args.framework}")
+    if args.strategy == "multi-worker":
+        _check_tf_config(os.environ.get("TF_CONFIG", ""))
     world = int(os.environ.get("WORLD_SIZE", 1)) if args.framework == "torch" else 1
     if args.batch_size % world:
         raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {world} DDP processes")
     fields = {k: v for k, v in vars(args).items() if k not in ("out", "force")}
     return TrainConfig(**fields)
+
+
+def _check_tf_config(raw: str) -> None:
+    """``--strategy multi-worker`` needs ``TF_CONFIG`` = JSON with ``cluster`` and ``task``."""
+    try:
+        tf_config = json.loads(raw) if raw.strip() else None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"TF_CONFIG is not valid JSON ({err.msg}); see README 'Scaling out'") from None
+    if not isinstance(tf_config, dict) or "cluster" not in tf_config or "task" not in tf_config:
+        raise UsageError("--strategy multi-worker needs TF_CONFIG with 'cluster' and 'task'; see README 'Scaling out'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     writes = int(os.environ.get("RANK", 0)) == 0 or config.framework == "keras"
     out = check_out_dir(args.out, force=args.force) if writes else args.out
     via = "torchvision" if config.framework == "torch" else "keras"
-    train_data = load_mnist(config.train_data, "train", via=via)
-    eval_data = load_mnist(config.eval_data, "eval", via=via)
+    # Explicit directories first: a bad path must fail before any "auto" fallback notice is printed.
+    order = sorted((("train", config.train_data), ("eval", config.eval_data)), key=lambda s: s[1] == "auto")
+    loaded = {split: load_mnist(source, split, via=via) for split, source in order}
+    train_data, eval_data = loaded["train"], loaded["eval"]
     trainer = _trainer(config)
     with staged_dir(out, enabled=writes) as staging:
         metrics = trainer.train(config, train_data, eval_data, staging)
