@@ -37,7 +37,8 @@ class Localiser:
     """Probes planned once for a model; :meth:`localise` replays any route with them.
 
     Args:
-        module: the PyTorch model (eval mode).
+        module: the PyTorch model (eval mode), or None for an ``.onnx`` source: the modules are then the
+            exporter's scopes and the reference is onnxruntime on ``reference_onnx`` (default ``onnx_model``).
         onnx_model: the graph the failing route consumes (``model.onnx``, or a faulty copy in tests).
         inputs: PyTorch-layout arrays, one per model input, ``[N, ...]`` (N small: every route runs them all).
         reference_onnx: a graph known to match PyTorch, with the same node and tensor names, used only to
@@ -54,15 +55,15 @@ class Localiser:
         self.layout_mode = layout_mode
         self.calibration = calibration
         self.batch = P.graph_batch(onnx_model)
-        calls = P.trace_modules(module, self.inputs)
+        trusted = reference_onnx if reference_onnx is not None else onnx_model
+        calls = P.trace_modules(module, self.inputs) if module is not None else P.trace_onnx(trusted, self.inputs)
         planned = P.plan_probes(onnx_model, calls)
         self.model = P.instrument(onnx_model, planned)
         clean_model = self.model if reference_onnx is None else P.instrument(reference_onnx, planned)
         clean = P.run_onnxruntime(clean_model, self.inputs)
         self.probes = P.attach_references(planned, calls, clean)
-        from converter.export import run_torch
-
-        self.torch_outputs = run_torch(module, self.inputs)
+        self.reference_outputs = [clean[o.name] for o in trusted.graph.output]
+        self.reference = "PyTorch hooks" if module is not None else "onnxruntime on the ONNX source"
         self._keras = None
 
     def replay(self, route: str, precision: str = "fp32") -> dict[str, np.ndarray]:
@@ -84,12 +85,12 @@ class Localiser:
         got = self.replay(route, precision)
         table = [_judge(p, got) for p in self.probes]
         culprit = next((k for k, row in enumerate(table) if row["rel_err_output"] > threshold), None)
-        outputs = [o.name for o in self.model.graph.output][:len(self.torch_outputs)]
+        outputs = [o.name for o in self.model.graph.output][:len(self.reference_outputs)]
         result: dict = {
             "module": None, "onnx_node": None, "op": None, "fused": [], "rel_err_output": None,
             "rel_err_inputs": None, "threshold": threshold, "checked_modules": len(table),
-            "samples": len(self.inputs[0]), "method": f"probes replayed through {route} ({precision}) vs PyTorch hooks",
-            "replay_output_rel_err": max(P.rel_err(r, got[n]) for r, n in zip(self.torch_outputs, outputs)),
+            "samples": len(self.inputs[0]), "method": f"probes replayed through {route} ({precision}) vs {self.reference}",
+            "replay_output_rel_err": max(P.rel_err(r, got[n]) for r, n in zip(self.reference_outputs, outputs)),
             "largest_jump": _largest_jump(table),
         }
         result["reproduced"] = result["replay_output_rel_err"] > threshold
@@ -133,13 +134,9 @@ def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, 
     failed = [r for r in report.runtimes if not r.passed]
     if not failed:
         return
-    if getattr(model, "module", None) is None:
-        for row in failed:
-            row.localisation = {"skipped": "an .onnx source has no PyTorch modules to compare with"}
-        return
     try:
         inputs = [x[:SAMPLES] for x in data.inputs]
-        localiser = Localiser(model.module, onnx.load(str(Path(out_dir) / "model.onnx")), inputs,
+        localiser = Localiser(getattr(model, "module", None), onnx.load(str(Path(out_dir) / "model.onnx")), inputs,
                               layout_mode=manifest.get("layout", "nhwc"),
                               calibration=calibration if calibration is not None else data.inputs)
     except Exception as exc:  # a diagnosis must never break the conversion
@@ -147,8 +144,11 @@ def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, 
             row.localisation = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         return
     for row in failed:
-        if row.runtime not in ROUTES:
+        if row.runtime == "onnxruntime" and localiser.reference != "PyTorch hooks":
+            row.localisation = {"skipped": "onnxruntime is the reference of an .onnx source"}
+        elif row.runtime not in ROUTES:
             row.localisation = {"skipped": f"no replay route for runtime {row.runtime}"}
+        if row.localisation is not None:
             continue
         try:
             with silenced(getattr(options, "verbose", False)):

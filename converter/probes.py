@@ -124,15 +124,63 @@ def scope_of(node_name: str, module_paths: set[str]) -> tuple[str, int] | None:
 # ------------------------------------------------------------------------------------------- ONNX side
 
 
+def scope_paths(model: onnx.ModelProto) -> set[str]:
+    """Module paths read off the node names alone (when the PyTorch module is not at hand): the innermost
+    scope of each node, ``_N`` call suffixes dropped where the plain name also occurs."""
+    scopes: set[tuple[str, ...]] = set()
+    for node in model.graph.node:
+        parts = [p for p in node.name.split("/") if p][:-1]
+        dotted: list[str] = []
+        for seg in parts:
+            parent = dotted[-1].rsplit(".", 1)[-1] if dotted else ""
+            child = seg[len(parent) + 1:] if parent and seg.startswith(parent + ".") else seg
+            dotted.append(f"{dotted[-1]}.{child}" if dotted else child)
+        if dotted:
+            scopes.add(tuple(dotted))
+    paths = {s[-1] for s in scopes}
+    return {p for p in paths if not (re.fullmatch(r".+_\d+", p) and re.sub(r"_\d+$", "", p) in paths)}
+
+
+def ancestors(paths: set[str]) -> set[str]:
+    """Every proper prefix (``layer3``, ``layer3.1``) of the dotted ``paths``."""
+    return {p.rsplit(".", k)[0] for p in paths for k in range(1, p.count(".") + 1)}
+
+
+
+
+def trace_onnx(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[ModuleCall]:
+    """For an ``.onnx`` source (no PyTorch at hand): the modules are the exporter's scopes read off the node
+    names, their values onnxruntime's on this (trusted) graph, in the order their last node runs."""
+    paths = scope_paths(model)
+    known = paths | ancestors(paths)
+    names = {f"t{k}": out for k, node in enumerate(model.graph.node) for out in node.output if out}
+    values = run_onnxruntime(with_outputs(model, names), inputs)
+    value_of = {src: values[name] for name, src in names.items()}
+    value_of.update({i.name: x for i, x in zip(model.graph.input, inputs)})
+    scopes: dict[tuple[str, int], list[int]] = {}
+    for position, node in enumerate(model.graph.node):
+        key = scope_of(node.name, known)
+        if key is not None and key[0] in paths:
+            scopes.setdefault(key, []).append(position)
+    order = sorted(scopes, key=lambda k: scopes[k][-1])
+    calls = []
+    for path, call in order:
+        nodes = [model.graph.node[p] for p in scopes[(path, call)]]
+        inside = {o for n in nodes for o in n.output}
+        outside = [i for n in nodes for i in n.input if i and i not in inside and i in value_of]
+        calls.append(ModuleCall(path, call, nodes[-1].op_type, [value_of[i] for i in dict.fromkeys(outside)],
+                                value_of[nodes[-1].output[0]]))
+    return calls
+
+
 def plan_probes(model: onnx.ModelProto, calls: list[ModuleCall]) -> list[Probe]:
     """One probe per leaf call that owns ONNX nodes, in execution order."""
     shapes = _tensor_shapes(model)
     produced_in: dict[str, str] = {}  # tensor -> scope key of its producer
     by_scope: dict[tuple[str, int], list[onnx.NodeProto]] = {}
     paths = {c.path for c in calls}
-    ancestors = {p.rsplit(".", k)[0] for p in paths for k in range(1, p.count(".") + 1)}
     for node in model.graph.node:
-        key = scope_of(node.name, paths | ancestors)
+        key = scope_of(node.name, paths | ancestors(paths))
         if key is None or key[0] not in paths:
             continue
         by_scope.setdefault(key, []).append(node)

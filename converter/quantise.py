@@ -141,12 +141,18 @@ def _fmt(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------ calibration
 
 
-def calibrate(serving_module, representative: Representative) -> tuple[bytes, dict]:
-    """Calibrate once: (the calibrated float model, the debugger's per-tensor statistics incl. rmse/scale).
+def calibrate(serving_module, representative: Representative) -> tuple[bytes, dict[str, float]]:
+    """Calibrate once: (the calibrated float model, rmse/scale per quantised tensor from the debugger).
 
-    The statistics are optional: the debugger's instrumented model can fail to prepare (XNNPACK rejects
-    some NumericVerify graphs, e.g. resnet18); the ranking does not depend on them.
+    rmse/scale is the debugger's isolated per-layer error in units of the tensor's quantisation step
+    (~0.29 is pure rounding). It is optional: the instrumented debug model can fail to prepare (XNNPACK
+    rejects int8 ADDs whose input scales differ by orders of magnitude, e.g. resnet18 with random
+    weights); the ranking does not depend on it. The debugger keeps its default interpreter: the
+    reference kernels it would fall back to abort the process on those same models.
     """
+    import csv
+    import io
+
     import tensorflow as tf
 
     from converter.quiet import silenced
@@ -155,20 +161,19 @@ def calibrate(serving_module, representative: Representative) -> tuple[bytes, di
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], serving_module)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
-        "rmse_over_scale": lambda f, q, s, zp: float(np.sqrt(np.mean(((q.astype(np.int32) - zp) * s - f) ** 2)) / s)})
     with silenced(False):
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                             debug_options=options)
-        # the debugger builds its interpreter with default delegates; direct-compare metrics read
-        # intermediate tensors, which only an interpreter that preserves them (no XNNPACK) keeps
-        debugger._quant_interpreter = tf.lite.Interpreter(model_content=debugger.quant_model,
-                                                          experimental_preserve_all_tensors=True)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
         try:
             debugger.run()
-            statistics = dict(debugger.layer_statistics)
         except (RuntimeError, ValueError):
-            statistics = {}
+            return debugger.calibrated_model, {}
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    statistics = {}
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(row["scale"] or 0)
+        if scale > 0:
+            statistics[row["tensor_name"]] = float(np.sqrt(float(row["mean_squared_error"]))) / scale
     return debugger.calibrated_model, statistics
 
 
@@ -186,7 +191,7 @@ def quantise(calibrated: bytes, keep_float: Sequence[str] = ()) -> bytes:
                                      enable_numeric_verify=False, denylisted_nodes=list(keep_float) or None)
 
 
-def tflite_layers(calibrated: bytes, statistics: dict | None = None) -> list[Layer]:
+def tflite_layers(calibrated: bytes, statistics: dict[str, float] | None = None) -> list[Layer]:
     """Every op of the calibrated model that quantisation touches, with the debugger's rmse/scale."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -199,11 +204,13 @@ def tflite_layers(calibrated: bytes, statistics: dict | None = None) -> list[Lay
         if detail["dtype"] != np.float32:
             continue
         layers.append(Layer(detail["name"], op["op_name"]))
-    for key, metrics in (statistics or {}).items():
+    for key, value in (statistics or {}).items():
         stem = re.sub(r":\d+$", "", key.removeprefix("NumericVerify/"))
-        owner = max((l for l in layers if stem.startswith(l.tflite_node)), key=lambda l: len(l.tflite_node), default=None)
-        if owner is not None and "rmse_over_scale" in metrics:
-            owner.rmse_over_scale = float(metrics["rmse_over_scale"])
+        # debug-model names extend the calibrated ones ("...Const_51" -> "...Const_511", ":0" -> ":02")
+        owner = max((l for l in layers if stem.startswith(l.tflite_node) or l.tflite_node.startswith(stem)),
+                    key=lambda l: len(l.tflite_node), default=None)
+        if owner is not None:
+            owner.rmse_over_scale = value
     return layers
 
 

@@ -10,7 +10,6 @@ outside any module (a functional ``F.relu``) inherit the module of their nearest
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,10 +69,10 @@ def match(value: np.ndarray, candidates: list[tuple[onnx.NodeProto, np.ndarray]]
 
 def module_of(node: onnx.NodeProto, model: onnx.ModelProto, module_paths: set[str] | None = None) -> str | None:
     """The module path of ``node`` (or of its nearest producer when it sits outside every module)."""
-    paths = module_paths if module_paths is not None else scope_paths(model)
+    paths = module_paths if module_paths is not None else probes.scope_paths(model)
     producer = {out: n for n in model.graph.node for out in n.output}
     for _ in range(MAX_HOPS):
-        scope = probes.scope_of(node.name, paths | _ancestors(paths))
+        scope = probes.scope_of(node.name, paths | probes.ancestors(paths))
         if scope is not None and scope[0] in paths:
             return scope[0] if scope[1] == 0 else f"{scope[0]}#{scope[1]}"
         source = next((producer[i] for i in node.input if i in producer), None)
@@ -81,27 +80,6 @@ def module_of(node: onnx.NodeProto, model: onnx.ModelProto, module_paths: set[st
             return None
         node = source
     return None
-
-
-def scope_paths(model: onnx.ModelProto) -> set[str]:
-    """Module paths read off the node names alone (when the PyTorch module is not at hand): the innermost
-    scope of each node, ``_N`` call suffixes dropped where the plain name also occurs."""
-    scopes: set[tuple[str, ...]] = set()
-    for node in model.graph.node:
-        parts = [p for p in node.name.split("/") if p][:-1]
-        dotted: list[str] = []
-        for seg in parts:
-            parent = dotted[-1].rsplit(".", 1)[-1] if dotted else ""
-            child = seg[len(parent) + 1:] if parent and seg.startswith(parent + ".") else seg
-            dotted.append(f"{dotted[-1]}.{child}" if dotted else child)
-        if dotted:
-            scopes.add(tuple(dotted))
-    paths = {s[-1] for s in scopes}
-    return {p for p in paths if not (re.fullmatch(r".+_\d+", p) and re.sub(r"_\d+$", "", p) in paths)}
-
-
-def _ancestors(paths: set[str]) -> set[str]:
-    return {p.rsplit(".", k)[0] for p in paths for k in range(1, p.count(".") + 1)}
 
 
 def origins(tflite_model: bytes, graph, onnx_model: onnx.ModelProto, inputs: Sequence[np.ndarray],

@@ -39,13 +39,16 @@ def _resnet18() -> tuple[torch.nn.Module, list[np.ndarray]]:
     return zoo.honest_weights(model, make), make(2, 7)
 
 
-#: (model, ONNX node whose weight is scaled, module localisation must name, runtime replayed, precision)
+#: (model, ONNX node whose weight is scaled, module localisation must name, runtime replayed, precision,
+#:  reference: PyTorch hooks, or onnxruntime on the clean graph as for an .onnx source)
 CASES = [
-    ("mnist_cnn", _mnist_cnn, "/fc1/Gemm", "fc1", "saved_model", "fp32"),
-    ("mnist_cnn", _mnist_cnn, "/conv1/Conv", "conv1", "tflite", "fp32"),
-    ("resnet18", _resnet18, "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "saved_model", "fp32"),
-    ("resnet18", _resnet18, "/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0", "onnxruntime",
-     "fp32"),
+    ("mnist_cnn", "/fc1/Gemm", "fc1", "saved_model", "fp32", "torch"),
+    ("mnist_cnn", "/conv1/Conv", "conv1", "tflite", "fp32", "torch"),
+    ("resnet18", "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "saved_model", "fp32", "torch"),
+    ("resnet18", "/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0", "onnxruntime", "fp32",
+     "torch"),
+    ("resnet18", "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "tf2onnx_roundtrip", "fp32", "onnx"),
+    ("mnist_cnn", "/fc1/Gemm", "fc1", "tflite", "fp16", "onnx"),
 ]
 
 
@@ -61,12 +64,13 @@ def models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, list[np.ndarray
     return out
 
 
-@pytest.mark.parametrize("name, factory, node, expected, runtime, precision", CASES,
-                         ids=[f"{c[0]}-{c[3]}-{c[4]}" for c in CASES])
-def test_planted_fault_is_localised(models, name, factory, node, expected, runtime, precision) -> None:
+@pytest.mark.parametrize("name, node, expected, runtime, precision, reference", CASES,
+                         ids=[f"{c[0]}-{c[2]}-{c[3]}-{c[4]}-{c[5]}" for c in CASES])
+def test_planted_fault_is_localised(models, name, node, expected, runtime, precision, reference) -> None:
     module, inputs, clean = models[name]
     faulty = plant_fault(clean, node, scale=1.5)
-    result = Localiser(module, faulty, inputs, reference_onnx=clean).localise(runtime, precision)
+    localiser = Localiser(module if reference == "torch" else None, faulty, inputs, reference_onnx=clean)
+    result = localiser.localise(runtime, precision)
     assert result["module"] == expected, result
     assert result["onnx_node"] == node
     assert result["rel_err_output"] > 0.05, result
