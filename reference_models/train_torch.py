@@ -48,6 +48,10 @@ def resolve_device(name: str, ctx: torch_dist.DistContext) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
+        if not torch.cuda.is_available():
+            from reference_models.errors import UsageError
+
+            raise UsageError("--device cuda but no CUDA device is visible; use --device cpu or auto")
         return torch.device("cuda", ctx.local_rank % max(torch.cuda.device_count(), 1))
     return torch.device("cpu")
 
