@@ -146,8 +146,6 @@ def ancestors(paths: set[str]) -> set[str]:
     return {p.rsplit(".", k)[0] for p in paths for k in range(1, p.count(".") + 1)}
 
 
-
-
 def trace_onnx(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[ModuleCall]:
     """For an ``.onnx`` source (no PyTorch at hand): the modules are the exporter's scopes read off the node
     names, their values onnxruntime's on this (trusted) graph, in the order their last node runs."""

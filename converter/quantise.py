@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from converter import layout
 
 #: Pass criteria, as in the parity tolerance table for int8.
 TARGET_DROP_PP = 1.0
@@ -220,21 +219,14 @@ def tflite_layers(calibrated: bytes, statistics: dict[str, float] | None = None)
 def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``.
 
-    Runs with the default delegates, as parity and users do. Raises ``RuntimeError`` when XNNPACK fails to
-    prepare the model (seen with int8 ADDs whose input scales differ by orders of magnitude); we never
-    retry on the reference kernels, which abort the process on the same models.
+    Runs in a child process with the default delegates, as parity and users run it; raises
+    :class:`converter.isolated.InterpreterAborted` (a ``RuntimeError``) when the interpreter refuses or
+    aborts on the model, which some int8 variants do (see :mod:`converter.isolated`).
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from converter import isolated
 
-    from converter.probes import chunks
-
-    runner = Interpreter(model_content=model).get_signature_runner("serving_default")
-    pieces = []
-    for real, part in chunks(inputs, graph.inputs[0].torch_shape[0]):
-        result = runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.float32)
-                           for x, i in zip(part, graph.inputs)})
-        pieces.append([layout.from_layout(np.asarray(result[o.name]), o.artifact_perm)[:real] for o in graph.outputs])
-    return [np.concatenate([p[k] for p in pieces]) for k in range(len(graph.outputs))]
+    return isolated.run(model, isolated.ports(graph.inputs), isolated.ports(graph.outputs),
+                        [np.asarray(x) for x in inputs], graph.inputs[0].torch_shape[0])
 
 
 def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
@@ -295,19 +287,60 @@ def select(layers: list[Layer], spec: str) -> list[Layer]:
     return chosen
 
 
-def choose_keep_float(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
-                      labels: np.ndarray | None = None, *, spec: str = "auto",
-                      onnx_model: onnx.ModelProto | None = None, module_paths: set[str] | None = None,
-                      target_drop_pp: float = TARGET_DROP_PP, min_agreement: float = MIN_AGREEMENT,
-                      max_keep: int = MAX_KEEP) -> KeepFloatChoice:
-    """Full int8 with the layers ``spec`` names kept in float (``auto``: as few as meet the target).
+@dataclass
+class Int8Analysis:
+    """A model calibrated once, its layers ranked by sensitivity: ask it for any keep-float ``spec``."""
+
+    calibrated: bytes = field(repr=False)
+    graph: object = field(repr=False)
+    layers: list[Layer]
+    inputs: list[np.ndarray] = field(repr=False)
+    labels: np.ndarray | None = field(repr=False)
+    reference: list[np.ndarray] = field(repr=False)
+    float_accuracy: float | None
+    full_int8: Score
+    full_model: bytes = field(repr=False)
+
+    def judge(self, model: bytes) -> Score:
+        return _safe_score(model, self.graph, self.inputs, self.reference, self.labels, self.float_accuracy)
+
+    def variant(self, kept: Sequence[Layer]) -> bytes:
+        return quantise(self.calibrated, [l.tflite_node for l in kept]) if kept else self.full_model
+
+    def choose(self, spec: str = "auto", *, target_drop_pp: float = TARGET_DROP_PP,
+               min_agreement: float = MIN_AGREEMENT, max_keep: int = MAX_KEEP) -> KeepFloatChoice:
+        """``auto``: the fewest most-sensitive layers that meet the target (none when full int8 does);
+        ``N`` or ``module,module``: exactly those (see :func:`select`)."""
+        steps = [{"kept": 0, **asdict(self.full_int8)}]
+        kept, blob, chosen = [], self.full_model, self.full_int8
+        if spec != "auto":
+            kept = select(self.layers, spec)
+            blob = self.variant(kept)
+            chosen = self.judge(blob)
+            steps.append({"kept": len(kept), **asdict(chosen)})
+        elif not self.full_int8.passes(target_drop_pp, min_agreement):
+            for k in range(1, min(max_keep, len(self.layers)) + 1):
+                kept = self.layers[:k]
+                blob = self.variant(kept)
+                chosen = self.judge(blob)
+                steps.append({"kept": k, **asdict(chosen)})
+                if chosen.passes(target_drop_pp, min_agreement):
+                    break
+        return KeepFloatChoice(spec, list(kept), self.layers, self.float_accuracy, self.full_int8, chosen,
+                               chosen.passes(target_drop_pp, min_agreement), steps, blob)
+
+
+def analyse(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
+            labels: np.ndarray | None = None, *, onnx_model: onnx.ModelProto | None = None,
+            module_paths: set[str] | None = None) -> Int8Analysis:
+    """Calibrate, quantise fully, name every layer and rank the layers by sensitivity.
 
     Args:
         serving_module / graph: what :func:`converter.tfexport.build_serving_module` and ``onnx_to_keras`` gave.
         representative: the calibration generator ``convert_tflite`` uses.
         inputs / labels: evaluation data in the PyTorch layout (the parity data); labels optional.
-        spec: ``auto`` | ``N`` | ``module,module`` (see :func:`select`).
-        onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional).
+        onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional; without
+            ``module_paths`` the module names are read off the ONNX scopes).
     """
     calibrated, statistics = calibrate(serving_module, representative)
     layers = tflite_layers(calibrated, statistics)
@@ -317,32 +350,24 @@ def choose_keep_float(serving_module, graph, representative: Representative, inp
         found = origins(calibrated, graph, onnx_model, inputs, module_paths)
         for layer in layers:
             layer.module, layer.onnx_node = found.get(layer.tflite_node, (None, None))
-    inputs = [x[:EVAL_SAMPLES] for x in inputs]
+    inputs = [np.asarray(x[:EVAL_SAMPLES]) for x in inputs]
     labels = None if labels is None else labels[:EVAL_SAMPLES]
     reference = run_tflite(calibrated, graph, inputs)
     float_accuracy = score(reference, reference, labels, None, 0).accuracy
-
-    def judge(model: bytes) -> Score:
-        return _safe_score(model, graph, inputs, reference, labels, float_accuracy)
-
     full = quantise(calibrated)
-    full_score = judge(full)
+    full_score = _safe_score(full, graph, inputs, reference, labels, float_accuracy)
     layers = rank_by_sensitivity(layers, calibrated, graph, [x[:RANK_SAMPLES] for x in inputs],
                                  [r[:RANK_SAMPLES] for r in reference])
-    steps = [{"kept": 0, **asdict(full_score)}]
-    kept, blob, chosen = [], full, full_score
-    if spec != "auto":
-        kept = select(layers, spec)
-        blob = quantise(calibrated, [l.tflite_node for l in kept]) if kept else full
-        chosen = judge(blob)
-        steps.append({"kept": len(kept), **asdict(chosen)})
-    elif not full_score.passes(target_drop_pp, min_agreement):
-        for k in range(1, min(max_keep, len(layers)) + 1):
-            kept = layers[:k]
-            blob = quantise(calibrated, [l.tflite_node for l in kept])
-            chosen = judge(blob)
-            steps.append({"kept": k, **asdict(chosen)})
-            if chosen.passes(target_drop_pp, min_agreement):
-                break
-    return KeepFloatChoice(spec, kept, layers, float_accuracy, full_score, chosen,
-                           chosen.passes(target_drop_pp, min_agreement), steps, blob)
+    return Int8Analysis(calibrated, graph, layers, inputs, labels, reference, float_accuracy, full_score, full)
+
+
+def choose_keep_float(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
+                      labels: np.ndarray | None = None, *, spec: str = "auto",
+                      onnx_model: onnx.ModelProto | None = None, module_paths: set[str] | None = None,
+                      target_drop_pp: float = TARGET_DROP_PP, min_agreement: float = MIN_AGREEMENT,
+                      max_keep: int = MAX_KEEP) -> KeepFloatChoice:
+    """Full int8 with the layers ``spec`` names kept in float (``auto``: as few as meet the target);
+    :func:`analyse` then :meth:`Int8Analysis.choose`."""
+    analysis = analyse(serving_module, graph, representative, inputs, labels, onnx_model=onnx_model,
+                       module_paths=module_paths)
+    return analysis.choose(spec, target_drop_pp=target_drop_pp, min_agreement=min_agreement, max_keep=max_keep)

@@ -18,7 +18,7 @@ from torch import nn
 
 from converter import layout, tfexport
 from converter.errors import InputError
-from converter.quantise import KeepFloatChoice, choose_keep_float
+from converter.quantise import Int8Analysis, analyse
 from converter.tensorflow import onnx_to_keras
 
 OUTLIER = 1000.0
@@ -84,18 +84,19 @@ def setup(tmp_path_factory, mnist_dir):
         for k in range(CALIBRATION):
             yield [layout.to_layout(images[k:k + 1], graph.inputs[0].artifact_perm)]
 
-    paths = {p for p, _ in model.named_modules() if p}
     return dict(module=module, graph=graph, representative=representative, inputs=[images], labels=labels,
-                onnx_model=proto, module_paths=paths)
+                onnx_model=proto, module_paths={p for p, _ in model.named_modules() if p})
 
 
-def _choose(setup, spec: str, **kwargs) -> KeepFloatChoice:
-    return choose_keep_float(setup["module"], setup["graph"], setup["representative"], setup["inputs"],
-                             setup["labels"], spec=spec, onnx_model=setup["onnx_model"], **kwargs)
+@pytest.fixture(scope="module")
+def analysis(setup) -> Int8Analysis:
+    """Calibrated once and ranked once; every test asks it for a different keep-float spec."""
+    return analyse(setup["module"], setup["graph"], setup["representative"], setup["inputs"], setup["labels"],
+                   onnx_model=setup["onnx_model"], module_paths=setup["module_paths"])
 
 
-def test_auto_keep_float_recovers_accuracy(setup) -> None:
-    choice = _choose(setup, "auto", module_paths=setup["module_paths"])
+def test_auto_keep_float_recovers_accuracy(analysis) -> None:
+    choice = analysis.choose("auto")
     assert choice.float_accuracy > 0.85, choice.to_markdown()
     assert choice.full_int8.accuracy_drop_pp > 1.0, choice.to_markdown()  # plain int8 clearly fails
     assert choice.chosen.accuracy_drop_pp <= 1.0, choice.to_markdown()  # and the kept layers fix it
@@ -114,8 +115,8 @@ SPECS = [
 
 
 @pytest.mark.parametrize("spec, modules, meets", SPECS)
-def test_explicit_keep_float(setup, spec, modules, meets) -> None:
-    choice = _choose(setup, spec)  # module names read off the ONNX scopes alone
+def test_explicit_keep_float(analysis, spec, modules, meets) -> None:
+    choice = analysis.choose(spec)
     if spec.isdigit():
         assert len(choice.kept) == int(spec)
         assert choice.kept[0] is choice.layers[0]  # the most sensitive layer
@@ -124,16 +125,22 @@ def test_explicit_keep_float(setup, spec, modules, meets) -> None:
         assert choice.met_target is meets, choice.to_markdown()
 
 
-def test_layer_table_names_modules(setup) -> None:
-    choice = _choose(setup, "0")
-    by_module = {layer.module for layer in choice.layers}
-    assert {"conv1", "conv2", "fc1"} <= by_module, choice.to_markdown()
+def test_layer_table_names_modules(analysis) -> None:
+    choice = analysis.choose("0")
+    assert {"conv1", "conv2", "fc1"} <= {layer.module for layer in choice.layers}, choice.to_markdown()
     assert all(layer.sensitivity is not None for layer in choice.layers)
     assert choice.layers == sorted(choice.layers, key=lambda l: -l.sensitivity)
-    table = choice.to_markdown()
-    assert "| 1 |" in table and "conv" in table
+    assert "| 1 |" in choice.to_markdown() and choice.to_json()["kept"] == []
 
 
-def test_unknown_module_is_an_input_error(setup) -> None:
+def test_module_names_without_pytorch(setup, analysis) -> None:
+    """Without the module list the names come from the ONNX scopes alone, the same for this net."""
+    from converter.tflite_origin import origins
+
+    found = origins(analysis.calibrated, setup["graph"], setup["onnx_model"], setup["inputs"])
+    assert {"conv1", "conv2", "fc1"} <= {module for module, _ in found.values()}
+
+
+def test_unknown_module_is_an_input_error(analysis) -> None:
     with pytest.raises(InputError, match="layer9"):
-        _choose(setup, "layer9")
+        analysis.choose("layer9")
