@@ -343,7 +343,7 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
         return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": str(exc),
                 "quantized_passed": False, "rewrites": [], "runtimes": []}
     except Exception as exc:  # a crash inside the converter: keep scoring the other models, say where it was
-        error = f"converter crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        error = f"converter crashed{_where(exc)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": error,
                 "quantized_passed": False, "rewrites": [], "runtimes": []}
     timings = result.manifest.get("timings_s", {})
@@ -351,6 +351,14 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
             "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
             "passed": row["scale_ok"] and _rows_pass(result.parity, GATING_PRECISIONS, True),
             "quantized_passed": _rows_pass(result.parity, GATING_PRECISIONS, False), "error": ""}
+
+
+def _where(exc: BaseException) -> str:
+    """`` at converter/x.py:N`` for the innermost frame of this package in the traceback, so a crash is findable."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/converter/" in f.filename]
+    return f" at converter/{frames[-1].filename.rsplit('/converter/', 1)[1]}:{frames[-1].lineno}" if frames else ""
 
 
 def _rows_pass(report, precisions: tuple[str, ...], inside: bool) -> bool:
