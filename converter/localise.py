@@ -94,6 +94,9 @@ class Localiser:
             "largest_jump": _largest_jump(table),
         }
         result["reproduced"] = result["replay_output_rel_err"] > threshold
+        if precision in ("int8", "dynamic_int8"):
+            result["hint"] = ("int8 noise grows layer by layer; converter.quantise ranks layers by their damage "
+                              "and keeps the worst in float (--int8-keep-float auto)")
         if culprit is None:
             result["note"] = ("no module output exceeds the threshold in the replay; see largest_jump" +
                               ("" if result["reproduced"] else ": the replay does not reproduce the failure, so "

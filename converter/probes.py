@@ -336,10 +336,9 @@ def run_keras_graph(graph, inputs: Sequence[np.ndarray], batch: int | None) -> d
 
 def run_tflite_graph(graph, inputs: Sequence[np.ndarray], batch: int | None, precision: str,
                      calibration: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Convert an onnx2tf graph to TFLite at ``precision`` (as the real conversion does) and run it."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from converter import tfexport
+    """Convert an onnx2tf graph to TFLite at ``precision`` (as the real conversion does) and run it in a
+    child process (:mod:`converter.isolated`: some int8 graphs abort the interpreter)."""
+    from converter import isolated, tfexport
 
     module = tfexport.build_serving_module(graph, dynamic_batch=False)
     representative = None
@@ -348,9 +347,5 @@ def run_tflite_graph(graph, inputs: Sequence[np.ndarray], batch: int | None, pre
             for _, part in chunks([c[:CALIBRATION_SAMPLES] for c in calibration], batch):
                 yield [layout.to_layout(x, i.artifact_perm).astype(np.float32) for x, i in zip(part, graph.inputs)]
     blob = tfexport.convert_tflite(module, precision, representative)
-    runner = Interpreter(model_content=blob).get_signature_runner(tfexport.SIGNATURE_KEY)
-    pieces = []
-    for real, part in chunks(inputs, batch):
-        result = runner(**{i.name: layout.to_layout(x, i.artifact_perm) for x, i in zip(part, graph.inputs)})
-        pieces.append((real, [layout.from_layout(np.asarray(result[o.name]), o.artifact_perm) for o in graph.outputs]))
-    return _gather(pieces, [o.name for o in graph.outputs])
+    outputs = isolated.run(blob, isolated.ports(graph.inputs), isolated.ports(graph.outputs), list(inputs), batch)
+    return dict(zip([o.name for o in graph.outputs], outputs))

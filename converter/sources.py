@@ -175,10 +175,33 @@ def _load_exported_program(path: Path) -> nn.Module:
     import torch  # lazily: the TF side of a conversion never imports torch
 
     try:
-        return torch.export.load(str(path)).module()
+        graph_module = torch.export.load(str(path)).module()
     except Exception as exc:
         raise ModelLoadError(f"cannot load ExportedProgram {path}: {type(exc).__name__}",
                              "pass a file written by torch.export.save") from None
+    return _Unexported(graph_module)
+
+
+def _Unexported(graph_module) -> nn.Module:
+    """An eval-mode ``nn.Module`` around an ExportedProgram's graph module.
+
+    ``ExportedProgram.module()`` refuses ``train()``/``eval()``, which the ONNX exporter calls; the wrapper
+    keeps the graph module out of its own submodules so those calls stop at the wrapper.
+    """
+    import torch
+
+    for param in graph_module.parameters():  # traced as constants: they must not require grad
+        param.requires_grad_(False)
+
+    class Unexported(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            object.__setattr__(self, "_inner", inner)
+
+        def forward(self, *args):
+            return self._inner(*args)
+
+    return Unexported(graph_module).eval()
 
 
 def _is_plain_state_dict(path: Path) -> bool:

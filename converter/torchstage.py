@@ -74,17 +74,20 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
                      data, reference_name=model.reference_name,
                      source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights})
     if model.module is not None and options.parity:
-        side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch))
+        # an ExportedProgram is specialised to the batch it was exported at: feed it exactly that
+        fixed = shapes[0][0] if model.kind == "exported_program" else None
+        side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch), fixed)
         if model.reference_name == "mnist_cnn":
             side.keras_state = {k: v.detach().cpu().numpy() for k, v in model.module.state_dict().items()}
     return side
 
 
-def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks) -> dict[str, dict[int, list[np.ndarray]]]:
+def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: int | None
+                   ) -> dict[str, dict[int, list[np.ndarray]]]:
     from converter import runtimes
 
-    eager = runtimes.torch_runner(model.module)
-    scripted = runtimes.torchscript_runner(model.module, sample, None)
+    eager = runtimes.torch_runner(model.module, batch=fixed)
+    scripted = runtimes.torchscript_runner(model.module, sample, fixed)
     return {r.runtime: {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in (eager, scripted)}
 
 

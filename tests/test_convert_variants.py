@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.conftest import run_cli
 
@@ -82,19 +81,30 @@ def test_two_inputs_two_outputs_keep_names_order_and_sequence_layout(tmp_path):
     assert sorted(sig["inputs"]) == ["image", "tokens"] and sorted(sig["outputs"]) == ["features", "logits"]
 
 
+_SAVE_SOURCES = """
+import sys, torch
+from reference_models.mnist_cnn import MnistCNN
+root, weights = sys.argv[1], sys.argv[2]
+model = MnistCNN()
+model.load_state_dict(torch.load(weights, weights_only=True))
+model.eval()
+x = torch.zeros(1, 1, 28, 28)
+torch.jit.trace(model, x).save(root + "/net.torchscript.pt")
+torch.export.save(torch.export.export(model, (x,)), root + "/net.pt2")
+torch.onnx.export(model, (x,), root + "/net.onnx", input_names=["pixels"], output_names=["scores"], dynamo=False)
+"""
+
+
 @pytest.fixture(scope="module")
 def saved_sources(tmp_path_factory, trained_weights) -> dict[str, Path]:
-    """The trained net as TorchScript, as a torch.export .pt2, and as an .onnx file."""
-    from reference_models.mnist_cnn import MnistCNN
+    """The trained net as TorchScript, as a torch.export .pt2, and as an .onnx file. Written by a child
+    process: torch.export segfaults in a process that has already imported TensorFlow."""
+    import subprocess
+    import sys
 
     root = tmp_path_factory.mktemp("sources")
-    model = MnistCNN()
-    model.load_state_dict(torch.load(trained_weights, weights_only=True))
-    model.eval()
-    x = torch.zeros(1, 1, 28, 28)
-    torch.jit.trace(model, x).save(str(root / "net.torchscript.pt"))
-    torch.export.save(torch.export.export(model, (x,)), str(root / "net.pt2"))
-    torch.onnx.export(model, (x,), str(root / "net.onnx"), input_names=["pixels"], output_names=["scores"], dynamo=False)
+    subprocess.run([sys.executable, "-c", _SAVE_SOURCES, str(root), str(trained_weights)], check=True,
+                   cwd=Path(__file__).resolve().parents[1], capture_output=True)
     return {"torchscript": root / "net.torchscript.pt", "exported_program": root / "net.pt2", "onnx": root / "net.onnx"}
 
 
