@@ -53,7 +53,6 @@ def train(config: TrainConfig, train_data: MnistArrays, eval_data: MnistArrays, 
     tf = import_tensorflow(config.verbose, legacy_keras=legacy)
     keras = keras_module(legacy)
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TF seeds at once
-    tf.config.experimental.enable_op_determinism()
     restore = _apply_runtime_options(tf, keras, config)
     try:
         strategy = _strategy(tf, config.strategy)
@@ -78,18 +77,34 @@ def train(config: TrainConfig, train_data: MnistArrays, eval_data: MnistArrays, 
 
 
 def _apply_runtime_options(tf: ModuleType, keras: ModuleType, config: TrainConfig):
-    """Set eager/mixed-precision globals for this run; return the function that undoes them."""
+    """Set op determinism, eager and mixed-precision globals for this run; return what undoes them."""
     if config.eager_debug:
         tf.config.run_functions_eagerly(True)
     if config.mixed_precision:
         gpu = bool(tf.config.list_physical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
 
-    def restore() -> None:
+    determinism = _determinism_switch()
+    was_deterministic = determinism is not None and determinism[0]()
+    tf.config.experimental.enable_op_determinism()
+
+    def restore() -> None:  # leave the process as we found it (tests train in-process)
         tf.config.run_functions_eagerly(False)
         keras.mixed_precision.set_global_policy("float32")
+        if determinism is not None and not was_deterministic:
+            determinism[1]()
 
     return restore
+
+
+def _determinism_switch():
+    """(is_enabled, disable) from TF's private config module, or None where this TF lacks them."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        return tf_config.is_op_determinism_enabled, tf_config.disable_op_determinism
+    except (ImportError, AttributeError):
+        return None
 
 
 def _strategy(tf: ModuleType, name: str):

@@ -69,6 +69,16 @@ def train(config: TrainConfig, train_data: MnistArrays, eval_data: MnistArrays, 
           *, ctx: torch_dist.DistContext | None = None) -> RunMetrics:
     """Train, evaluate on ``eval_data`` and (on rank 0, if ``out_dir``) write the artifacts and metrics."""
     ctx = ctx or torch_dist.context_from_env()
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(config, train_data, eval_data, out_dir, ctx)
+    finally:  # leave the process as we found it (tests train in-process)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
+def _train(config: TrainConfig, train_data: MnistArrays, eval_data: MnistArrays, out_dir: Path | None,
+           ctx: torch_dist.DistContext) -> RunMetrics:
     device = resolve_device(config.device, ctx)
     threads = configure_threads(config.threads, ctx) if device.type == "cpu" else torch.get_num_threads()
     seed_everything(config.seed)

@@ -55,7 +55,7 @@ def test_keras_multi_worker_two_workers_agree(tmp_path: Path) -> None:
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         cmd = [sys.executable, "-m", "reference_models.cli", "--framework", "keras", "--strategy", "multi-worker",
-               "--epochs", "3", "--train-data", "embedded", "--eval-data", "embedded",
+               "--epochs", "2", "--train-data", "embedded", "--eval-data", "embedded",
                "--out", str(tmp_path / f"worker{index}")]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))

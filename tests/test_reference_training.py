@@ -107,17 +107,29 @@ def test_port_matches_torch_logits_on_the_official_test_set(runs, official_test)
     assert check.argmax_agreement == 1.0, check
 
 
+def _train_in_process(framework: str, seed: int):
+    """One short run inside the test process (no import cost); threads=1 keeps torch clear of the
+    OpenMP busy-wait collapse on a shared 2-core machine (pytest has no OMP_WAIT_POLICY=PASSIVE)."""
+    from reference_models.config import TrainConfig
+
+    if framework == "torch":
+        from reference_models import train_torch as trainer
+
+        config = TrainConfig("torch", epochs=1, seed=seed, threads=1)
+    else:
+        from reference_models import train_keras as trainer
+
+        config = TrainConfig("keras", epochs=1, seed=seed)
+    return trainer.train(config, load_mnist("embedded", "train"), load_mnist("embedded", "eval"), None)
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_same_seed_gives_identical_metrics(tmp_path: Path, framework: str) -> None:
-    args = ["--framework", framework, "--epochs", "2", "--train-data", "embedded", "--eval-data", "embedded",
-            "--seed", "7"]
-    first, second = (run_cli(args, tmp_path / name) for name in ("a", "b"))
-    assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
-    a, b = first.metrics(), second.metrics()
-    for field in ("test_accuracy", "final_loss", "epoch_losses", "weights_sha256"):
-        assert a[field] == b[field], field
-    other = run_cli([*args[:-1], "8"], tmp_path / "c").metrics()
-    assert other["weights_sha256"] != a["weights_sha256"]  # the seed does matter
+def test_same_seed_gives_identical_metrics(framework: str) -> None:
+    first, second, other = (_train_in_process(framework, seed) for seed in (7, 7, 8))
+    for field in ("test_accuracy", "final_loss", "epoch_losses"):
+        assert getattr(first, field) == getattr(second, field), field
+    assert first.extra["weights_sha256"] == second.extra["weights_sha256"]
+    assert other.extra["weights_sha256"] != first.extra["weights_sha256"]  # the seed does matter
 
 
 def test_force_replaces_existing_out_and_options_work(tmp_path: Path) -> None:
