@@ -117,7 +117,7 @@ def _result(cfg: TrainingBenchConfig, runs: dict, skipped: dict, error: str | No
         m = [i["metrics"] for i in ok]
         rows.append({
             "variant": name, "framework": VARIANTS[name][0], "runs": len(items), "ok": len(ok),
-            "device": _device(m), "command": "train-reference " + " ".join(items[0]["argv"]),
+            "device": _device(m), "command": "train-reference " + " ".join(_out_as_dir(items[0]["argv"])),
             "samples_per_second": statistics.median(x["samples_per_second"] for x in m) if m else None,
             # the last epoch alone: what compilation (torch.compile, XLA) costs up front is excluded
             "last_epoch_sps": statistics.median(x["epoch_samples_per_second"][-1] for x in m
@@ -135,6 +135,11 @@ def _result(cfg: TrainingBenchConfig, runs: dict, skipped: dict, error: str | No
     return {"benchmark": "training", "epochs": cfg.epochs, "runs": runs, "rounds": cfg.rounds, "batch_size": cfg.batch_size,
             "train_data": cfg.train_data, "rows": rows, "ratios": ratios, "skipped": skipped, "error": error,
             "cpu_flags": env["cpu_flags"], "environment": env}
+
+
+def _out_as_dir(argv: list[str]) -> list[str]:
+    """The command a reader reruns: the run's temporary ``--out`` shown as ``DIR``."""
+    return [("DIR" if i and argv[i - 1] == "--out" else a) for i, a in enumerate(argv)]
 
 
 def _times(v: float | None) -> str:
