@@ -408,6 +408,28 @@ def _quantized_note(row: dict) -> str:
                      if not r["passed"] and r["precision"] not in GATING_PRECISIONS)
 
 
+def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int) -> dict:
+    """``run_entry`` in a child process, so that a crash in native code (TFLite's int8 calibrator segfaults on
+    recurrent graphs) or a leak costs one row, not the whole scoreboard."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    row_file = out_root / f"{name}.row.json"
+    row_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "converter.zoo", name, "--out", str(out_root), "--precisions", ",".join(precisions),
+           "--samples", str(samples), "--row-file", str(row_file)]
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if row_file.is_file():
+        return json.loads(row_file.read_text())
+    how = (f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0
+           else f"exit code {done.returncode}: {' '.join(done.stderr.split()[-30:])}")
+    return {"model": name, "params": 0, "output_std": float("nan"), "scale_ok": False, "convert_s": 0.0,
+            "passed": False, "quantized_passed": False, "rewrites": [], "runtimes": [],
+            "error": f"conversion process died ({how})"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``scripts/zoo``: convert the zoo, print the scoreboard, write ``scoreboard.json`` beside the artifacts."""
     import argparse
@@ -420,17 +442,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/zoo"), help="artifacts and scoreboard.json")
     parser.add_argument("--precisions", default="fp32,fp16,dynamic_int8,int8")
     parser.add_argument("--samples", type=int, default=32, help="parity samples per model")
+    parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # child mode: one model, row as JSON
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in ZOO]
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(ZOO)}")
-    entries = [ZOO[m] for m in args.models] if args.models else [e for e in ZOO.values() if e.fast or not args.fast]
+    precisions = tuple(args.precisions.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.row_file is not None:
+        row = run_entry(ZOO[args.models[0]], args.out, precisions, args.samples)
+        args.row_file.write_text(json.dumps(row, indent=2) + "\n")
+        return 0
+    entries = [ZOO[m] for m in args.models] if args.models else [e for e in ZOO.values() if e.fast or not args.fast]
     rows = []
     for entry in entries:
-        rows.append(run_entry(entry, args.out, tuple(args.precisions.split(",")), args.samples))
+        rows.append(run_isolated(entry.name, args.out, precisions, args.samples))
         print(f"{entry.name}: {'PASS' if rows[-1]['passed'] else 'FAIL'} ({rows[-1]['convert_s']} s)", flush=True)
-        (args.out / "scoreboard.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (args.out / "scoreboard.json").write_text(json.dumps(rows, indent=2, allow_nan=True) + "\n")
     print(format_scoreboard(rows))
     return 0 if all(r["passed"] for r in rows) else 1
 
