@@ -11,6 +11,7 @@ outside any module (a functional ``F.relu``) inherit the module of their nearest
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -21,22 +22,44 @@ from converter import layout, probes
 MATCH_TOLERANCE = 1e-3
 #: How far up the producer chain an unscoped node looks for a module.
 MAX_HOPS = 8
+#: TFLite ops that absorb a following activation, and the ONNX activations they absorb.
+FUSING_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL"}
+ACTIVATIONS = {"Relu", "Clip", "Tanh"}
 
 
-def tflite_tensor_values(model: bytes, graph, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every op output of a float TFLite ``model`` on one batch of PyTorch-layout ``inputs`` (graph layout)."""
+@dataclass
+class TFLiteTensor:
+    """One op output of a float TFLite model: its value (graph layout), the op, and who reads it."""
+
+    name: str
+    op: str
+    value: np.ndarray
+    consumers: list[str] = field(default_factory=list)  # first output names of the ops reading it
+
+
+def tflite_tensor_values(model: bytes, graph, inputs: Sequence[np.ndarray]) -> dict[str, TFLiteTensor]:
+    """Every float op output of a float TFLite ``model`` on one batch of PyTorch-layout ``inputs``.
+
+    Preserving every tensor also switches the default delegates off, so this only ever runs float kernels.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
     runner = interpreter.get_signature_runner("serving_default")
     runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.float32) for x, i in zip(inputs, graph.inputs)})
-    values = {}
+    tensors: dict[str, TFLiteTensor] = {}
+    by_index: dict[int, TFLiteTensor] = {}
     for op in interpreter._get_ops_details():  # the public API exposes no op list
-        for index in op["outputs"]:
-            detail = interpreter._get_tensor_details(index, 0)
+        outputs = [interpreter._get_tensor_details(i, 0) for i in op["outputs"]]
+        first = outputs[0]["name"] if outputs else None
+        for index in op["inputs"]:
+            if index in by_index and first is not None:
+                by_index[index].consumers.append(first)
+        for index, detail in zip(op["outputs"], outputs):
             if detail["dtype"] == np.float32:
-                values[detail["name"]] = np.array(interpreter.get_tensor(index))
-    return values
+                tensor = TFLiteTensor(detail["name"], op["op_name"], np.array(interpreter.get_tensor(index)))
+                tensors[tensor.name] = by_index[index] = tensor
+    return tensors
 
 
 def onnx_tensor_values(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[tuple[onnx.NodeProto, np.ndarray]]:
@@ -83,15 +106,28 @@ def module_of(node: onnx.NodeProto, model: onnx.ModelProto, module_paths: set[st
 
 
 def origins(tflite_model: bytes, graph, onnx_model: onnx.ModelProto, inputs: Sequence[np.ndarray],
-            module_paths: set[str] | None = None) -> dict[str, tuple[str | None, str]]:
-    """TFLite tensor name -> (module path, ONNX node name) for every tensor matched by value."""
+            module_paths: set[str] | None = None) -> dict[str, tuple[str | None, str | None]]:
+    """TFLite tensor name -> (module path, ONNX node name).
+
+    A TFLite op that fused an activation (``CONV_2D`` + relu) is named after the node computing it, not the
+    activation's; ops onnx2tf added (the explicit ``PAD`` before a padded conv or pool) after the op reading
+    them, with no ONNX node.
+    """
     batch = graph.inputs[0].torch_shape[0] or 1
     sample = [np.ascontiguousarray(x[:batch]) for x in inputs]
     tensors = tflite_tensor_values(tflite_model, graph, sample)
     candidates = onnx_tensor_values(onnx_model, sample)
-    found = {}
-    for name, value in tensors.items():
-        node = match(value, candidates)
-        if node is not None:
-            found[name] = (module_of(node, onnx_model, module_paths), node.name)
+    producer = {out: n for n in onnx_model.graph.node for out in n.output}
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for tensor in tensors.values():
+        node = match(tensor.value, candidates)
+        if node is None:
+            continue
+        if tensor.op in FUSING_OPS and node.op_type in ACTIVATIONS and node.input[0] in producer:
+            node = producer[node.input[0]]
+        found[tensor.name] = (module_of(node, onnx_model, module_paths), node.name)
+    for tensor in tensors.values():
+        reader = next((found[c] for c in tensor.consumers if c in found), None)
+        if tensor.name not in found and reader is not None:
+            found[tensor.name] = (reader[0], None)
     return found
