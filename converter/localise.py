@@ -29,6 +29,8 @@ SAMPLES = 4
 #: Runtimes whose route can be replayed with probes -> the route.
 ROUTES: dict[str, str] = {"onnxruntime": "onnxruntime", "saved_model": "tensorflow",
                           "tf2onnx_roundtrip": "tensorflow", "tflite": "tflite"}
+#: A replay whose final error is below the default threshold but above this adapts the threshold to it.
+ADAPT_ABOVE = 1e-5
 #: Modules shown either side of the culprit in ``trail``.
 TRAIL = 2
 
@@ -62,7 +64,12 @@ class Localiser:
         clean_model = self.model if reference_onnx is None else P.instrument(reference_onnx, planned)
         clean = P.run_onnxruntime(clean_model, self.inputs)
         self.probes = P.attach_references(planned, calls, clean)
-        self.reference_outputs = [clean[o.name] for o in trusted.graph.output]
+        if module is not None:
+            from converter.export import run_torch
+
+            self.reference_outputs = run_torch(module, self.inputs)
+        else:
+            self.reference_outputs = [clean[o.name] for o in trusted.graph.output]
         self.reference = "PyTorch hooks" if module is not None else "onnxruntime on the ONNX source"
         self._keras = None
 
@@ -79,28 +86,36 @@ class Localiser:
         raise ValueError(f"unknown route {route!r}; use one of {sorted(set(ROUTES.values()))}")
 
     def localise(self, runtime: str, precision: str = "fp32", threshold: float | None = None) -> dict:
-        """The first module (execution order) whose output's relative error exceeds ``threshold``."""
+        """The first module (execution order) whose output's relative error exceeds ``threshold``.
+
+        Without an explicit ``threshold``, a replay whose final error stays under the precision's default
+        (an fp32 row failing at 2e-4) uses half that final error instead: the first module where the error
+        reaches half its final size (``threshold_adapted``).
+        """
         route = ROUTES.get(runtime, runtime)
-        threshold = THRESHOLDS.get(precision, 1e-3) if threshold is None else threshold
         got = self.replay(route, precision)
+        outputs = [o.name for o in self.model.graph.output][:len(self.reference_outputs)]
+        final = max(P.rel_err(r, got[n]) for r, n in zip(self.reference_outputs, outputs))
+        adapted = threshold is None and ADAPT_ABOVE < final <= THRESHOLDS.get(precision, 1e-3)
+        if threshold is None:
+            threshold = final / 2 if adapted else THRESHOLDS.get(precision, 1e-3)
         table = [_judge(p, got) for p in self.probes]
         culprit = next((k for k, row in enumerate(table) if row["rel_err_output"] > threshold), None)
-        outputs = [o.name for o in self.model.graph.output][:len(self.reference_outputs)]
         result: dict = {
             "module": None, "onnx_node": None, "op": None, "fused": [], "rel_err_output": None,
-            "rel_err_inputs": None, "threshold": threshold, "checked_modules": len(table),
-            "samples": len(self.inputs[0]), "method": f"probes replayed through {route} ({precision}) vs {self.reference}",
-            "replay_output_rel_err": max(P.rel_err(r, got[n]) for r, n in zip(self.reference_outputs, outputs)),
-            "largest_jump": _largest_jump(table),
+            "rel_err_inputs": None, "threshold": threshold, "threshold_adapted": adapted,
+            "checked_modules": len(table), "samples": len(self.inputs[0]),
+            "method": f"probes replayed through {route} ({precision}) vs {self.reference}",
+            "replay_output_rel_err": final, "largest_jump": _largest_jump(table),
         }
-        result["reproduced"] = result["replay_output_rel_err"] > threshold
+        result["reproduced"] = final > (ADAPT_ABOVE if adapted else threshold)
         if precision in ("int8", "dynamic_int8"):
             result["hint"] = ("int8 noise grows layer by layer; converter.quantise ranks layers by their damage "
                               "and keeps the worst in float (--int8-keep-float auto)")
         if culprit is None:
-            result["note"] = ("no module output exceeds the threshold in the replay; see largest_jump" +
-                              ("" if result["reproduced"] else ": the replay does not reproduce the failure, so "
-                               "the fault lies after this route (e.g. tf2onnx, or the runtime itself)"))
+            result["note"] = ("no single module crosses the threshold; see largest_jump" if result["reproduced"] else
+                              "the replay does not reproduce the failure: the fault lies after this route "
+                              "(tf2onnx, or the runtime itself)")
             return result
         result.update({k: table[culprit][k] for k in ("module", "onnx_node", "op", "fused", "rel_err_output",
                                                        "rel_err_inputs")})
@@ -187,8 +202,8 @@ def describe(localisation: dict | None) -> str:
                f"{localisation.get('skipped') or localisation.get('error')}"
     if localisation.get("module") is None:
         jump = localisation.get("largest_jump") or {}
-        return (f"no module exceeds rel err {localisation['threshold']:g} in the replay "
-                f"(largest jump: {jump.get('module', '-')}); {localisation.get('note', '')}").rstrip("; ")
+        return (f"no module exceeds rel err {localisation['threshold']:.2g} in the replay "
+                f"(largest jump: {jump.get('module', '-')}): {localisation.get('note', '')}")
     fused = f", + {', '.join(localisation['fused'])}" if localisation.get("fused") else ""
     inputs = ", ".join(f"{e:.2g}" for e in localisation.get("rel_err_inputs") or []) or "-"
     return (f"first diverging module: {localisation['module']} ({localisation['op']} {localisation['onnx_node']}"

@@ -39,16 +39,17 @@ def _resnet18() -> tuple[torch.nn.Module, list[np.ndarray]]:
     return zoo.honest_weights(model, make), make(2, 7)
 
 
-#: (model, ONNX node whose weight is scaled, module localisation must name, runtime replayed, precision,
-#:  reference: PyTorch hooks, or onnxruntime on the clean graph as for an .onnx source)
+#: (model, ONNX node whose weight is scaled, by how much, module localisation must name, runtime replayed,
+#:  precision, reference: PyTorch hooks, or onnxruntime on the clean graph as for an .onnx source)
 CASES = [
-    ("mnist_cnn", "/fc1/Gemm", "fc1", "saved_model", "fp32", "torch"),
-    ("mnist_cnn", "/conv1/Conv", "conv1", "tflite", "fp32", "torch"),
-    ("resnet18", "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "saved_model", "fp32", "torch"),
-    ("resnet18", "/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0", "onnxruntime", "fp32",
-     "torch"),
-    ("resnet18", "/layer3/layer3.1/conv2/Conv", "layer3.1.conv2", "tf2onnx_roundtrip", "fp32", "onnx"),
-    ("mnist_cnn", "/fc1/Gemm", "fc1", "tflite", "fp16", "onnx"),
+    ("mnist_cnn", "/fc1/Gemm", 1.5, "fc1", "saved_model", "fp32", "torch"),
+    ("mnist_cnn", "/fc1/Gemm", 1.0003, "fc1", "saved_model", "fp32", "torch"),  # fails fp32 parity, barely
+    ("mnist_cnn", "/conv1/Conv", 1.5, "conv1", "tflite", "fp32", "torch"),
+    ("resnet18", "/layer3/layer3.1/conv2/Conv", 1.5, "layer3.1.conv2", "saved_model", "fp32", "torch"),
+    ("resnet18", "/layer2/layer2.0/downsample/downsample.0/Conv", 1.5, "layer2.0.downsample.0", "onnxruntime",
+     "fp32", "torch"),
+    ("resnet18", "/layer3/layer3.1/conv2/Conv", 1.5, "layer3.1.conv2", "tf2onnx_roundtrip", "fp32", "onnx"),
+    ("mnist_cnn", "/fc1/Gemm", 1.5, "fc1", "tflite", "fp16", "onnx"),
 ]
 
 
@@ -64,17 +65,18 @@ def models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, list[np.ndarray
     return out
 
 
-@pytest.mark.parametrize("name, node, expected, runtime, precision, reference", CASES,
-                         ids=[f"{c[0]}-{c[2]}-{c[3]}-{c[4]}-{c[5]}" for c in CASES])
-def test_planted_fault_is_localised(models, name, node, expected, runtime, precision, reference) -> None:
+@pytest.mark.parametrize("name, node, scale, expected, runtime, precision, reference", CASES,
+                         ids=[f"{c[0]}-{c[3]}x{c[2]}-{c[4]}-{c[5]}-{c[6]}" for c in CASES])
+def test_planted_fault_is_localised(models, name, node, scale, expected, runtime, precision, reference) -> None:
     module, inputs, clean = models[name]
-    faulty = plant_fault(clean, node, scale=1.5)
+    faulty = plant_fault(clean, node, scale=scale)
     localiser = Localiser(module if reference == "torch" else None, faulty, inputs, reference_onnx=clean)
     result = localiser.localise(runtime, precision)
     assert result["module"] == expected, result
     assert result["onnx_node"] == node
-    assert result["rel_err_output"] > 0.05, result
+    assert result["rel_err_output"] > result["threshold"], result
     assert max(result["rel_err_inputs"], default=0.0) < result["threshold"], result
+    assert result["threshold_adapted"] == (scale < 1.01), result
     assert result["checked_modules"] >= 3
     assert result["reproduced"]
     assert describe(result).startswith(f"first diverging module: {expected} (")
