@@ -144,3 +144,12 @@ def test_module_names_without_pytorch(setup, analysis) -> None:
 def test_unknown_module_is_an_input_error(analysis) -> None:
     with pytest.raises(InputError, match="layer9"):
         analysis.choose("layer9")
+
+
+def test_interpreter_failure_is_contained() -> None:
+    """A model the interpreter cannot load fails in the child process, not in ours."""
+    from converter import isolated
+
+    with pytest.raises(isolated.InterpreterAborted):
+        isolated.run(b"not a flatbuffer", [isolated.Port("input", (0, 2, 3, 1))], [isolated.Port("logits", (0, 1))],
+                     [np.zeros((1, 1, 28, 28), np.float32)], 1)
