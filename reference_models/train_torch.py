@@ -84,7 +84,8 @@ def _train(config: TrainConfig, train_data: MnistArrays, eval_data: MnistArrays,
     seed_everything(config.seed)
     torch_dist.init(ctx, device)
     try:
-        raw = MnistCNN().to(device)  # same seed on every rank -> same initial weights (DDP also broadcasts)
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        raw = MnistCNN().to(device, memory_format=layout)  # same seed on every rank -> same initial weights (DDP also broadcasts)
         model = _wrap(raw, config, ctx, device)
         log, seconds = _fit(model, raw, config, train_data, ctx, device)
         checksums = torch_dist.all_gather_str(weights_checksum(_weights(raw)))
@@ -142,6 +143,8 @@ def _one_epoch(model, batches, criterion, optimizer, config: TrainConfig, ctx: t
     seen = 0
     for images, labels in _progress(batches, ctx, epoch, config.epochs):
         images = images.to(device, non_blocking=True)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast:
@@ -188,14 +191,15 @@ def _metrics(config, raw, train_data, eval_data, log, seconds, device, threads, 
         samples_per_second=samples / seconds if seconds else float("nan"), epoch_losses=log.losses,
         epoch_samples_per_second=log.samples_per_second,
         extra={"device": str(device), "loader": config.loader, "threads": threads, "world_size": ctx.world_size,
-               "compile": config.compile, "amp": config.amp, "lr_schedule": config.lr_schedule,
+               "compile": config.compile, "amp": config.amp, "channels_last": config.channels_last,
+               "lr_schedule": config.lr_schedule,
                "weights_sha256": checksums[0], "rank_weights_sha256": checksums, "torch": torch.__version__},
     )
 
 
 def export(raw: MnistCNN, out_dir: Path) -> None:
     """Write ``model.pt`` (state_dict, CPU tensors) and ``model.torchscript.pt`` (traced on CPU, eval mode)."""
-    model = raw.to("cpu").eval()
+    model = raw.to("cpu", memory_format=torch.contiguous_format).eval()  # artifacts are plain NCHW
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, Path(out_dir) / MODEL_FILE)
     example = torch.zeros(1, *IMAGE_SHAPE_NCHW)
     with warnings.catch_warnings():
