@@ -119,6 +119,7 @@ def _result(cfg: TrainingBenchConfig, runs: dict, skipped: dict, error: str | No
             "variant": name, "framework": VARIANTS[name][0], "runs": len(items), "ok": len(ok),
             "device": _device(m), "command": "train-reference " + " ".join(_out_as_dir(items[0]["argv"])),
             "samples_per_second": statistics.median(x["samples_per_second"] for x in m) if m else None,
+            "samples_per_second_all": [round(x["samples_per_second"]) for x in m],
             # the last epoch alone: what compilation (torch.compile, XLA) costs up front is excluded
             "last_epoch_sps": statistics.median(x["epoch_samples_per_second"][-1] for x in m
                                                 ) if m and all(x.get("epoch_samples_per_second") for x in m) else None,
@@ -162,10 +163,12 @@ def to_markdown(result: dict) -> str:
     """Rows per variant, then the ratios next to what the guide claims, then the CPU flags."""
     if result["error"]:
         return f"Training benchmark not run: {result['error']}."
-    lines = ["| variant | device | samples/s (all epochs) | samples/s (last epoch) | test accuracy | wall s "
+    lines = ["| variant | device | samples/s (all epochs; min–max) | samples/s (last epoch) | test accuracy | wall s "
              "| peak RSS GiB | command |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         sps = "FAILED" if r["samples_per_second"] is None else f"{r['samples_per_second']:,.0f}"
+        if len(r.get("samples_per_second_all", [])) > 1:  # the spread a reader must judge every ratio against
+            sps += f" ({min(r['samples_per_second_all']):,}–{max(r['samples_per_second_all']):,})"
         acc = "-" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f} %"
         last = "-" if r.get("last_epoch_sps") is None else f"{r['last_epoch_sps']:,.0f}"
         lines.append(f"| {r['variant']} | {r['device']} | {sps} | {last} | {acc} | {r['wall_s']:.1f} "
