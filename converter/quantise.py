@@ -192,9 +192,11 @@ def quantise(calibrated: bytes, keep_float: Sequence[str] = ()) -> bytes:
 
 def tflite_layers(calibrated: bytes, statistics: dict[str, float] | None = None) -> list[Layer]:
     """Every op of the calibrated model that quantisation touches, with the debugger's rmse/scale."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=calibrated)
+    # without default delegates: XNNPACK would show its partitions as DELEGATE ops
+    interpreter = Interpreter(model_content=calibrated,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     layers = []
     for op in interpreter._get_ops_details():  # the public API exposes no op list
         if op["op_name"] in _SHAPE_OPS or not len(op["outputs"]):

@@ -40,11 +40,13 @@ class TFLiteTensor:
 def tflite_tensor_values(model: bytes, graph, inputs: Sequence[np.ndarray]) -> dict[str, TFLiteTensor]:
     """Every float op output of a float TFLite ``model`` on one batch of PyTorch-layout ``inputs``.
 
-    Preserving every tensor also switches the default delegates off, so this only ever runs float kernels.
+    The default delegates are switched off: XNNPACK would replace the ops by ``DELEGATE`` nodes and keep
+    no intermediate values. Only float kernels run here.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
+    interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     runner = interpreter.get_signature_runner("serving_default")
     runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.float32) for x, i in zip(inputs, graph.inputs)})
     tensors: dict[str, TFLiteTensor] = {}
