@@ -46,7 +46,7 @@ class Localiser:
         reference_onnx: a graph known to match PyTorch, with the same node and tensor names, used only to
             pick which PyTorch output each probe stands for (default: ``onnx_model``).
         layout_mode: the conversion's ``--layout`` (the TF routes must repeat its layout decisions).
-        calibration: representative inputs for an int8 TFLite replay.
+        calibration: representative inputs for an int8 TFLite replay (default: ``inputs``).
     """
 
     def __init__(self, module, onnx_model: onnx.ModelProto, inputs: Sequence[np.ndarray], *,
@@ -55,7 +55,7 @@ class Localiser:
         inputs = [inputs] if isinstance(inputs, np.ndarray) else inputs
         self.inputs = [np.ascontiguousarray(x) for x in inputs]
         self.layout_mode = layout_mode
-        self.calibration = calibration
+        self.calibration = calibration if calibration is not None else self.inputs
         self.batch = P.graph_batch(onnx_model)
         trusted = reference_onnx if reference_onnx is not None else onnx_model
         calls = P.trace_modules(module, self.inputs) if module is not None else P.trace_onnx(trusted, self.inputs)

@@ -340,6 +340,7 @@ def run_tflite_graph(graph, inputs: Sequence[np.ndarray], batch: int | None, pre
     child process (:mod:`converter.isolated`: some int8 graphs abort the interpreter)."""
     from converter import isolated, tfexport
 
+    batch = batch or graph.inputs[0].torch_shape[0] or 1  # the serving signature has a fixed batch
     module = tfexport.build_serving_module(graph, dynamic_batch=False)
     representative = None
     if calibration is not None:
