@@ -201,7 +201,20 @@ def to_markdown(report: ParityReport) -> str:
             f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_pct(r.top1_agreement)} | {_pct(r.accuracy)} | "
             f"{'yes' if r.passed else 'NO: ' + r.reason} |")
     lines += [f"> warning: {w}" for w in report.warnings]
+    lines += [_localisation_line(r) for r in rows if r.localisation]
     return "\n".join(lines)
+
+
+def _localisation_line(row: RuntimeResult) -> str:
+    loc = row.localisation or {}
+    where = f"{row.runtime} ({row.precision})"
+    if loc.get("module"):
+        inputs = ", ".join(f"{e:.2g}" for e in loc.get("rel_err_inputs") or []) or "-"
+        return (f"> localised: {where} first diverges at module `{loc['module']}` ({loc.get('op', '?')}, ONNX node "
+                f"`{loc.get('onnx_node', '?')}`): relative error {loc.get('rel_err_output', float('nan')):.3g} at its "
+                f"output, {inputs} at its inputs")
+    reason = loc.get("skipped") or loc.get("error") or loc.get("note") or "no single module exceeds the tolerance"
+    return f"> localised: {where}: {reason}"
 
 
 def _size(value: int | None) -> str:
