@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,9 +25,7 @@ CONFIGS: dict[str, list[str]] = {
     "torch --loader torchvision": ["--framework", "torch", "--loader", "torchvision"],
     "keras (fit, tf.data)": ["--framework", "keras"],
 }
-EXTRA_TORCH_DEFAULT = "torch (default: tensor loader)"
-KERAS = "keras (fit, tf.data)"
-CONFIGS: dict[str, list[str]] = {
+EXTRA_CONFIGS: dict[str, list[str]] = {
     "torch --loader torchvision --workers 2": ["--framework", "torch", "--loader", "torchvision", "--workers", "2"],
     "torch --threads 1": ["--framework", "torch", "--threads", "1"],
     "torch --channels-last": ["--framework", "torch", "--channels-last"],
@@ -37,8 +36,6 @@ _ENV = {"torch OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"}}
 
 def run_once(name: str, args: list[str], epochs: int, workdir: Path) -> float:
     """One training run; returns the median samples/s of its epochs after the first."""
-    import os
-
     out = workdir / f"{len(list(workdir.iterdir()))}"
     cmd = [sys.executable, "-m", "reference_models.cli", *args, "--out", str(out), "--epochs", str(epochs),
            "--train-data", "embedded", "--eval-data", "embedded"]

@@ -137,7 +137,7 @@ def test_force_replaces_existing_out_and_options_work(tmp_path: Path) -> None:
     out.mkdir()
     (out / "stale.txt").write_text("old")
     run = run_cli(["--framework", "torch", "--epochs", "1", "--train-data", "embedded", "--eval-data", "embedded",
-                   "--force", "--loader", "torchvision", "--lr-schedule", "cosine", "--amp"], out)
+                   "--force", "--loader", "torchvision", "--lr-schedule", "cosine", "--amp", "--channels-last"], out)
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.pt", "model.torchscript.pt"]
     metrics = run.metrics()
