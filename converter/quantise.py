@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from converter.int8_eval import Score, run_tflite, safe_score, score
+
 
 #: Pass criteria, as in the parity tolerance table for int8.
 TARGET_DROP_PP = 1.0
@@ -55,27 +57,6 @@ class Layer:
     onnx_node: str | None = None
     rmse_over_scale: float | None = None  # debugger, isolated: ~0.29 is pure rounding noise
     sensitivity: float | None = None  # model-output relative error when only this layer is quantised
-
-
-@dataclass
-class Score:
-    """How a TFLite variant does against the float model on the evaluation inputs."""
-
-    accuracy: float | None
-    accuracy_drop_pp: float | None
-    top1_agreement: float | None
-    output_rel_err: float
-    size_bytes: int
-    runnable: bool = True  # False: the interpreter (XNNPACK) refuses the model
-
-    def passes(self, target_drop_pp: float, min_agreement: float) -> bool:
-        if not self.runnable:
-            return False
-        if self.accuracy_drop_pp is not None:
-            return self.accuracy_drop_pp <= target_drop_pp
-        if self.top1_agreement is not None:
-            return self.top1_agreement >= min_agreement
-        return self.output_rel_err <= 0.05
 
 
 @dataclass
@@ -215,48 +196,6 @@ def tflite_layers(calibrated: bytes, statistics: dict[str, float] | None = None)
     return layers
 
 
-# ------------------------------------------------------------------------------------------- evaluation
-
-
-def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``.
-
-    Runs in a child process with the default delegates, as parity and users run it; raises
-    :class:`converter.isolated.InterpreterAborted` (a ``RuntimeError``) when the interpreter refuses or
-    aborts on the model, which some int8 variants do (see :mod:`converter.isolated`).
-    """
-    from converter import isolated
-
-    return isolated.run(model, isolated.ports(graph.inputs), isolated.ports(graph.outputs),
-                        [np.asarray(x) for x in inputs], graph.inputs[0].torch_shape[0])
-
-
-def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
-          float_accuracy: float | None, size: int) -> Score:
-    """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
-    from converter.parity import top1
-
-    got, ref = top1(outputs[0]), top1(reference[0])
-    agreement = float(np.mean(got == ref)) if got is not None and ref is not None else None
-    accuracy = drop = None
-    if labels is not None and got is not None and got.ndim == 1:
-        accuracy = float(np.mean(got == labels[:len(got)]))
-        drop = None if float_accuracy is None else (float_accuracy - accuracy) * 100
-    flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
-    flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
-    rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))
-    return Score(accuracy, drop, agreement, rel, size)
-
-
-def _safe_score(model: bytes, graph, inputs, reference, labels, float_accuracy) -> Score:
-    """:func:`score` of ``model``, or an unrunnable score (infinite error) when the interpreter refuses it."""
-    try:
-        outputs = run_tflite(model, graph, inputs)
-    except RuntimeError:
-        return Score(None, None, None, float("inf"), len(model), runnable=False)
-    return score(outputs, reference, labels, float_accuracy, len(model))
-
-
 # ------------------------------------------------------------------------------------------- selection
 
 
@@ -266,7 +205,7 @@ def rank_by_sensitivity(layers: list[Layer], calibrated: bytes, graph, inputs: S
     everything = [l.tflite_node for l in layers]
     for layer in layers:
         alone = quantise(calibrated, [n for n in everything if n != layer.tflite_node])
-        layer.sensitivity = _safe_score(alone, graph, inputs, reference, None, None).output_rel_err
+        layer.sensitivity = safe_score(alone, graph, inputs, reference, None, None).output_rel_err
     return sorted(layers, key=lambda l: -(l.sensitivity or 0.0))
 
 
@@ -304,7 +243,7 @@ class Int8Analysis:
     full_model: bytes = field(repr=False)
 
     def judge(self, model: bytes) -> Score:
-        return _safe_score(model, self.graph, self.inputs, self.reference, self.labels, self.float_accuracy)
+        return safe_score(model, self.graph, self.inputs, self.reference, self.labels, self.float_accuracy)
 
     def variant(self, kept: Sequence[Layer]) -> bytes:
         return quantise(self.calibrated, [l.tflite_node for l in kept]) if kept else self.full_model
@@ -321,15 +260,37 @@ class Int8Analysis:
             chosen = self.judge(blob)
             steps.append({"kept": len(kept), **asdict(chosen)})
         elif not self.full_int8.passes(target_drop_pp, min_agreement):
-            for k in range(1, min(max_keep, len(self.layers)) + 1):
-                kept = self.layers[:k]
-                blob = self.variant(kept)
-                chosen = self.judge(blob)
-                steps.append({"kept": k, **asdict(chosen)})
-                if chosen.passes(target_drop_pp, min_agreement):
-                    break
+            kept, blob, chosen = self._search(steps, target_drop_pp, min_agreement, max_keep)
         return KeepFloatChoice(spec, list(kept), self.layers, self.float_accuracy, self.full_int8, chosen,
                                chosen.passes(target_drop_pp, min_agreement), steps, blob)
+
+    def _search(self, steps: list[dict], target_drop_pp: float, min_agreement: float, max_keep: int):
+        """Fewest most-sensitive layers meeting the target: try 1, 2, 3, 4, 6, 8, 12, 16, ... then bisect
+        between the last failing and the first passing count (keeping more rarely hurts)."""
+        tried: dict[int, tuple[bytes, Score]] = {}
+
+        def attempt(k: int) -> bool:
+            blob = self.variant(self.layers[:k])
+            tried[k] = (blob, self.judge(blob))
+            steps.append({"kept": k, **asdict(tried[k][1])})
+            return tried[k][1].passes(target_drop_pp, min_agreement)
+
+        limit = min(max_keep, len(self.layers))
+        if limit == 0:
+            return [], self.full_model, self.full_int8
+        schedule = sorted({k for k in (1, 2, 3, 4, *(2 ** e for e in range(2, 12)),
+                                       *(3 * 2 ** e for e in range(1, 11))) if k <= limit} | {limit})
+        low, high = 0, None
+        for k in schedule:
+            if attempt(k):
+                high = k
+                break
+            low = k
+        while high is not None and high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if attempt(middle) else (middle, high)
+        best = high if high is not None else max(tried, key=lambda k: (tried[k][1].runnable, -tried[k][1].output_rel_err))
+        return self.layers[:best], *tried[best]
 
 
 def analyse(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
@@ -357,7 +318,7 @@ def analyse(serving_module, graph, representative: Representative, inputs: Seque
     reference = run_tflite(calibrated, graph, inputs)
     float_accuracy = score(reference, reference, labels, None, 0).accuracy
     full = quantise(calibrated)
-    full_score = _safe_score(full, graph, inputs, reference, labels, float_accuracy)
+    full_score = safe_score(full, graph, inputs, reference, labels, float_accuracy)
     layers = rank_by_sensitivity(layers, calibrated, graph, [x[:RANK_SAMPLES] for x in inputs],
                                  [r[:RANK_SAMPLES] for r in reference])
     return Int8Analysis(calibrated, graph, layers, inputs, labels, reference, float_accuracy, full_score, full)

@@ -1,0 +1,75 @@
+"""How a TFLite variant does against the float model: accuracy, top-1 agreement, output error.
+
+Every variant runs in a child process (:mod:`converter.isolated`): some int8 graphs make the interpreter
+abort, and a search over variants must survive them (they score as unrunnable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Pass criterion for outputs that are not class scores (no top-1): relative L2 error against float.
+MAX_OUTPUT_REL_ERR = 0.05
+
+
+@dataclass
+class Score:
+    """How a TFLite variant does against the float model on the evaluation inputs."""
+
+    accuracy: float | None
+    accuracy_drop_pp: float | None
+    top1_agreement: float | None
+    output_rel_err: float
+    size_bytes: int
+    runnable: bool = True  # False: the interpreter (XNNPACK) refuses the model
+
+    def passes(self, target_drop_pp: float, min_agreement: float) -> bool:
+        if not self.runnable:
+            return False
+        if self.accuracy_drop_pp is not None:
+            return self.accuracy_drop_pp <= target_drop_pp
+        if self.top1_agreement is not None:
+            return self.top1_agreement >= min_agreement
+        return self.output_rel_err <= MAX_OUTPUT_REL_ERR
+
+
+def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Outputs (PyTorch layout) of a TFLite flatbuffer built from ``graph`` on PyTorch-layout ``inputs``.
+
+    Runs in a child process with the default delegates, as parity and users run it; raises
+    :class:`converter.isolated.InterpreterAborted` (a ``RuntimeError``) when the interpreter refuses or
+    aborts on the model, which some int8 variants do (see :mod:`converter.isolated`).
+    """
+    from converter import isolated
+
+    return isolated.run(model, isolated.ports(graph.inputs), isolated.ports(graph.outputs),
+                        [np.asarray(x) for x in inputs], graph.inputs[0].torch_shape[0])
+
+
+def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
+          float_accuracy: float | None, size: int) -> Score:
+    """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
+    from converter.parity import top1
+
+    got, ref = top1(outputs[0]), top1(reference[0])
+    agreement = float(np.mean(got == ref)) if got is not None and ref is not None else None
+    accuracy = drop = None
+    if labels is not None and got is not None and got.ndim == 1:
+        accuracy = float(np.mean(got == labels[:len(got)]))
+        drop = None if float_accuracy is None else (float_accuracy - accuracy) * 100
+    flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
+    flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
+    rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))
+    return Score(accuracy, drop, agreement, rel, size)
+
+
+def safe_score(model: bytes, graph, inputs, reference, labels, float_accuracy) -> Score:
+    """:func:`score` of ``model``, or an unrunnable score (infinite error) when the interpreter refuses it."""
+    try:
+        outputs = run_tflite(model, graph, inputs)
+    except RuntimeError:
+        return Score(None, None, None, float("inf"), len(model), runnable=False)
+    return score(outputs, reference, labels, float_accuracy, len(model))
