@@ -220,7 +220,8 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
         parts = [known.get(name) for name in concat.input]
         runtime = [i for i, part in enumerate(parts) if part is None]
         constants = [part for part in parts if part is not None]
-        if len(runtime) != 1 or shapes.get(concat.input[runtime[0]]) != (1,) or any(np.any(c <= 0) for c in constants):
+        one_runtime_scalar = len(runtime) == 1 and shapes.get(concat.input[runtime[0]]) == (1,)
+        if not one_runtime_scalar or any(np.any(c <= 0) for c in constants):
             continue
         target = [np.full(1, -1, np.int64) if part is None else part.astype(np.int64).ravel() for part in parts]
         name = f"{node.input[1]}_wildcard"
@@ -289,6 +290,56 @@ def shuffle_as_gather(model: onnx.ModelProto) -> onnx.ModelProto:
             "Gather", [first.input[0], name], list(last.output), name=f"{last.name}_gather", axis=axis))
         changed = True
     if changed:
+        _remove_dead(graph)
+    return model
+
+
+# ------------------------------------------------------------------------------ patchwise_conv_transpose
+
+
+def patchwise_conv_transpose(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite a 2-D ConvTranspose whose kernel equals its stride (no padding, dilation or groups: U-Net
+    up-sampling) as a 1x1 Conv to ``C_out·s·s`` channels followed by ``DepthToSpace(s, DCR)``.
+
+    Without it: with a dynamic batch, onnx2tf builds ``tf.nn.conv2d_transpose`` with the ONNX output shape,
+    symbolic batch included ("Expected int32 passed to parameter 'input_sizes' ... got ['batch', 32, 32, 16]").
+    Why exact: with kernel == stride the output blocks do not overlap, so output[o, h·s+i, w·s+j] =
+    Σ_c x[c, h, w]·W[c, o, i, j] + b[o], which is a 1x1 convolution with weight W'[(i·s+j)·C_out + o, c] then
+    DCR depth-to-space (the layout TensorFlow's depth_to_space uses natively).
+    """
+    model = _copy(model)
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    rebuilt = []
+    changed = False
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = weights.get(node.input[1]) if node.op_type == "ConvTranspose" and len(node.input) > 1 else None
+        kernel = list(attrs.get("kernel_shape", [] if w is None else w.dims[2:]))
+        stride = list(attrs.get("strides", [1] * len(kernel)))
+        plain = (attrs.get("group", 1) == 1 and not any(attrs.get("pads", [])) and not any(attrs.get("output_padding", []))
+                 and set(attrs.get("dilations", [1])) == {1} and "output_shape" not in attrs
+                 and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID"))
+        if w is None or len(kernel) != 2 or kernel != stride or kernel[0] != kernel[1] or not plain:
+            rebuilt.append(node)
+            continue
+        s, array = kernel[0], numpy_helper.to_array(w)  # (C_in, C_out, s, s)
+        c_in, c_out = array.shape[:2]
+        flat = array.transpose(2, 3, 1, 0).reshape(s * s * c_out, c_in, 1, 1)  # [(i·s+j)·C_out + o, c]
+        inputs = [node.input[0], f"{node.name}_patch_weight"]
+        graph.initializer.append(numpy_helper.from_array(flat.astype(array.dtype), inputs[1]))
+        if len(node.input) > 2 and node.input[2]:
+            bias = numpy_helper.to_array(weights[node.input[2]])
+            graph.initializer.append(numpy_helper.from_array(np.tile(bias, s * s), f"{node.name}_patch_bias"))
+            inputs.append(f"{node.name}_patch_bias")
+        depth = f"{node.output[0]}_patch_depth"
+        rebuilt.append(helper.make_node("Conv", inputs, [depth], name=f"{node.name}_patch", kernel_shape=[1, 1]))
+        rebuilt.append(helper.make_node("DepthToSpace", [depth], list(node.output), name=f"{node.name}_d2s",
+                                        blocksize=s, mode="DCR"))
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(rebuilt)
         _remove_dead(graph)
     return model
 
@@ -474,6 +525,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
+    ("patchwise_conv_transpose", patchwise_conv_transpose),
     ("materialize_lstm_states", materialize_lstm_states),
     ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),

@@ -117,6 +117,19 @@ def pixel_unshuffle_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [1, 2, 4, 4])], [_f32("y", [1, 8, 2, 2])], inits)
 
 
+def conv_transpose_graph(kernel: int = 2, stride: int = 2, pads: tuple[int, ...] = (0, 0, 0, 0)) -> onnx.ModelProto:
+    """ConvTranspose 3→4 channels on (batch, 3, 5, 5), with bias."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((3, 4, kernel, kernel)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+    ]
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="/up/ConvTranspose",
+                            kernel_shape=[kernel, kernel], strides=[stride, stride], pads=list(pads))
+    size = (5 - 1) * stride + kernel - pads[0] - pads[2]
+    return _model([node], [_f32("x", ["batch", 3, 5, 5])], [_f32("y", ["batch", 4, size, size])], inits)
+
+
 def constant_output_graph() -> onnx.ModelProto:
     """A graph output computed from constants only (plus a real output)."""
     nodes = [
@@ -226,6 +239,7 @@ class Case:
     rewrite: Callable[[onnx.ModelProto], onnx.ModelProto]
     expect: Callable[[onnx.ModelProto], bool]
     changes: bool = True
+    atol: float = 0.0  # 0: bit-identical; > 0 only where a rewrite changes the summation order
 
 
 CASES = [
@@ -250,6 +264,14 @@ CASES = [
     Case(
         "shuffle_leaves_space_to_depth", pixel_unshuffle_graph, rewrites.shuffle_as_gather, _has_op("Transpose"),
         changes=False,
+    ),
+    Case(
+        "patchwise_conv_transpose", conv_transpose_graph, rewrites.patchwise_conv_transpose,
+        lambda m: _no_op("ConvTranspose")(m) and _has_op("DepthToSpace")(m), atol=1e-5,
+    ),
+    Case(
+        "conv_transpose_overlapping_kernel_stays", lambda: conv_transpose_graph(kernel=3, pads=(1, 1, 1, 1)),
+        rewrites.patchwise_conv_transpose, _has_op("ConvTranspose"), changes=False,
     ),
     Case("fold_keeps_constant_output_op", constant_output_graph, rewrites.fold_constants, _has_op("Add")),
     Case("fold_does_not_inflate", big_expand_graph, rewrites.fold_constants, _has_op("Expand")),
@@ -291,7 +313,7 @@ def test_rewrite(case: Case) -> None:
     onnx.checker.check_model(after, full_check=True)
     feeds = _feeds(before)
     for ref, got in zip(_run(before, feeds), _run(after, feeds), strict=True):
-        np.testing.assert_array_equal(ref, got)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=case.atol)
     assert case.expect(after)
     changed = after.SerializeToString(deterministic=True) != before.SerializeToString(deterministic=True)
     assert changed == case.changes
