@@ -97,47 +97,50 @@ def trace_modules(module, inputs: Sequence[np.ndarray]) -> list[ModuleCall]:
     return calls
 
 
-def scope_of(node_name: str, module_paths: set[str]) -> tuple[str, int] | None:
-    """``/layer3/layer3.1/relu_1/Relu`` -> ``("layer3.1.relu", 1)``; None outside any module.
+def _descend(components: list[str], segment: str) -> list[str]:
+    """The path components after entering scope ``segment``: a dotted segment (``layer3.1``, ``block.0.0``)
+    is a path relative to the innermost ancestor named like its first part; a plain one is a child."""
+    first, *rest = segment.split(".")
+    if rest and first in components:
+        k = len(components) - 1 - components[::-1].index(first)
+        return components[:k + 1] + rest
+    return components + segment.split(".")
 
-    Each scope segment is the child's name, written with its parent's prefix for containers
-    (``layer3.1`` under ``layer3``); a ``_N`` suffix that is not part of a real name is the N-th call.
+
+def scope_of(node_name: str, module_paths: set[str]) -> tuple[str, int] | None:
+    """``/layer3/layer3.1/relu_1/Relu`` -> ``("layer3.1.relu", 1)``; None outside any known module.
+
+    The TorchScript exporter writes one segment per module scope, as the module's name relative to its
+    nearest named container (``/features/features.2/block/block.0/block.0.0/Conv`` is
+    ``features.2.block.0.0``); a ``_N`` suffix that is not part of a real name is the N-th call.
     """
-    parts = [p for p in node_name.split("/") if p][:-1]  # the last segment is the op
-    path, call = "", 0
-    for seg in parts:
-        parent_leaf = path.rsplit(".", 1)[-1] if path else ""
-        child = seg[len(parent_leaf) + 1:] if parent_leaf and seg.startswith(parent_leaf + ".") else seg
-        candidate = f"{path}.{child}" if path else child
-        match = re.fullmatch(r"(.+)_(\d+)", child)
-        if candidate not in module_paths and match:
-            candidate = f"{path}.{match.group(1)}" if path else match.group(1)
+    components: list[str] = []
+    call = 0
+    for segment in [p for p in node_name.split("/") if p][:-1]:  # the last segment is the op
+        candidate = _descend(components, segment)
+        call = 0
+        match = re.fullmatch(r"(.+)_(\d+)", candidate[-1])
+        if ".".join(candidate) not in module_paths and match:
+            candidate = [*candidate[:-1], match.group(1)]
             call = int(match.group(2))
-        else:
-            call = 0
-        if candidate not in module_paths:
+        if ".".join(candidate) not in module_paths:
             return None
-        path = candidate
-    return (path, call) if path else None
+        components = candidate
+    return (".".join(components), call) if components else None
 
 
 # ------------------------------------------------------------------------------------------- ONNX side
 
 
 def scope_paths(model: onnx.ModelProto) -> set[str]:
-    """Module paths read off the node names alone (when the PyTorch module is not at hand): the innermost
-    scope of each node, ``_N`` call suffixes dropped where the plain name also occurs."""
-    scopes: set[tuple[str, ...]] = set()
+    """Module paths read off the node names alone (when the PyTorch module is not at hand): every scope
+    of every node, ``_N`` call suffixes dropped where the plain name also occurs."""
+    paths: set[str] = set()
     for node in model.graph.node:
-        parts = [p for p in node.name.split("/") if p][:-1]
-        dotted: list[str] = []
-        for seg in parts:
-            parent = dotted[-1].rsplit(".", 1)[-1] if dotted else ""
-            child = seg[len(parent) + 1:] if parent and seg.startswith(parent + ".") else seg
-            dotted.append(f"{dotted[-1]}.{child}" if dotted else child)
-        if dotted:
-            scopes.add(tuple(dotted))
-    paths = {s[-1] for s in scopes}
+        components: list[str] = []
+        for segment in [p for p in node.name.split("/") if p][:-1]:
+            components = _descend(components, segment)
+            paths.add(".".join(components))
     return {p for p in paths if not (re.fullmatch(r".+_\d+", p) and re.sub(r"_\d+$", "", p) in paths)}
 
 

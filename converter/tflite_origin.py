@@ -93,13 +93,19 @@ def match(value: np.ndarray, candidates: list[tuple[onnx.NodeProto, np.ndarray]]
 
 
 def module_of(node: onnx.NodeProto, model: onnx.ModelProto, module_paths: set[str] | None = None) -> str | None:
-    """The module path of ``node`` (or of its nearest producer when it sits outside every module)."""
+    """The module path of ``node``: its innermost known scope, or, for a node outside every module (a
+    top-level ``F.relu``), the module of its nearest producer."""
     paths = module_paths if module_paths is not None else probes.scope_paths(model)
+    known = paths | probes.ancestors(paths)
     producer = {out: n for n in model.graph.node for out in n.output}
     for _ in range(MAX_HOPS):
-        scope = probes.scope_of(node.name, paths | probes.ancestors(paths))
-        if scope is not None and scope[0] in paths:
-            return scope[0] if scope[1] == 0 else f"{scope[0]}#{scope[1]}"
+        segments = [p for p in node.name.split("/") if p]
+        for depth in range(len(segments) - 1, 0, -1):  # the innermost scope first
+            scope = probes.scope_of("/".join(segments[:depth] + segments[-1:]), known)
+            if scope is not None and scope[0] in paths:
+                return scope[0] if scope[1] == 0 else f"{scope[0]}#{scope[1]}"
+        if len(segments) > 1:
+            return None  # scoped, but in no module we know
         source = next((producer[i] for i in node.input if i in producer), None)
         if source is None:
             return None

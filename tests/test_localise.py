@@ -100,6 +100,8 @@ SCOPES = [
     ("/layer3/layer3.1/relu_1/Relu", ("layer3.1.relu", 1)),
     ("/layer2/layer2.0/downsample/downsample.0/Conv", ("layer2.0.downsample.0", 0)),
     ("/fc/Gemm", ("fc", 0)),
+    ("/features/features.2/block/block.0/block.0.0/Conv", ("features.2.block.0.0", 0)),  # nested Sequentials
+    ("/features/features.0/features.0.2/HardSwish", ("features.0.2", 0)),
     ("/Flatten", None),
     ("/unknown/Conv", None),
 ]
@@ -108,7 +110,8 @@ SCOPES = [
 @pytest.mark.parametrize("node, expected", SCOPES)
 def test_scope_of(node, expected) -> None:
     paths = {"layer3", "layer3.1", "layer3.1.conv2", "layer3.1.relu", "layer2", "layer2.0", "layer2.0.downsample",
-             "layer2.0.downsample.0", "fc"}
+             "layer2.0.downsample.0", "fc", "features", "features.0", "features.0.2", "features.2",
+             "features.2.block", "features.2.block.0", "features.2.block.0.0"}
     assert scope_of(node, paths) == expected
 
 
