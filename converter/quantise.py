@@ -293,7 +293,7 @@ class Int8Analysis:
         return self.layers[:best], *tried[best]
 
 
-def analyse(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
+def analyse(serving_module, graph, representative: Representative | None, inputs: Sequence[np.ndarray],
             labels: np.ndarray | None = None, *, onnx_model: onnx.ModelProto | None = None,
             module_paths: set[str] | None = None) -> Int8Analysis:
     """Calibrate, quantise fully, name every layer and rank the layers by sensitivity.
@@ -305,6 +305,10 @@ def analyse(serving_module, graph, representative: Representative, inputs: Seque
         onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional; without
             ``module_paths`` the module names are read off the ONNX scopes).
     """
+    if representative is None:
+        from converter.errors import TensorFlowConversionError
+
+        raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")
     calibrated, statistics = calibrate(serving_module, representative)
     layers = tflite_layers(calibrated, statistics)
     if onnx_model is not None:
@@ -324,7 +328,7 @@ def analyse(serving_module, graph, representative: Representative, inputs: Seque
     return Int8Analysis(calibrated, graph, layers, inputs, labels, reference, float_accuracy, full_score, full)
 
 
-def choose_keep_float(serving_module, graph, representative: Representative, inputs: Sequence[np.ndarray],
+def choose_keep_float(serving_module, graph, representative: Representative | None, inputs: Sequence[np.ndarray],
                       labels: np.ndarray | None = None, *, spec: str = "auto",
                       onnx_model: onnx.ModelProto | None = None, module_paths: set[str] | None = None,
                       target_drop_pp: float = TARGET_DROP_PP, min_agreement: float = MIN_AGREEMENT,
