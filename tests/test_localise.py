@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,7 @@ def test_localise_failures_fills_failed_rows(models, tmp_path: Path) -> None:
     localise_failures(LoadedModel("m", "callable", module), tmp_path, {"layout": "nhwc"},
                       ParityData(inputs, None, "noise", real=False), report, None)
     assert report.runtimes[0].localisation["module"] == "fc1"
+    json.dumps(report.runtimes[0].localisation)  # goes into parity.json as is
     assert "skipped" in report.runtimes[1].localisation
     assert describe(report.runtimes[1].localisation).startswith("localisation skipped: no replay route")
     assert report.runtimes[2].localisation is None
