@@ -23,6 +23,7 @@ Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 _VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
 _MAX_FOLD_PASSES = 32
+_SMALL = 4096  # initializers up to this many elements are kept (with values) for shape inference
 _NONDETERMINISTIC = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
@@ -50,9 +51,25 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every initializer above ``_SMALL`` elements turned into a typed graph input: shape inference
+    then serialises kilobytes instead of the weights, and still sees every small (shape-like) constant's value."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    big = [t for t in graph.initializer if int(np.prod(t.dims)) > _SMALL]
+    small = [t for t in graph.initializer if int(np.prod(t.dims)) <= _SMALL]
+    del graph.initializer[:]
+    graph.initializer.extend(small)
+    declared = {i.name for i in graph.input}
+    graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big
+                       if t.name not in declared)
+    return light
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown."""
-    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    graph = onnx.shape_inference.infer_shapes(_weightless(model), data_prop=True).graph
     shapes = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         tensor_type = info.type.tensor_type
@@ -513,10 +530,13 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     del model.graph.value_info[:]
+    light = _weightless(model)
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError:  # e.g. a custom-domain op: record what can be inferred
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------- driver
@@ -544,13 +564,23 @@ def onnx2tf_kwargs_for(model: onnx.ModelProto) -> dict:
     return {"not_use_onnxsim": True}
 
 
+def _fingerprint(model: onnx.ModelProto) -> bytes:
+    """Everything a rewrite may change, without the weights' bytes (rewrites never edit an initializer's values
+    in place: new values get new names)."""
+    graph = model.graph
+    parts = [m.SerializeToString(deterministic=True) for m in [*graph.node, *graph.value_info, *graph.input,
+                                                                  *graph.output]]
+    parts += [f"{t.name}:{t.data_type}:{list(t.dims)}".encode() for t in graph.initializer]
+    return b"\x00".join(parts)
+
+
 def prepare_for_onnx2tf(model: onnx.ModelProto) -> Prepared:
     """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function."""
     applied = []
     for name, rewrite in REWRITES:
-        before = model.SerializeToString(deterministic=True)
+        before = _fingerprint(model)
         model = rewrite(model)
-        if model.SerializeToString(deterministic=True) != before:
+        if _fingerprint(model) != before:
             applied.append(name)
     onnx.checker.check_model(model)
     return Prepared(model=model, applied=tuple(applied), onnx2tf_kwargs=onnx2tf_kwargs_for(model))
