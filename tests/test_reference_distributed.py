@@ -48,6 +48,7 @@ def test_torch_ddp_two_processes_agree_and_reach_95_percent(tmp_path: Path, mnis
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
 
 
+@pytest.mark.slow  # ~75 s on 2 shared cores: two TensorFlow processes start, join a cluster and export
 def test_keras_multi_worker_two_workers_agree(tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
