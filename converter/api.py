@@ -61,6 +61,9 @@ def convert(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     tmp = _make_tmp(out_dir)
+    if not options.parity and (calibration is not None or "int8" not in options.tflite_precisions):
+        # parity off and nothing to calibrate: one seeded sample is all the export needs
+        parity_data, options = "random", _replace(options, parity_samples=1)
     try:
         side = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
         timings["pytorch_stage"] = time.perf_counter() - start

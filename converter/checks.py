@@ -26,8 +26,10 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
     if "saved_model" in arts:
         found.append(runtimes.saved_model_runner(out / "saved_model", manifest, fixed))
     for art in arts.values():
-        if art.get("precision"):
+        if art.get("precision") in ("fp32", "fp16"):
             found.append(runtimes.tflite_runner(out / art["path"], art["precision"], manifest, fixed))
+        elif art.get("precision"):  # quantised graphs can abort LiteRT's kernels: keep that in a child
+            found.append(runtimes.isolated_tflite_runner(out / art["path"], art["precision"], manifest, fixed))
     if side.keras_state is not None:
         from reference_models.port import state_to_keras
 
@@ -46,9 +48,15 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     data = side.data
     chunks = side.chunks(manifest["dynamic_batch"])
     # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
+    crashed: dict[tuple[str, str], str] = {}
+    outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
         runners = build_runners(out, manifest, side, options, Path(work))
-        outputs = {(r.runtime, r.precision): {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in runners}
+        for r in runners:
+            try:
+                outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, data.inputs, c) for c in chunks}
+            except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
+                crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -70,6 +78,11 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
         worst.batch_sizes = list(by_chunk)
         worst.size_bytes = _artifact_bytes(manifest, worst.artifact)
         rows.append(worst)
+    for (runtime, precision), reason in crashed.items():
+        rows.append(parity.RuntimeResult(runtime, precision, artifacts.get((runtime, precision)), float("inf"),
+                                         float("inf"), float("inf"), -1.0, None, None,
+                                         parity.tolerance_for(precision, options.atol, options.rtol), False,
+                                         f"cannot run: {reason}"))
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
                                data.description)

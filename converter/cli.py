@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, help="override the fp32 absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the fp32 relative tolerance")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", choices=["html"], help="also write OUT/report.html (parity, manifest, environment; "
+                   "benchmark plots when scripts/benchmark has run)")
+    p.add_argument("--localise", action="store_true",
+                   help="name the first PyTorch module where each runtime diverges (automatic on a parity failure)")
     p.add_argument("--verbose", action="store_true", help="show onnx2tf/TF output")
     return p
 
@@ -77,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
         targets=_csv(args.targets), parity=not args.no_parity,
         parity_samples=args.parity_samples or (1000 if is_ref else 100), atol=args.atol, rtol=args.rtol,
-        seed=args.seed, verbose=args.verbose)
+        seed=args.seed, verbose=args.verbose, localise=args.localise)
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
@@ -94,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     if "int8" not in options.precisions and not args.precision and not args.check:
         print("convert: note: full int8 skipped — no real calibration data; pass --calibration-data FILE.npy "
               "(or --parity-data PATH) to build model_int8.tflite", file=sys.stderr)
+    if args.report == "html":
+        from converter.report import write_html
+
+        print(f"convert: wrote {write_html(result.out_dir)}", file=sys.stderr)
     print(f"convert: wrote {result.out_dir}", file=sys.stderr)
     return result.exit_code
 

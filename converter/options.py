@@ -41,6 +41,7 @@ class ConvertOptions:
     rtol: float | None = None
     seed: int = 0
     verbose: bool = False
+    localise: bool = False
     int8_keep_float: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -27,6 +27,8 @@ class Runner:
     artifact: str | None
     fn: Fn
     batch: int | None = None
+    #: set for runners that feed themselves (e.g. in a child process): (all inputs, chunk) -> outputs
+    feed_all: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None
 
 
 def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
@@ -35,6 +37,8 @@ def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> lis
     A runner with a fixed batch gets exactly that many: the last chunk is padded with copies of its
     first sample and the padding dropped from the outputs.
     """
+    if runner.feed_all is not None:
+        return runner.feed_all(list(inputs), runner.batch or chunk)
     n = inputs[0].shape[0]
     size = runner.batch or chunk
     pieces: list[list[np.ndarray]] = []
@@ -114,6 +118,21 @@ def tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None,
         return [layout.from_layout(np.asarray(result[o["name"]]), tuple(o["perm_from_pytorch"])) for o in outs]
 
     return Runner("tflite", precision, path.name, fn, batch)
+
+
+def isolated_tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None) -> Runner:
+    """A TFLite runner whose interpreter lives in a child process: some int8 graphs make LiteRT's
+    reference kernels abort the whole process (SIGABRT); here that becomes a failed row instead."""
+    from converter import isolated
+
+    blob = path.read_bytes()
+    ins = [isolated.Port(i["name"], tuple(i["perm_from_pytorch"])) for i in manifest["inputs"]]
+    outs = [isolated.Port(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]
+
+    def feed_all(xs: list[np.ndarray], chunk: int) -> list[np.ndarray]:
+        return isolated.run(blob, ins, outs, xs, chunk)
+
+    return Runner("tflite", precision, path.name, lambda xs: feed_all(xs, len(xs[0])), batch, feed_all)
 
 
 def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:

@@ -42,6 +42,28 @@ class OutlierCNN(nn.Module):
 
 
 def _train(epochs: int = 2) -> OutlierCNN:
+    """Trained in a child process: torch's backward pass can segfault in a process that has already
+    imported TensorFlow (as the rest of the suite does), so training never shares a process with TF."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "outlier.pt"
+        subprocess.run([sys.executable, "-c", f"from tests.test_int8 import _train_and_save; _train_and_save({str(path)!r}, {epochs})"],
+                       check=True, cwd=root, capture_output=True)
+        model = OutlierCNN()
+        model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
+def _train_and_save(path: str, epochs: int) -> None:
+    torch.save(_train_here(epochs).state_dict(), path)
+
+
+def _train_here(epochs: int) -> OutlierCNN:
     from reference_models.data import load_mnist, normalize_nchw
 
     train = load_mnist("embedded", "train")
