@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,35 +143,43 @@ def test_auto_uses_torchvision_cache_when_present(monkeypatch, tmp_path: Path) -
     assert len(load_mnist("auto", "train")) == 6 and len(load_mnist("auto", "eval")) == 2
 
 
-def test_normalize_is_bit_identical_to_torchvision_transforms() -> None:
-    from PIL import Image
+_TORCHVISION_CHECKS = r"""
+import numpy as np, torch
+from PIL import Image
+from reference_models.data import load_mnist, normalize_nchw, normalize_nhwc
+from reference_models.torch_data import mnist_transform, train_batches
 
-    from reference_models.torch_data import mnist_transform
+# normalize_* is bit-identical to ToTensor() + Normalize((0.5,), (0.5,)), over every byte value
+image = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)
+expected = mnist_transform()(Image.fromarray(image, mode="L")).numpy()
+got = normalize_nchw(image[None])[0]
+assert got.dtype == np.float32 and got.shape == (1, 28, 28), (got.dtype, got.shape)
+np.testing.assert_array_equal(got, expected)
+np.testing.assert_array_equal(normalize_nhwc(image[None])[0, :, :, 0], expected[0])
+assert (got.min(), got.max()) == (-1.0, 1.0)
 
-    image = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)  # every byte value occurs
-    expected = mnist_transform()(Image.fromarray(image, mode="L")).numpy()
-    got = normalize_nchw(image[None])[0]
-    assert got.dtype == np.float32 and got.shape == (1, 28, 28)
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(normalize_nhwc(image[None])[0, :, :, 0], expected[0])
-    assert (got.min(), got.max()) == (-1.0, 1.0)
+# the tensor route and the torchvision route yield the same batches, same order
+arrays = load_mnist("embedded", "eval")
+fast = train_batches(arrays, loader="tensor", batch_size=50, seed=3)
+slow = train_batches(arrays, loader="torchvision", batch_size=50, seed=3)
+for batches in (fast, slow):
+    batches.set_epoch(1)
+fast_x, fast_y = map(torch.cat, zip(*fast))
+slow_x, slow_y = map(torch.cat, zip(*slow))
+assert fast_x.shape == (500, 1, 28, 28) and torch.equal(fast_y, slow_y)
+assert torch.equal(fast_x, slow_x)
+assert len(fast) == len(slow) == 10
+print("ok")
+"""
 
 
-def test_torch_loaders_yield_the_same_pixels() -> None:
-    import torch
+def test_torchvision_route_yields_bit_identical_pixels() -> None:
+    """In a child process: importing torchvision after TensorFlow (other tests load it) segfaults."""
+    from reference_models.testing import REPO
 
-    from reference_models.torch_data import train_batches
-
-    arrays = load_mnist("embedded", "eval")
-    fast = train_batches(arrays, loader="tensor", batch_size=50, seed=3)
-    slow = train_batches(arrays, loader="torchvision", batch_size=50, seed=3)
-    for batches in (fast, slow):
-        batches.set_epoch(1)
-    fast_x, fast_y = map(torch.cat, zip(*fast))
-    slow_x, slow_y = map(torch.cat, zip(*slow))
-    assert fast_x.shape == (500, 1, 28, 28) and torch.equal(fast_y, slow_y)  # same order: same sampler
-    assert torch.equal(fast_x, slow_x)
-    assert len(fast) == len(slow) == 10
+    done = subprocess.run([sys.executable, "-c", _TORCHVISION_CHECKS], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 def test_tf_data_pipeline_yields_the_same_pixels() -> None:
