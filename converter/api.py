@@ -72,6 +72,7 @@ def convert(
         if options.parity:
             t = time.perf_counter()
             report = checks.run_parity(tmp, manifest, side, options)
+            _diagnose(model, weights, tmp, manifest, side, report, options, calibration)
             report.write(tmp)
             timings["parity"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
@@ -103,6 +104,7 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     shapes = [tuple(i["pytorch_shape"]) for i in manifest["onnx"]["inputs"]]
     side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False)
     report = checks.run_parity(out_dir, manifest, side, options)
+    _diagnose(model, weights, out_dir, manifest, side, report, options, None)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
     try:
         report.write(staging)
@@ -121,6 +123,22 @@ def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, i
                                            input_shapes, parity_data, export_onnx=export_onnx)
         model = load_model(model, weights)
     return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
+
+
+def _diagnose(model, weights, out: Path, manifest: dict, side, report: ParityReport, options: ConvertOptions,
+              calibration) -> None:
+    """On a parity failure (or ``--localise``) name the first PyTorch module where each runtime diverges.
+
+    The CLI's TF side has no torch module in memory: the model is loaded here, only when needed."""
+    if report.passed and not options.localise:
+        return
+    from converter.localise import localise_failures
+
+    loaded = model
+    if isinstance(model, str):
+        loaded = load_model(model, weights) if not model.endswith(".onnx") else load_model(model)
+    localise_failures(loaded, out, manifest, side.data, report, options, calibration=calibration,
+                      every_row=options.localise)
 
 
 def _replace(options: ConvertOptions, **changes) -> ConvertOptions:

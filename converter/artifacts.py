@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import export, layout
+from converter import export, int8child, layout
 from converter.errors import ExportError, InputError
 from converter.options import ConvertOptions
+from converter.quiet import silenced
 from converter.sources import LoadedModel
 
 CALIBRATION_SAMPLES = 200
@@ -105,20 +106,43 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     representative = _representative(calibration, side.data, graph.inputs)
     for precision in options.tflite_precisions:
         t = time.perf_counter()
-        blob = tfexport.convert_tflite(module, precision, representative, options.int8_keep_float, options.verbose)
+        extra: dict = {}
+        if precision == "int8" and options.int8_keep_float:
+            blob, extra = _selective_int8(module, graph, representative, side, proto, options, out)
+        elif precision == "int8" and representative is not None and \
+                int8child.needs_isolation({n.op_type for n in proto.graph.node}):
+            blob = int8child.convert_int8(out / "saved_model", [i.name for i in graph.inputs], list(representative()))
+            extra = {"built_in_child_process": True}
+        else:
+            blob = tfexport.convert_tflite(module, precision, representative, options.verbose)
         name = f"model_{precision}.tflite"
         (out / name).write_bytes(blob)
         manifest["artifacts"][f"tflite_{precision}"] = {
             "path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
             "precision": precision, "signature": tfexport.SIGNATURE_KEY,
-            "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
-            "keep_float": list(options.int8_keep_float) if precision == "int8" else [],
+            "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob), "keep_float": [], **extra,
         }
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")
         del manifest["artifacts"]["saved_model"]
     return manifest
+
+
+def _selective_int8(module, graph, representative, side, proto, options: ConvertOptions, out: Path) -> tuple[bytes, dict]:
+    """Full int8 with the most damaging layers kept in float (``--int8-keep-float auto|N|modules``);
+    the per-layer table goes to ``int8_layers.md``."""
+    from converter import quantise
+    from converter.errors import TensorFlowConversionError
+
+    if representative is None:
+        raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")
+    with silenced(options.verbose):
+        choice = quantise.choose_keep_float(module, graph, representative, side.data.inputs, side.data.labels,
+                                            spec=",".join(options.int8_keep_float), onnx_model=proto)
+    (out / "int8_layers.md").write_text(choice.to_markdown() + "\n")
+    return choice.tflite, {"keep_float": choice.kept_modules, "keep_float_nodes": choice.kept_nodes,
+                           "int8_selection": choice.to_json()}
 
 
 def _representative(calibration, data, inputs):
@@ -129,8 +153,9 @@ def _representative(calibration, data, inputs):
     count = min(CALIBRATION_SAMPLES, len(arrays[0]))
 
     def generator():
-        for k in range(count):
-            yield [layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.float32) for a, i in zip(arrays, inputs)]
+        for k in range(count):  # keyed by signature input name: TFLite does not keep the argument order
+            yield {i.name: layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.float32)
+                   for a, i in zip(arrays, inputs)}
 
     return generator
 

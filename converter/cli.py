@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "mnist_cnn, random otherwise)")
     p.add_argument("--parity-samples", type=int, help="default 1000 for mnist_cnn, 100 otherwise")
     p.add_argument("--calibration-data", type=Path, help=".npy of representative inputs for full int8")
+    p.add_argument("--int8-keep-float", metavar="auto|N|MODULES",
+                   help="selective int8: keep the most damaging layers in float (auto: as few as keep the accuracy "
+                        "drop <= 1 pp; N: the N worst; or a comma list of PyTorch module paths)")
     p.add_argument("--no-parity", action="store_true", help="convert only")
     p.add_argument("--check", action="store_true", help="re-run parity on an existing --out")
     p.add_argument("--atol", type=float, help="override the fp32 absolute tolerance")
@@ -81,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
         targets=_csv(args.targets), parity=not args.no_parity,
         parity_samples=args.parity_samples or (1000 if is_ref else 100), atol=args.atol, rtol=args.rtol,
-        seed=args.seed, verbose=args.verbose, localise=args.localise)
+        seed=args.seed, verbose=args.verbose, localise=args.localise,
+        int8_keep_float=_csv(args.int8_keep_float or ""))
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)

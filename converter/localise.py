@@ -141,15 +141,16 @@ def _largest_jump(table: list[dict]) -> dict | None:
 
 
 def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, options,
-                      calibration: Sequence[np.ndarray] | None = None) -> None:
-    """Fill ``row.localisation`` for every failed row of ``report`` whose route can be replayed.
+                      calibration: Sequence[np.ndarray] | None = None, every_row: bool = False) -> None:
+    """Fill ``row.localisation`` for every failed row of ``report`` whose route can be replayed
+    (every row with ``every_row``: ``convert --localise`` on a passing report shows where error grows).
 
     ``model`` is the :class:`converter.sources.LoadedModel`; ``data`` the :class:`ParityData` parity used;
     ``options`` the :class:`ConvertOptions` (only ``verbose`` is read). Rows of other runtimes (pytorch,
     torchscript, keras_native) get ``{"skipped": why}``; a localisation that itself fails, ``{"error": why}``.
     ``calibration``: what the int8 artifact was calibrated on (``--calibration-data``), else the parity inputs.
     """
-    failed = [r for r in report.runtimes if not r.passed]
+    failed = [r for r in report.runtimes if every_row or not r.passed]
     if not failed:
         return
     try:

@@ -158,7 +158,8 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, work
 
     from converter.quiet import silenced
 
-    signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(saved_model))  # keep alive: the signature only references its variables
+    signature = loaded.signatures["serving_default"]
     with silenced(verbose):
         frozen = convert_variables_to_constants_v2(signature)
         in_names = [t.name for t in frozen.inputs]

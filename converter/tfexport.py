@@ -47,6 +47,7 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool):
     # Track only the variables, not the Keras model: saving a Keras model traces every layer's call
     # function for Keras' own loading path, which TF Serving and TFLite never use (3-5x slower save).
     module.variables_ = list(keras_model.variables)
+    object.__setattr__(module, "serve_model", keras_model)  # reachable, but not tracked (see save_saved_model)
     module.serve = tf.function(serve, input_signature=specs, autograph=False)
     return module
 
@@ -56,14 +57,21 @@ def save_saved_model(module, path: Path, verbose: bool = False) -> None:
 
     concrete = module.serve.get_concrete_function()
     with silenced(verbose):
-        tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
+        try:
+            tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
+        except (AssertionError, ValueError, KeyError) as exc:
+            if "untracked" not in str(exc):
+                raise
+            # some onnx2tf layers hold resources outside ``variables`` (seen: regnet, convnext): track the
+            # whole Keras model instead — slower to save, same signature
+            module.keras_model = module.serve_model
+            tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
 
 
 def convert_tflite(
     module,
     precision: str,
     representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
-    keep_float_nodes: tuple[str, ...] = (),
     verbose: bool = False,
 ) -> bytes:
     """One TFLite flatbuffer at ``precision`` (fp32 | fp16 | dynamic_int8 | int8).
@@ -86,27 +94,14 @@ def convert_tflite(
             raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        if not keep_float_nodes:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
         with silenced(verbose):
-            if precision == "int8" and keep_float_nodes:
-                return _selective_int8(converter, representative, keep_float_nodes)
             return converter.convert()
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise TensorFlowConversionError(f"TFLite {precision} conversion failed: {first}",
                                         "rerun with --verbose; drop that precision with --precision") from None
-
-
-def _selective_int8(converter, representative, keep_float_nodes: tuple[str, ...]) -> bytes:
-    """Full int8 except the named TFLite nodes (by output tensor name), which stay float."""
-    import tensorflow as tf
-
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float_nodes))
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative, debug_options=options)
-    return debugger.get_nondebug_quantized_model()
 
 
 def op_histogram(tflite_bytes: bytes) -> dict[str, int]:

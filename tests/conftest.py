@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# torchvision must be imported before TensorFlow in any process that uses both: importing it after TF
+# segfaults (triton and TF each bundle LLVM). Tests import TF freely, so claim the order here.
+import torchvision  # noqa: F401  isort: skip
+
 import os
 import subprocess
 import sys

@@ -109,5 +109,10 @@ def test_check_passes_on_unchanged_model_and_fails_after_a_change(converted, tra
                   "--parity-data", mnist_dir, "--parity-samples", "200")
     assert bad.returncode == 1
     assert "parity FAILED for onnxruntime" in bad.stderr
+    # the failure is localised automatically: the changed bias lives in fc2, and every input to it still agrees
+    assert "> localised: saved_model (fp32) first diverges at module `fc2`" in bad.stdout
+    rows = json.loads((out / "parity.json").read_text())["runtimes"]
+    located = {r["runtime"]: r["localisation"] for r in rows if r["localisation"]}
+    assert located["tflite"]["module"] == "fc2" and max(located["tflite"]["rel_err_inputs"]) < 1e-4
     ok_again = run_cli("convert", "--out", out, "--check", "--parity-samples", "1000", "--parity-data", mnist_dir)
     assert ok_again.returncode == 0, ok_again.stderr  # model + weights come from the manifest
