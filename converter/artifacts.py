@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from converter import export, int8child, layout
-from converter.errors import ExportError, InputError
+from converter.errors import ExportError, InputError, TensorFlowConversionError
 from converter.options import ConvertOptions
 from converter.quiet import silenced
 from converter.sources import LoadedModel
@@ -111,7 +111,12 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
             blob, extra = _selective_int8(module, graph, representative, side, proto, options, out)
         elif precision == "int8" and representative is not None and \
                 int8child.needs_isolation({n.op_type for n in proto.graph.node}):
-            blob = int8child.convert_int8(out / "saved_model", [i.name for i in graph.inputs], list(representative()))
+            try:
+                blob = int8child.convert_int8(out / "saved_model", [i.name for i in graph.inputs],
+                                              list(representative()))
+            except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
+                manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
+                continue
             extra = {"built_in_child_process": True}
         else:
             blob = tfexport.convert_tflite(module, precision, representative, options.verbose)
@@ -133,7 +138,6 @@ def _selective_int8(module, graph, representative, side, proto, options: Convert
     """Full int8 with the most damaging layers kept in float (``--int8-keep-float auto|N|modules``);
     the per-layer table goes to ``int8_layers.md``."""
     from converter import quantise
-    from converter.errors import TensorFlowConversionError
 
     if representative is None:
         raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")

@@ -83,6 +83,11 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
                                          float("inf"), float("inf"), -1.0, None, None,
                                          parity.tolerance_for(precision, options.atol, options.rtol), False,
                                          f"cannot run: {reason}"))
+    for key, reason in manifest.get("failed_artifacts", {}).items():
+        precision = key.removeprefix("tflite_")
+        rows.append(parity.RuntimeResult("tflite", precision, f"model_{precision}.tflite", float("inf"), float("inf"),
+                                         float("inf"), -1.0, None, None, parity.tolerance_for(precision), False,
+                                         f"not built: {reason}"))
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
                                data.description)

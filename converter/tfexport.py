@@ -53,6 +53,8 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool):
 
 
 def save_saved_model(module, path: Path, verbose: bool = False) -> None:
+    """Write the SavedModel. When the fast path cannot (untracked resources), the archive written instead
+    becomes the TFLite converter's source too (``module.saved_model_source``)."""
     import tensorflow as tf
 
     concrete = module.serve.get_concrete_function()
@@ -62,10 +64,23 @@ def save_saved_model(module, path: Path, verbose: bool = False) -> None:
         except (AssertionError, ValueError, KeyError) as exc:
             if "untracked" not in str(exc):
                 raise
-            # some onnx2tf layers hold resources outside ``variables`` (seen: regnet, convnext): track the
-            # whole Keras model instead — slower to save, same signature
-            module.keras_model = module.serve_model
-            tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
+            # some onnx2tf layers capture resources outside ``variables`` (seen: regnet, convnext):
+            # tf_keras' ExportArchive tracks everything the Keras model owns; same signature
+            _save_with_export_archive(module, path)
+            object.__setattr__(module, "saved_model_source", str(path))
+
+
+def _save_with_export_archive(module, path: Path) -> None:
+    import shutil
+
+    import tf_keras
+
+    shutil.rmtree(path, ignore_errors=True)
+    archive = tf_keras.export.ExportArchive()
+    archive.track(module.serve_model)
+    archive.add_endpoint(name=SIGNATURE_KEY, fn=module.serve.python_function,
+                         input_signature=module.serve.input_signature)
+    archive.write_out(str(path))
 
 
 def convert_tflite(
@@ -81,8 +96,11 @@ def convert_tflite(
     """
     import tensorflow as tf
 
-    concrete = module.serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    source = getattr(module, "saved_model_source", None)
+    if source is not None:
+        converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[SIGNATURE_KEY])
+    else:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
