@@ -18,26 +18,41 @@ from converter.torchstage import TorchSide
 
 
 def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
-                  workdir: Path) -> list[runtimes.Runner]:
-    """Runners for every artifact present in ``out`` (the PyTorch rows are not runners: precomputed)."""
+                  workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
+    """Runners for every artifact present in ``out`` (the PyTorch rows are not runners: precomputed),
+    and the rows whose runtime could not even load its artifact, with why."""
     fixed = None if manifest["dynamic_batch"] else manifest["inputs"][0]["pytorch_shape"][0]
-    found = [runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx", batch=fixed)]
     arts = manifest["artifacts"]
+    makers: list[tuple[tuple[str, str], object]] = [
+        (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
+                                                                      batch=fixed))]
     if "saved_model" in arts:
-        found.append(runtimes.saved_model_runner(out / "saved_model", manifest, fixed))
+        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed)))
     for art in arts.values():
-        if art.get("precision") in ("fp32", "fp16"):
-            found.append(runtimes.tflite_runner(out / art["path"], art["precision"], manifest, fixed))
-        elif art.get("precision"):  # quantised graphs can abort LiteRT's kernels: keep that in a child
-            found.append(runtimes.isolated_tflite_runner(out / art["path"], art["precision"], manifest, fixed))
+        precision = art.get("precision")
+        if precision in ("fp32", "fp16"):
+            makers.append((("tflite", precision), lambda a=art: runtimes.tflite_runner(
+                out / a["path"], a["precision"], manifest, fixed)))
+        elif precision:  # quantised graphs can abort LiteRT's kernels: keep that in a child
+            makers.append((("tflite", precision), lambda a=art: runtimes.isolated_tflite_runner(
+                out / a["path"], a["precision"], manifest, fixed)))
     if side.keras_state is not None:
-        from reference_models.port import state_to_keras
+        def keras_native() -> runtimes.Runner:
+            from reference_models.port import state_to_keras
 
-        found.append(runtimes.keras_native_runner(state_to_keras(side.keras_state), manifest["inputs"]))
+            return runtimes.keras_native_runner(state_to_keras(side.keras_state), manifest["inputs"])
+
+        makers.append((("keras_native", "fp32"), keras_native))
     if "saved_model" in arts:
-        found.append(runtimes.tf2onnx_roundtrip_runner(out / "saved_model", manifest, options.opset, workdir,
-                                                       fixed, options.verbose))
-    return found
+        makers.append((("tf2onnx_roundtrip", "fp32"), lambda: runtimes.tf2onnx_roundtrip_runner(
+            out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose)))
+    found, crashed = [], {}
+    for key, make in makers:
+        try:
+            found.append(make())
+        except Exception as exc:  # e.g. ORT rejecting tf2onnx's graph: a failed row, not a dead conversion
+            crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return found, crashed
 
 
 def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions) -> parity.ParityReport:
@@ -48,10 +63,9 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     data = side.data
     chunks = side.chunks(manifest["dynamic_batch"])
     # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
-    crashed: dict[tuple[str, str], str] = {}
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
-        runners = build_runners(out, manifest, side, options, Path(work))
+        runners, crashed = build_runners(out, manifest, side, options, Path(work))
         for r in runners:
             try:
                 outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, data.inputs, c) for c in chunks}
@@ -83,6 +97,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
                                          float("inf"), float("inf"), -1.0, None, None,
                                          parity.tolerance_for(precision, options.atol, options.rtol), False,
                                          f"cannot run: {reason}"))
+    rows.sort(key=lambda r: _ORDER.index(r.runtime))
     for key, reason in manifest.get("failed_artifacts", {}).items():
         precision = key.removeprefix("tflite_")
         rows.append(parity.RuntimeResult("tflite", precision, f"model_{precision}.tflite", float("inf"), float("inf"),
