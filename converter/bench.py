@@ -114,9 +114,13 @@ class RawBaseline:
         self.proc = subprocess.Popen([str(exe), "-i", str(onnx_file), "-o", "out"], cwd=self.cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
+    def ok(self) -> bool:
+        self.proc.wait()
+        return self.proc.returncode == 0 and (self.cwd / "out" / "model_float32.tflite").is_file()
+
     def path(self) -> Path:
         self.proc.wait()
-        self.log.close()
+        self.log.close() if not self.log.closed else None
         tflite = self.cwd / "out" / "model_float32.tflite"
         if self.proc.returncode != 0 or not tflite.is_file():
             tail = (self.cwd / "onnx2tf.log").read_text(errors="replace")[-500:]
@@ -137,7 +141,7 @@ def run(cfg: BenchConfig) -> dict:
         for threads in cfg.threads:
             rows += _run_threads(cfg, runtimes, threads, raw, work, manifest)
         for row in rows:
-            if row["runtime"] == "tflite_onnx2tf_raw" and raw is not None:
+            if row["runtime"] == "tflite_onnx2tf_raw" and raw is not None and raw.ok():
                 row["size_bytes"] = raw.path().stat().st_size
         machine = {t: bench_roofline.measure_machine(t) for t in sorted({1, *cfg.threads, os.cpu_count() or 1})}
     finally:
@@ -189,7 +193,13 @@ def _start_children(cfg: BenchConfig, runtimes: list[str], threads: int, raw: Ra
     while queue or starting:
         while queue and len(starting) < cfg.setup_parallel:
             name = queue.pop(0)
-            raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
+            try:
+                raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
+            except RuntimeError as exc:  # e.g. raw onnx2tf downloading calibration images for RGB inputs, offline
+                last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
+                info[name] = {"ready": False, "error": f"raw onnx2tf failed: {last[0][:160]}"}
+                cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
+                continue
             starting[name] = (Child(name, cfg, threads, raw_path, work), time.monotonic() + cfg.ready_timeout_s)
         streams = {c.proc.stdout: n for n, (c, _) in starting.items()}
         ready, _, _ = select.select(list(streams), [], [], 1.0)
