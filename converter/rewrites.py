@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from converter.rewrite_erf import erf_as_polynomial
+
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 # What TensorFlow accepts as an op / name-scope name (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX).
@@ -543,6 +545,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
+    ("erf_as_polynomial", erf_as_polynomial),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
