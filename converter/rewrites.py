@@ -80,6 +80,16 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
+def _view(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, onnx.NodeProto], dict[str, int],
+                                          dict[str, tuple[int | None, ...]]]:
+    """What the pattern rewrites look up: initializer values, each tensor's producer, each tensor's consumer
+    count, and the inferred shapes."""
+    graph = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    return known, producers, _consumers(graph), _shapes(model)
+
+
 def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in graph.node:
@@ -227,10 +237,7 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     graph = model.graph
-    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    used = _consumers(graph)
-    shapes = _shapes(model)
+    known, producers, used, shapes = _view(model)
     changed = False
     for node in graph.node:
         concat = producers.get(node.input[1]) if node.op_type == "Reshape" else None
@@ -280,10 +287,7 @@ def shuffle_as_gather(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     graph = model.graph
-    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    used = _consumers(graph)
-    shapes = _shapes(model)
+    known, producers, used, shapes = _view(model)
     changed = False
     for index, last in enumerate(graph.node):
         transpose = producers.get(last.input[0]) if last.op_type == "Reshape" else None
