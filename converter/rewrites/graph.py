@@ -1,0 +1,105 @@
+"""Graph helpers shared by the rewrites: copying, opset, shape inference without the weights, producer and
+consumer look-ups, dead-code removal and tensor renaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+_SMALL = 4096  # initializers up to this many elements are kept (with values) for shape inference
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every initializer above ``_SMALL`` elements turned into a typed graph input: shape inference
+    then serialises kilobytes instead of the weights, and still sees every small (shape-like) constant's value."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    big = [t for t in graph.initializer if int(np.prod(t.dims)) > _SMALL]
+    small = [t for t in graph.initializer if int(np.prod(t.dims)) <= _SMALL]
+    del graph.initializer[:]
+    graph.initializer.extend(small)
+    declared = {i.name for i in graph.input}
+    graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big
+                       if t.name not in declared)
+    return light
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown."""
+    graph = onnx.shape_inference.infer_shapes(_weightless(model), data_prop=True).graph
+    shapes = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = info.type.tensor_type
+        if tensor_type.HasField("shape"):
+            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+    return shapes
+
+
+def _view(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, onnx.NodeProto], dict[str, int],
+                                          dict[str, tuple[int | None, ...]]]:
+    """What the pattern rewrites look up: initializer values, each tensor's producer, each tensor's consumer
+    count, and the inferred shapes."""
+    graph = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    return known, producers, _consumers(graph), _shapes(model)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            counts[name] = counts.get(name, 0) + 1
+    for out in graph.output:
+        counts[out.name] = counts.get(out.name, 0) + 1
+    return counts
+
+
+def _remove_dead(graph: onnx.GraphProto) -> None:
+    """Drop nodes none of whose outputs is used, and initializers nothing reads, until nothing changes."""
+    while True:
+        used = _consumers(graph)
+        live = [n for n in graph.node if any(used.get(o, 0) for o in n.output if o)]
+        if len(live) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(live)
+    used = _consumers(graph)
+    graph_inputs = {i.name for i in graph.input}
+    keep = [t for t in graph.initializer if used.get(t.name, 0) or t.name in graph_inputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _input_dependent(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors whose value depends on at least one graph input."""
+    initializers = {t.name for t in graph.initializer}
+    live = {i.name for i in graph.input if i.name not in initializers}
+    for node in graph.node:
+        if live.intersection(node.input):
+            live.update(node.output)
+    return live
+
+
+def _rename_internal(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` everywhere except in the graph's output list."""
+    for item in [*graph.initializer, *graph.value_info]:
+        if item.name == old:
+            item.name = new
+    for node in graph.node:
+        for names in (node.input, node.output):
+            renamed = [new if n == old else n for n in names]
+            del names[:]
+            names.extend(renamed)
