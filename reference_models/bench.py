@@ -28,7 +28,7 @@ CONFIGS: dict[str, list[str]] = {
 EXTRA_CONFIGS: dict[str, list[str]] = {
     "torch --loader torchvision --workers 2": ["--framework", "torch", "--loader", "torchvision", "--workers", "2"],
     "torch --threads 1": ["--framework", "torch", "--threads", "1"],
-    "torch --channels-last": ["--framework", "torch", "--channels-last"],
+    "torch --no-channels-last": ["--framework", "torch", "--no-channels-last"],
     "torch OMP_WAIT_POLICY=ACTIVE": ["--framework", "torch"],
 }
 _ENV = {"torch OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"}}
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench_train", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--extra", action="store_true", help="also torchvision+2 workers, 1 thread, channels_last, active OMP wait")
+    p.add_argument("--extra", action="store_true", help="also torchvision+2 workers, 1 thread, contiguous NCHW, active OMP wait")
     args = p.parse_args(argv)
     configs = {**CONFIGS, **(EXTRA_CONFIGS if args.extra else {})}
     rates: dict[str, list[float]] = {name: [] for name in configs}

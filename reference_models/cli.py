@@ -21,7 +21,7 @@ from reference_models.errors import ReferenceModelError, UsageError
 
 PROG = "train-reference"
 _TORCH_ONLY = {"device": "auto", "loader": "tensor", "workers": 0, "threads": None, "compile": False, "amp": False,
-               "channels_last": False}
+               "channels_last": True}
 _KERAS_ONLY = {"jit_compile": False, "mixed_precision": False, "eager_debug": False, "strategy": "none"}
 
 
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="intra-op threads (default: usable cores)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA")
-    t.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and batches")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC memory format for model and batches (default on: the max-pool is ~10x faster)")
     k = p.add_argument_group("keras only")
     k.add_argument("--jit-compile", action="store_true", help="XLA")
     k.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16 on CPU, mixed_float16 on GPU")

@@ -36,7 +36,7 @@ class TrainConfig:
     threads: int | None = None  # None: one per usable core, shared among local DDP processes
     compile: bool = False
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: max-pool ~10x faster on CPU
     # keras only
     jit_compile: bool = False
     mixed_precision: bool = False
