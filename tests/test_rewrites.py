@@ -199,6 +199,23 @@ def messy_names_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("in:0", [1, 2])], [_f32("out", [1, 2])], [w])
 
 
+def pooled_stem_graph(producer: str | None = "Relu", ceil_mode: int = 0) -> onnx.ModelProto:
+    """Conv -> (Relu | Clip(0, 6) | nothing) -> MaxPool(3, stride 2, pad 1): the ResNet/ShuffleNet stem."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(6.0), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", pads=[1, 1, 1, 1])]
+    if producer == "Relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["a"], name="/relu/Relu"))
+    elif producer == "Clip":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["a"], name="/relu6/Clip"))
+    pooled_input = "c" if producer is None else "a"
+    nodes.append(helper.make_node("MaxPool", [pooled_input], ["out"], name="/pool/MaxPool", kernel_shape=[3, 3],
+                                  strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=ceil_mode))
+    size = 5 if ceil_mode else 4
+    return _model(nodes, [_f32("x", [1, 3, 8, 8])], [_f32("out", [1, 4, size, size])], inits)
+
+
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -208,6 +225,13 @@ def _no_op(*ops: str) -> Callable[[onnx.ModelProto], bool]:
 
 def _has_op(op: str) -> Callable[[onnx.ModelProto], bool]:
     return lambda m: any(n.op_type == op for n in m.graph.node)
+
+
+def _pool_padding_moved_to_zero_pad(m: onnx.ModelProto) -> bool:
+    pool = next(n for n in m.graph.node if n.op_type == "MaxPool")
+    pads = next(a.ints for a in pool.attribute if a.name == "pads")
+    pad = next(n for n in m.graph.node if n.op_type == "Pad")
+    return not any(pads) and pool.input[0] == pad.output[0] and len(pad.input) == 2  # no value input: pads 0
 
 
 def _lstm_has_states(m: onnx.ModelProto) -> bool:
@@ -288,6 +312,14 @@ CASES = [
         "lstm_states_already_present", lambda: lstm_graph(with_states=True),
         rewrites.materialize_lstm_states, _lstm_has_states, changes=False,
     ),
+    Case("zero_pad_maxpool_after_relu", pooled_stem_graph, rewrites.zero_pad_nonnegative_maxpool,
+         _pool_padding_moved_to_zero_pad),
+    Case("zero_pad_maxpool_after_clip_0_6", lambda: pooled_stem_graph("Clip"), rewrites.zero_pad_nonnegative_maxpool,
+         _pool_padding_moved_to_zero_pad),
+    Case("maxpool_on_signed_input_stays", lambda: pooled_stem_graph(None), rewrites.zero_pad_nonnegative_maxpool,
+         _no_op("Pad"), changes=False),
+    Case("maxpool_ceil_mode_stays", lambda: pooled_stem_graph(ceil_mode=1), rewrites.zero_pad_nonnegative_maxpool,
+         _no_op("Pad"), changes=False),
     Case("sanitize_names", messy_names_graph, rewrites.sanitize_names, _names_valid),
     Case("infer_shapes", chunk_graph, rewrites.infer_shapes, _all_shapes_known),
 ]
@@ -455,3 +487,51 @@ def test_erf_as_polynomial_matches_erf_and_uses_only_tflite_builtins():
         [helper.make_node("Relu", ["x"], ["y"])], "g", graph.input, graph.output),
         opset_imports=[helper.make_opsetid("", 17)])
     assert erf_as_polynomial(relu) is relu  # no Erf: unchanged
+
+
+@pytest.mark.parametrize("rewrite", [True, False], ids=["zero_pad", "raw"])
+def test_full_int8_of_padded_maxpool_stem(tmp_path, rewrite: bool) -> None:
+    """Raw onnx2tf pads the pool with -FLT_MAX: full-int8 TFLite then gets a ~1e36 scale and outputs garbage.
+    With zero_pad_nonnegative_maxpool the same stem quantises to within a few percent of the float output."""
+    import onnx2tf
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = pooled_stem_graph()
+    prepared = rewrites.prepare_for_onnx2tf(model).model if rewrite else model
+    rng = np.random.default_rng(5)
+    data = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(16)]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with rewrites.patch_onnx2tf_offline():
+            keras_model = onnx2tf.convert(onnx_graph=prepared, disable_model_save=True, non_verbose=True,
+                                          not_use_onnxsim=True)
+    finally:
+        os.chdir(cwd)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x.transpose(0, 2, 3, 1)] for x in data)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    interpreter = Interpreter(model_content=converter.convert())
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    cosines = []
+    for x in data:
+        (ref,) = _run(model, {"x": x})
+        q, zero = inp["quantization"]
+        feed = x.transpose(0, 2, 3, 1) if inp["dtype"] == np.float32 else np.clip(
+            np.round(x.transpose(0, 2, 3, 1) / q + zero), -128, 127).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], feed)
+        interpreter.invoke()
+        got = interpreter.get_tensor(out["index"]).astype(np.float32)
+        q, zero = out["quantization"]
+        if out["dtype"] != np.float32:
+            got = (got - zero) * q
+        got = got.transpose(0, 3, 1, 2).ravel()
+        cosines.append(float(got @ ref.ravel() / (np.linalg.norm(got) * np.linalg.norm(ref) + 1e-30)))
+    if rewrite:
+        assert "PADV2" not in ops and min(cosines) > 0.99, (ops, min(cosines))
+    else:  # the failure the rewrite exists for: if onnx2tf ever fixes it, this test says so
+        assert "PADV2" in ops and min(cosines) < 0.9, (ops, min(cosines))

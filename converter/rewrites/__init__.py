@@ -20,6 +20,7 @@ from converter.rewrites.graph import _input_dependent  # noqa: F401 (used as rew
 from converter.rewrites.names import _VALID_NAME, sanitize_names  # noqa: F401 (rewrites._VALID_NAME)
 from converter.rewrites.offline import NetworkBlockedError, patch_onnx2tf_offline
 from converter.rewrites.outputs import anchor_constant_outputs
+from converter.rewrites.pooling import zero_pad_nonnegative_maxpool
 from converter.rewrites.recurrent import materialize_lstm_states
 from converter.rewrites.shapes import infer_shapes
 
@@ -41,6 +42,7 @@ __all__ = [
     "sanitize_names",
     "shuffle_as_gather",
     "wildcard_dynamic_reshape",
+    "zero_pad_nonnegative_maxpool",
 ]
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
@@ -58,6 +60,7 @@ class Prepared:
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("erf_as_polynomial", erf_as_polynomial),
+    ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
