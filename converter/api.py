@@ -22,6 +22,7 @@ from converter.options import ConvertOptions
 from converter.parity import ParityReport
 from converter.paritydata import ParityData
 from converter.sources import LoadedModel, load_model
+from converter.tensorflow import preload as preload_tensorflow
 
 
 @dataclass
@@ -119,8 +120,14 @@ def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, i
                 export_onnx: bool) -> torchstage.TorchSide:
     if isinstance(model, str):
         if isolate and not isinstance(parity_data, ParityData) and not model.endswith(".onnx"):
-            return torchstage.run_isolated(model, None if weights is None else str(weights), out, options,
-                                           input_shapes, parity_data, export_onnx=export_onnx)
+            stage = torchstage.start_isolated(model, None if weights is None else str(weights), out, options,
+                                              input_shapes, parity_data, export_onnx=export_onnx)
+            try:
+                preload_tensorflow(options.verbose)  # overlaps the child's torch import and export
+            except BaseException:
+                stage.cancel()
+                raise
+            return stage.result()
         model = load_model(model, weights)
     return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
 

@@ -55,6 +55,16 @@ class TFGraph:
     applied: tuple[str, ...] = field(default_factory=tuple)
 
 
+def preload(verbose: bool = False) -> None:
+    """Import TensorFlow and onnx2tf now (quietly), e.g. while a PyTorch child process exports."""
+    from converter.quiet import quiet_tensorflow
+
+    quiet_tensorflow(verbose)
+    with silenced(verbose):
+        import onnx2tf  # noqa: F401  (imports tensorflow and tf_keras)
+        import tensorflow  # noqa: F401
+
+
 def unsupported_ops(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(op_type, node name) of every node onnx2tf has no translator for — checked before converting,
     so the user hears which op and which node, not a stack trace from deep inside onnx2tf."""

@@ -93,30 +93,64 @@ def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: 
 
 # ----------------------------------------------------------------------------------------- child process
 
-def run_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
-                 parity_data: str, *, export_onnx: bool = True) -> TorchSide:
-    """:func:`run` in a child process; its ConverterError comes back as the same one-line error."""
+class IsolatedStage:
+    """A running PyTorch child (:func:`start_isolated`); :meth:`result` waits for it.
+
+    The CLI imports TensorFlow while the child exports: the two imports are the largest fixed costs of a
+    conversion and overlap on two cores. The child has written everything and exited before the parent
+    builds anything in TensorFlow, so only the imports share memory, never two working frameworks.
+    """
+
+    def __init__(self, stage: Path, proc: subprocess.Popen, log) -> None:
+        self.stage, self.proc, self._log = stage, proc, log
+
+    def result(self) -> TorchSide:
+        try:
+            returncode = self.proc.wait()
+            self._log.close()
+            if returncode != 0:
+                error = self.stage / "error.json"
+                if error.is_file():
+                    raise ConverterError(json.loads(error.read_text())["message"])
+                lines = (self.stage / "stderr.log").read_text(errors="replace").strip().splitlines()
+                tail = (lines or ["(no output)"])[-1]
+                raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
+                                  "rerun with --verbose; check the model runs on CPU")
+            return _read_side(self.stage)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the child if it still runs (an error or Ctrl-C in the parent) and remove its files."""
+        import shutil
+
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
+                   parity_data: str, *, export_onnx: bool = True) -> IsolatedStage:
+    """Start :func:`run` in a child process; its ConverterError comes back from ``result()`` as the same
+    one-line error."""
     request = {"spec": spec, "weights": weights, "out": str(out), "options": options.to_json(),
                "input_shapes": input_shapes, "parity_data": parity_data, "export_onnx": export_onnx}
     stage = out / _STAGE_FILE
     stage.mkdir(exist_ok=True)
     (stage / "request.json").write_text(json.dumps(request))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "converter.torchstage", str(stage)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            error = (stage / "error.json")
-            if error.is_file():
-                raise ConverterError(json.loads(error.read_text())["message"])
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise ExportError(f"the PyTorch stage crashed (exit {proc.returncode}): {tail[:200]}",
-                              "rerun with --verbose; check the model runs on CPU")
-        return _read_side(stage)
-    finally:
-        import shutil
+    log = open(stage / "stderr.log", "w")  # a file, not a pipe: a chatty child can never block on a full pipe
+    proc = subprocess.Popen([sys.executable, "-m", "converter.torchstage", str(stage)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    return IsolatedStage(stage, proc, log)
 
-        shutil.rmtree(stage, ignore_errors=True)
+
+def run_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
+                 parity_data: str, *, export_onnx: bool = True) -> TorchSide:
+    """:func:`run` in a child process, waited for at once."""
+    return start_isolated(spec, weights, out, options, input_shapes, parity_data, export_onnx=export_onnx).result()
 
 
 def _write_side(stage: Path, side: TorchSide) -> None:
