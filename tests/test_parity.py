@@ -1,0 +1,51 @@
+"""The parity judge on hand-made outputs: near-ties excused only in reduced precisions, decisive flips never."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converter.parity import compare, tolerance_for
+
+# 100 samples over 10 classes; the first `n` samples' top-1 leads the runner-up by `lead` (fraction of max |logit|)
+def _reference(lead: float, n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(-1, 0, (100, 10)).astype(np.float32)
+    ref[:, 0] = 1.0
+    ref[:n, 1] = 1.0 - lead
+    return ref
+
+
+def _flip_first(ref: np.ndarray, n: int) -> np.ndarray:
+    got = ref.copy()
+    got[:n, 0], got[:n, 1] = ref[:n, 1], ref[:n, 0]
+    return got
+
+
+@pytest.mark.parametrize(
+    ("precision", "lead", "flips", "passed", "near_ties"),
+    [
+        ("fp16", 0.005, 1, True, 1),  # a 0.5 % lead is inside fp16's 1 % tie margin: the flip is excused
+        ("fp16", 0.02, 1, False, 0),  # a 2 % lead is decisive: the same flip fails (agreement bar 0.999)
+        ("int8", 0.04, 5, True, 5),  # int8's tie margin is 5 % (cosine still gates the error itself)
+        ("int8", 0.08, 5, False, 0),  # 5 decisive flips in 100: 95 % < the 97 % bar
+        ("fp32", 0.005, 1, False, None),  # fp32 never excuses a flip
+    ],
+)
+def test_near_ties_are_excused_only_within_the_precision_margin(precision, lead, flips, passed, near_ties) -> None:
+    ref = _reference(lead, flips)
+    got = _flip_first(ref, flips)
+    row = compare("tflite", precision, None, [ref], [got], None, None, tolerance_for(precision))
+    assert row.top1_agreement == pytest.approx(1 - flips / 100)  # the raw agreement is reported as measured
+    assert row.near_ties == near_ties
+    assert row.passed is passed, row.reason
+    if not passed and precision != "fp32":
+        assert "decisive" in row.reason
+
+
+def test_cosine_still_gates_when_every_prediction_is_a_tie() -> None:
+    ref = np.ones((10, 4), np.float32)
+    got = ref.copy()
+    got[:, 0] = -1.0  # far off, but every reference prediction is a 4-way tie
+    row = compare("tflite", "fp16", None, [ref], [got], None, None, tolerance_for("fp16"))
+    assert row.near_ties == 10 and not row.passed and "cosine" in row.reason
