@@ -151,7 +151,11 @@ def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:
 def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, workdir: Path,
                              batch: int | None, verbose: bool = False) -> Runner:
     """SavedModel -> ONNX with tf2onnx -> onnxruntime: proves the TF graph is a faithful, portable graph
-    (variables frozen first, since a loaded signature captures them as extra inputs)."""
+    (variables frozen first, since a loaded signature captures them as extra inputs).
+
+    Control flow stays functional (``lower_control_flow=False``, as tf2onnx's own ``from_function`` does): lowered
+    to v1 Enter/Exit frames, a Keras RNN's while loop leaves a ``TensorListReserve`` that tf2onnx emits with an
+    undefined dtype and onnxruntime refuses to load ("Invalid tensor data type 0")."""
     import tensorflow as tf
     import tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -161,7 +165,7 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, work
     loaded = tf.saved_model.load(str(saved_model))  # keep alive: the signature only references its variables
     signature = loaded.signatures["serving_default"]
     with silenced(verbose):
-        frozen = convert_variables_to_constants_v2(signature)
+        frozen = convert_variables_to_constants_v2(signature, lower_control_flow=False, aggressive_inlining=True)
         in_names = [t.name for t in frozen.inputs]
         out_names = [t.name for t in frozen.outputs]
         model_proto, _ = tf2onnx.convert.from_graph_def(
