@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,12 +113,10 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         elif precision == "int8" and representative is not None and \
                 int8child.needs_isolation({n.op_type for n in proto.graph.node}):
             try:
-                blob = int8child.convert_int8(out / "saved_model", [i.name for i in graph.inputs],
-                                              list(representative()))
+                blob, extra = _recurrent_int8(proto, side, sample, ort_out, options, representative, out)
             except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
                 manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
                 continue
-            extra = {"built_in_child_process": True}
         else:
             blob = tfexport.convert_tflite(module, precision, representative, options.verbose)
         name = f"model_{precision}.tflite"
@@ -132,6 +131,28 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         shutil.rmtree(out / "saved_model")
         del manifest["artifacts"]["saved_model"]
     return manifest
+
+
+def _recurrent_int8(proto, side, sample, ort_out, options: ConvertOptions, representative, out: Path
+                    ) -> tuple[bytes, dict]:
+    """Full int8 of a graph with LSTM/GRU/RNN ops, from an *unrolled* translation, calibrated in a child process.
+
+    The float artifacts keep onnx2tf's while loop (compact, any sequence length the export allows); TFLite's
+    calibrator cannot quantise through a WHILE body (it segfaults in ``_feed_tensors``), so the int8 file is
+    built from a second translation with one cell per time step (static sequence length, as exported). The
+    child process stays: a native crash becomes this artifact's failure, not the conversion's.
+    """
+    from converter import tfexport
+    from converter.tensorflow import onnx_to_keras
+
+    graph = onnx_to_keras(proto, side.shapes, [np.dtype(d) for d in side.dtypes], side.output_names, sample,
+                          ort_out, options.layout, options.verbose, unroll_rnn=True)
+    module = tfexport.build_serving_module(graph, options.dynamic_batch)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".unrolled-") as tmp:
+        tfexport.save_saved_model(module, Path(tmp) / "saved_model", options.verbose)
+        blob = int8child.convert_int8(Path(tmp) / "saved_model", [i.name for i in graph.inputs],
+                                      list(representative()))
+    return blob, {"built_in_child_process": True, "rnn_unrolled": True}
 
 
 def _selective_int8(module, graph, representative, side, proto, options: ConvertOptions, out: Path) -> tuple[bytes, dict]:

@@ -85,8 +85,12 @@ def onnx_to_keras(
     reference: list[np.ndarray],
     layout_mode: str,
     verbose: bool = False,
+    unroll_rnn: bool = False,
 ) -> TFGraph:
     """Translate with onnx2tf and work out the layout of every input and output.
+
+    ``unroll_rnn``: LSTM/GRU/RNN become one cell per time step (onnx2tf's ``enable_rnn_unroll``) instead of a
+    while loop — what full-int8 calibration needs (see :func:`converter.artifacts.build_tf`).
 
     ``sample``/``reference`` (PyTorch-layout inputs and the ONNX outputs for them) let us *measure* which
     layout onnx2tf gave each output instead of guessing from shapes.
@@ -111,6 +115,8 @@ def onnx_to_keras(
         keep_shape_absolutely_input_names=keep_absolutely or None,
     )
     kwargs.update(prepared.onnx2tf_kwargs)
+    if unroll_rnn:
+        kwargs["enable_rnn_unroll"] = True
     keras_model = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
     inputs = [
         TensorSpecInfo(n, tuple(s), str(np.dtype(d)),

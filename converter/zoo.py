@@ -380,11 +380,11 @@ def format_scoreboard(rows: list[dict]) -> str:
     """
     present = {f"{r['runtime']}/{r['precision']}" for row in rows for r in row["runtimes"]} - {"pytorch/fp32"}
     keys = [k for k in _COLUMNS if k in present] + sorted(present - set(_COLUMNS))
-    head = f"{'model':<23}{'params':>11}{'conv s':>7} " + "".join(f"{_COLUMNS.get(k, k)[:15]:>16}" for k in keys)
+    head = f"{'model':<23}{'params':>11}{'conv s':>7} " + "".join(f"{_COLUMNS.get(k, k)[:18]:>19}" for k in keys)
     lines = [head + "  result", "-" * (len(head) + 8)]
     for row in rows:
         cells = {f"{r['runtime']}/{r['precision']}": r for r in row["runtimes"]}
-        text = "".join(f"{_cell(cells.get(key)):>16}" for key in keys)
+        text = "".join(f"{_cell(cells.get(key)):>19}" for key in keys)
         verdict = "PASS" if row["passed"] else ("FAIL: " + (row["error"] or _why(row)))[:160]
         if row["passed"] and not row.get("quantized_passed", True):
             verdict += " (quantized below tolerance: " + _quantized_note(row)[:120] + ")"
