@@ -108,10 +108,11 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     for precision in options.tflite_precisions:
         t = time.perf_counter()
         extra: dict = {}
+        recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
         if precision == "int8" and options.int8_keep_float:
-            blob, extra = _selective_int8(module, graph, representative, side, proto, options, out)
-        elif precision == "int8" and representative is not None and \
-                int8child.needs_isolation({n.op_type for n in proto.graph.node}):
+            chosen = _unrolled(proto, side, sample, ort_out, options) if recurrent else (module, graph)
+            blob, extra = _selective_int8(*chosen, representative, side, proto, options, out)
+        elif precision == "int8" and representative is not None and recurrent:
             try:
                 blob, extra = _recurrent_int8(proto, side, sample, ort_out, options, representative, out)
             except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
@@ -133,6 +134,16 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     return manifest
 
 
+def _unrolled(proto, side, sample, ort_out, options: ConvertOptions):
+    """(serving module, graph) of a second translation with LSTM/GRU/RNN unrolled: one cell per time step."""
+    from converter import tfexport
+    from converter.tensorflow import onnx_to_keras
+
+    graph = onnx_to_keras(proto, side.shapes, [np.dtype(d) for d in side.dtypes], side.output_names, sample,
+                          ort_out, options.layout, options.verbose, unroll_rnn=True)
+    return tfexport.build_serving_module(graph, options.dynamic_batch), graph
+
+
 def _recurrent_int8(proto, side, sample, ort_out, options: ConvertOptions, representative, out: Path
                     ) -> tuple[bytes, dict]:
     """Full int8 of a graph with LSTM/GRU/RNN ops, from an *unrolled* translation, calibrated in a child process.
@@ -143,11 +154,8 @@ def _recurrent_int8(proto, side, sample, ort_out, options: ConvertOptions, repre
     child process stays: a native crash becomes this artifact's failure, not the conversion's.
     """
     from converter import tfexport
-    from converter.tensorflow import onnx_to_keras
 
-    graph = onnx_to_keras(proto, side.shapes, [np.dtype(d) for d in side.dtypes], side.output_names, sample,
-                          ort_out, options.layout, options.verbose, unroll_rnn=True)
-    module = tfexport.build_serving_module(graph, options.dynamic_batch)
+    module, graph = _unrolled(proto, side, sample, ort_out, options)
     with tempfile.TemporaryDirectory(dir=out, prefix=".unrolled-") as tmp:
         tfexport.save_saved_model(module, Path(tmp) / "saved_model", options.verbose)
         blob = int8child.convert_int8(Path(tmp) / "saved_model", [i.name for i in graph.inputs],

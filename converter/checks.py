@@ -87,7 +87,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
         for got in by_chunk.values():
             row = parity.compare(runtime, precision, artifacts.get((runtime, precision)), ref_out, got, data.labels,
                                  ref_acc, tol)
-            if worst is None or (worst.passed and not row.passed) or row.max_rel_err > worst.max_rel_err:
+            if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
                 worst = row
         worst.batch_sizes = list(by_chunk)
         worst.size_bytes = _artifact_bytes(manifest, worst.artifact)

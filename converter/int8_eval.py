@@ -25,14 +25,23 @@ class Score:
     output_rel_err: float
     size_bytes: int
     runnable: bool = True  # False: the interpreter (XNNPACK) refuses the model
+    #: as in the parity report: agreement over predictions that are not near-ties, and per-sample cosine
+    decisive_agreement: float | None = None
+    cosine_min: float | None = None
 
     def passes(self, target_drop_pp: float, min_agreement: float) -> bool:
+        """The parity judge's int8 criteria: accuracy drop with labels; else top-1 agreement (near-ties excused,
+        as in :mod:`converter.parity`) and cosine; outputs without classes: relative L2 error."""
+        from converter.parity import TOLERANCES
+
         if not self.runnable:
             return False
         if self.accuracy_drop_pp is not None:
             return self.accuracy_drop_pp <= target_drop_pp
         if self.top1_agreement is not None:
-            return self.top1_agreement >= min_agreement
+            judged = self.top1_agreement if self.decisive_agreement is None else self.decisive_agreement
+            cosine_ok = self.cosine_min is None or self.cosine_min >= TOLERANCES["int8"]["cosine_min"]
+            return judged >= min_agreement and cosine_ok
         return self.output_rel_err <= MAX_OUTPUT_REL_ERR
 
 
@@ -52,10 +61,11 @@ def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.nda
 def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
           float_accuracy: float | None, size: int) -> Score:
     """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
-    from converter.parity import top1
+    from converter.parity import TOLERANCES, cosine_min, decisive_agreement, top1
 
     got, ref = top1(outputs[0]), top1(reference[0])
     agreement = float(np.mean(got == ref)) if got is not None and ref is not None else None
+    _, decisive = decisive_agreement(reference[:1], outputs[:1], TOLERANCES["int8"]["tie_margin"])
     accuracy = drop = None
     if labels is not None and got is not None and got.ndim == 1:
         accuracy = float(np.mean(got == labels[:len(got)]))
@@ -63,7 +73,10 @@ def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.nda
     flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
     flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
     rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))
-    return Score(accuracy, drop, agreement, rel, size)
+    n = reference[0].shape[0]
+    cos = cosine_min(np.concatenate([r.reshape(n, -1) for r in reference], axis=1).astype(np.float64),
+                     np.concatenate([o.reshape(n, -1) for o in outputs], axis=1).astype(np.float64))
+    return Score(accuracy, drop, agreement, rel, size, decisive_agreement=decisive, cosine_min=cos)
 
 
 def safe_score(model: bytes, graph, inputs, reference, labels, float_accuracy) -> Score:

@@ -121,7 +121,7 @@ def compare(
     ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
     accuracy = accuracy_of(candidate[0], labels)
     agreement = _agreement(reference, candidate)
-    near_ties, decisive = _decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
+    near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
     if (got_bad & ~ref_bad).any():
         n = int((got_bad & ~ref_bad).sum())
         return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
@@ -134,7 +134,7 @@ def compare(
     max_abs = float(per_sample.max())
     mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
     max_rel = float((per_sample / scale).max())
-    cosine = _cosine_min(np.where(mask, ref, 0.0), np.where(mask, got, 0.0))
+    cosine = cosine_min(np.where(mask, ref, 0.0), np.where(mask, got, 0.0))
     judged = agreement if near_ties is None else decisive
     passed, reason = _judge(precision, tolerance, per_sample, scale, cosine, judged, accuracy, reference_accuracy)
     if reason.startswith("top-1") and near_ties is not None:
@@ -165,7 +165,7 @@ def _judge(precision, tol, per_sample, scale, cosine, agreement, accuracy, refer
     return True, ""
 
 
-def _cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
+def cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
     num = np.sum(ref * got, axis=1)
     den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
     both_zero = (den == 0) & (np.abs(ref).max(axis=1) == 0) & (np.abs(got).max(axis=1) == 0)
@@ -182,7 +182,7 @@ def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> floa
     return min(scores) if scores else None
 
 
-def _decisive_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], tie_margin: float | None
+def decisive_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], tie_margin: float | None
                         ) -> tuple[int | None, float | None]:
     """(near-ties, agreement over the decisive predictions) for outputs with a class axis; (None, None) when
     ``tie_margin`` is None or no output has classes. A prediction is decisive when the reference's top-1 leads the

@@ -136,13 +136,14 @@ def calibrate(serving_module, representative: Representative) -> tuple[bytes, di
     import tensorflow as tf
 
     from converter.quiet import silenced
+    from converter.tfexport import positional, tflite_converter
 
-    concrete = serving_module.serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], serving_module)
+    converter = tflite_converter(serving_module)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    with silenced(False):
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
+    with silenced(False):  # the debugger feeds its samples positionally (the converter takes them by name)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                             debug_dataset=positional(serving_module, representative))
         try:
             debugger.run()
         except (RuntimeError, ValueError):

@@ -184,14 +184,24 @@ def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+#: onnx2tf's generic advice after every failure: never the explanation of this one.
+_BOILERPLATE = re.compile(r"Read this and deal with it|Alternatively, if the input OP|If the input OP of ONNX|"
+                          r"Also, for models that include|The trace log is below|input_onnx_file_path")
+#: The lines that say what actually went wrong (TensorFlow's shape errors, a Python exception).
+_CAUSE = re.compile(r"Dimensions must be equal|^\w+(Error|Exception): ")
+
+
 def _explain(log: str, fallback: str) -> tuple[str, str]:
     """Turn onnx2tf's console output into (problem, fix), naming the failing op and node."""
     text = _ANSI.sub("", log)
     op = re.findall(r"onnx_op_type:\s*(\S+)", text)
     node = re.findall(r"onnx_op_name:\s*(\S+)", text)
-    last_error = [ln.strip() for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
-    detail = (last_error[-1] if last_error else fallback)[:200]
-    if op:
-        return (f"onnx2tf failed on op {op[-1]} (node {node[-1] if node else '?'}): {detail}",
+    lines = [ln.strip() for ln in text.splitlines()]
+    cause = [ln for ln in lines if _CAUSE.search(ln)]
+    errors = [ln for ln in lines if ("ERROR" in ln or "Error" in ln) and not _BOILERPLATE.search(ln)]
+    detail = (cause[-1] if cause else fallback if fallback != "onnx2tf stopped" or not errors else errors[-1])[:240]
+    if op or node:
+        what = f"op {op[-1]} (node {node[-1] if node else '?'})" if op else f"node {node[-1]}"
+        return (f"onnx2tf failed on {what}: {detail}",
                 "rerun with --verbose for onnx2tf's trace; replace that op or export with another --opset")
     return (f"onnx2tf failed: {detail}", "rerun with --verbose for onnx2tf's trace")

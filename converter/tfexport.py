@@ -83,6 +83,29 @@ def _save_with_export_archive(module, path: Path) -> None:
     archive.write_out(str(path))
 
 
+def tflite_converter(module):
+    """A ``TFLiteConverter`` for the serving function: from the SavedModel when the module had to be saved through
+    ExportArchive (its resources are only tracked there), else straight from the concrete function."""
+    import tensorflow as tf
+
+    source = getattr(module, "saved_model_source", None)
+    if source is not None:
+        return tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[SIGNATURE_KEY])
+    return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+
+
+def positional(module, representative: Callable[[], Iterable]) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """``representative`` with each ``{input name: array}`` sample as a list in the serving function's argument
+    order (what the QuantizationDebugger feeds a concrete function); lists pass through."""
+    names = [spec.name for spec in module.serve.input_signature]
+
+    def generator():
+        for sample in representative():
+            yield [sample[n] for n in names] if isinstance(sample, dict) else sample
+
+    return generator
+
+
 def convert_tflite(
     module,
     precision: str,
@@ -96,11 +119,7 @@ def convert_tflite(
     """
     import tensorflow as tf
 
-    source = getattr(module, "saved_model_source", None)
-    if source is not None:
-        converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[SIGNATURE_KEY])
-    else:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+    converter = tflite_converter(module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

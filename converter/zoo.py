@@ -311,13 +311,16 @@ def _runtime_rows(report) -> list[dict]:
     return [
         {"runtime": r.runtime, "precision": r.precision, "max_rel_err": r.max_rel_err,
          "top1_agreement": r.top1_agreement, "near_ties": r.near_ties, "decisive_agreement": r.decisive_agreement,
-         "cosine_min": r.cosine_min, "passed": r.passed, "reason": r.reason}
+         "cosine_min": r.cosine_min, "batch_sizes": r.batch_sizes, "passed": r.passed, "reason": r.reason}
         for r in report.runtimes
     ]
 
 
-def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: int, seed: int = 0) -> dict:
-    """Convert one zoo model with ``converter.api.convert`` on realistic data; one scoreboard row (a dict)."""
+def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: int, seed: int = 0,
+              dynamic_batch: bool = False) -> dict:
+    """Convert one zoo model with ``converter.api.convert`` on realistic data; one scoreboard row (a dict).
+
+    ``dynamic_batch``: convert with a symbolic batch; parity then feeds every runtime at batch 1 and 3."""
     import time
 
     from converter.api import convert
@@ -333,10 +336,14 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
         ref = module(*(torch.from_numpy(x) for x in data))
     ref = [o.numpy() for o in (ref if isinstance(ref, tuple) else (ref,))]
     row: dict = {"model": entry.name, "params": sum(p.numel() for p in module.parameters()),
+                 "dynamic_batch": dynamic_batch,
                  "output_std": min(float(o.std()) for o in ref), "scale_ok": output_scale_ok(ref)}
     loaded = LoadedModel(entry.name, "callable", module, default_input_shapes=tuple(entry.input_shapes))
+    # int8 as a user who wants it to keep its accuracy runs it: --int8-keep-float auto (keeps nothing when full
+    # int8 already meets the target; the per-layer table lands in int8_layers.md)
     options = ConvertOptions(input_names=tuple(entry.input_names), output_names=tuple(entry.output_names),
-                             precisions=precisions, parity_samples=samples, seed=seed)
+                             precisions=precisions, parity_samples=samples, seed=seed, dynamic_batch=dynamic_batch,
+                             int8_keep_float=("auto",) if "int8" in precisions else ())
     parity = ParityData(data, None, f"zoo {entry.name}: {samples} seeded realistic samples", real=True)
     try:
         result = convert(loaded, out_root / entry.name, options, input_shapes=list(entry.input_shapes),
@@ -412,7 +419,7 @@ def _quantized_note(row: dict) -> str:
                      if not r["passed"] and r["precision"] not in GATING_PRECISIONS)
 
 
-def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int) -> dict:
+def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int, dynamic_batch: bool = False) -> dict:
     """``run_entry`` in a child process, so that a crash in native code (TFLite's int8 calibrator segfaults on
     recurrent graphs) or a leak costs one row, not the whole scoreboard."""
     import json
@@ -423,7 +430,7 @@ def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int)
     row_file = out_root / f"{name}.row.json"
     row_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "converter.zoo", name, "--out", str(out_root), "--precisions", ",".join(precisions),
-           "--samples", str(samples), "--row-file", str(row_file)]
+           "--samples", str(samples), "--row-file", str(row_file), *(["--dynamic-batch"] if dynamic_batch else [])]
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if row_file.is_file():
         return json.loads(row_file.read_text())
@@ -446,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/zoo"), help="artifacts and scoreboard.json")
     parser.add_argument("--precisions", default="fp32,fp16,dynamic_int8,int8")
     parser.add_argument("--samples", type=int, default=32, help="parity samples per model")
+    parser.add_argument("--dynamic-batch", action="store_true", help="symbolic batch; parity at batch 1 and 3")
     parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # child mode: one model, row as JSON
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in ZOO]
@@ -454,13 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     precisions = tuple(args.precisions.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.row_file is not None:
-        row = run_entry(ZOO[args.models[0]], args.out, precisions, args.samples)
+        row = run_entry(ZOO[args.models[0]], args.out, precisions, args.samples, dynamic_batch=args.dynamic_batch)
         args.row_file.write_text(json.dumps(row, indent=2) + "\n")
         return 0
     entries = [ZOO[m] for m in args.models] if args.models else [e for e in ZOO.values() if e.fast or not args.fast]
     rows = []
     for entry in entries:
-        rows.append(run_isolated(entry.name, args.out, precisions, args.samples))
+        rows.append(run_isolated(entry.name, args.out, precisions, args.samples, args.dynamic_batch))
         print(f"{entry.name}: {'PASS' if rows[-1]['passed'] else 'FAIL'} ({rows[-1]['convert_s']} s)", flush=True)
         (args.out / "scoreboard.json").write_text(json.dumps(rows, indent=2, allow_nan=True) + "\n")
     print(format_scoreboard(rows))

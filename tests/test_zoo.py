@@ -102,8 +102,35 @@ def test_fast_zoo_converts_fp32(entry: ZooEntry, tmp_path) -> None:
     _assert_converted(run_entry(entry, tmp_path, ("fp32",), samples=8))
 
 
+@pytest.mark.parametrize("entry", FAST, ids=lambda e: e.name)
+def test_fast_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
+    """--dynamic-batch: every runtime is fed at batch 1 and 3 and must match PyTorch at both."""
+    row = run_entry(entry, tmp_path, ("fp32",), samples=6, dynamic_batch=True)
+    _assert_converted(row)
+    assert row["dynamic_batch"] and row["runtimes"]
+    assert all(r["batch_sizes"] == [1, 3] for r in row["runtimes"]), [(r["runtime"], r["batch_sizes"]) for r in row["runtimes"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_full_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
+    _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16"), samples=12, dynamic_batch=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_full_zoo_converts(entry: ZooEntry, tmp_path) -> None:
     """Every precision, in a child process (TFLite's int8 calibrator can segfault); float artifacts must match."""
     _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16", "dynamic_int8", "int8"), samples=32))
+
+
+def test_lstm_full_int8_is_built_unrolled_and_passes(tmp_path) -> None:
+    """TFLite cannot calibrate onnx2tf's WHILE loop (segfault): the int8 file comes from an unrolled translation."""
+    import json
+
+    row = run_entry(ZOO["lstm_classifier"], tmp_path, ("fp32", "int8"), samples=16)
+    _assert_converted(row)
+    manifest = json.loads((tmp_path / "lstm_classifier" / "manifest.json").read_text())
+    int8 = manifest["artifacts"]["tflite_int8"]
+    assert int8["rnn_unrolled"] and "WHILE" not in int8["op_histogram"], int8["op_histogram"]
+    assert "WHILE" in manifest["artifacts"]["tflite_fp32"]["op_histogram"]  # the float file keeps the loop
