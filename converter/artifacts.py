@@ -112,6 +112,7 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         if precision == "int8" and options.int8_keep_float:
             chosen = _unrolled(proto, side, sample, ort_out, options) if recurrent else (module, graph)
             blob, extra = _selective_int8(*chosen, representative, side, proto, options, out)
+            extra["rnn_unrolled"] = recurrent
         elif precision == "int8" and representative is not None and recurrent:
             try:
                 blob, extra = _recurrent_int8(proto, side, sample, ort_out, options, representative, out)

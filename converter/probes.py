@@ -297,7 +297,10 @@ def chunks(inputs: Sequence[np.ndarray], batch: int | None):
 
 
 def _gather(pieces: list[tuple[int, list[np.ndarray]]], names: list[str]) -> dict[str, np.ndarray]:
-    return {n: np.concatenate([outs[k][:real] for real, outs in pieces]) for k, n in enumerate(names)}
+    """Per-sample tensors joined over the batches; tensors without a batch axis (0-d shape arithmetic, as in
+    recurrent graphs) are left out: they belong to no sample and no module output."""
+    return {n: np.concatenate([outs[k][:real] for real, outs in pieces]) for k, n in enumerate(names)
+            if pieces and np.ndim(pieces[0][1][k]) > 0}
 
 
 def run_onnxruntime(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

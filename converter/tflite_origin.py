@@ -71,8 +71,8 @@ def onnx_tensor_values(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> 
     producer = {out: node for node in model.graph.node for out in node.output}
     result = []
     for name, src in names.items():
-        value = values[name]
-        if value.dtype == np.float32 and value.size:
+        value = values.get(name)  # absent: a 0-d tensor with no batch axis (see probes._gather)
+        if value is not None and value.dtype == np.float32 and value.size:
             result.append((producer[src], value))
     return result
 

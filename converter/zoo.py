@@ -317,7 +317,7 @@ def _runtime_rows(report) -> list[dict]:
 
 
 def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: int, seed: int = 0,
-              dynamic_batch: bool = False) -> dict:
+              dynamic_batch: bool = False, int8_keep_float: tuple[str, ...] = ("auto",)) -> dict:
     """Convert one zoo model with ``converter.api.convert`` on realistic data; one scoreboard row (a dict).
 
     ``dynamic_batch``: convert with a symbolic batch; parity then feeds every runtime at batch 1 and 3."""
@@ -343,7 +343,7 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
     # int8 already meets the target; the per-layer table lands in int8_layers.md)
     options = ConvertOptions(input_names=tuple(entry.input_names), output_names=tuple(entry.output_names),
                              precisions=precisions, parity_samples=samples, seed=seed, dynamic_batch=dynamic_batch,
-                             int8_keep_float=("auto",) if "int8" in precisions else ())
+                             int8_keep_float=int8_keep_float if "int8" in precisions else ())
     parity = ParityData(data, None, f"zoo {entry.name}: {samples} seeded realistic samples", real=True)
     try:
         result = convert(loaded, out_root / entry.name, options, input_shapes=list(entry.input_shapes),

@@ -128,7 +128,7 @@ def test_lstm_full_int8_is_built_unrolled_and_passes(tmp_path) -> None:
     """TFLite cannot calibrate onnx2tf's WHILE loop (segfault): the int8 file comes from an unrolled translation."""
     import json
 
-    row = run_entry(ZOO["lstm_classifier"], tmp_path, ("fp32", "int8"), samples=16)
+    row = run_entry(ZOO["lstm_classifier"], tmp_path, ("fp32", "int8"), samples=16, int8_keep_float=())
     _assert_converted(row)
     manifest = json.loads((tmp_path / "lstm_classifier" / "manifest.json").read_text())
     int8 = manifest["artifacts"]["tflite_int8"]
