@@ -90,7 +90,10 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     if not options.wants_saved_model:
         return manifest
     t = time.perf_counter()
-    graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout, options.verbose)
+    # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
+    recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
+    graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout, options.verbose,
+                          unroll_rnn=recurrent and options.dynamic_batch)
     module = tfexport.build_serving_module(graph, options.dynamic_batch)
     timings["onnx_to_tf"] = time.perf_counter() - t
     manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
@@ -108,7 +111,6 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     for precision in options.tflite_precisions:
         t = time.perf_counter()
         extra: dict = {}
-        recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
         if precision == "int8" and options.int8_keep_float:
             chosen = _unrolled(proto, side, sample, ort_out, options) if recurrent else (module, graph)
             blob, extra = _selective_int8(*chosen, representative, side, proto, options, out)

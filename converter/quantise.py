@@ -296,7 +296,8 @@ class Int8Analysis:
 
 def analyse(serving_module, graph, representative: Representative | None, inputs: Sequence[np.ndarray],
             labels: np.ndarray | None = None, *, onnx_model: onnx.ModelProto | None = None,
-            module_paths: set[str] | None = None) -> Int8Analysis:
+            module_paths: set[str] | None = None, rank_unless_passing: tuple[float, float] | None = None
+            ) -> Int8Analysis:
     """Calibrate, quantise fully, name every layer and rank the layers by sensitivity.
 
     Args:
@@ -305,6 +306,9 @@ def analyse(serving_module, graph, representative: Representative | None, inputs
         inputs / labels: evaluation data in the PyTorch layout (the parity data); labels optional.
         onnx_model / module_paths: to name layers after ONNX nodes and PyTorch modules (optional; without
             ``module_paths`` the module names are read off the ONNX scopes).
+        rank_unless_passing: (target drop pp, min agreement): skip the per-layer sensitivity ranking (one
+            quantised variant per layer: minutes on a big net) when full int8 already meets them — ``auto``
+            then keeps nothing, and the table still has each layer's debugger error (rmse/scale).
     """
     if representative is None:
         from converter.errors import TensorFlowConversionError
@@ -324,8 +328,9 @@ def analyse(serving_module, graph, representative: Representative | None, inputs
     float_accuracy = score(reference, reference, labels, None, 0).accuracy
     full = quantise(calibrated)
     full_score = safe_score(full, graph, inputs, reference, labels, float_accuracy)
-    layers = rank_by_sensitivity(layers, calibrated, graph, [x[:RANK_SAMPLES] for x in inputs],
-                                 [r[:RANK_SAMPLES] for r in reference])
+    if rank_unless_passing is None or not full_score.passes(*rank_unless_passing):
+        layers = rank_by_sensitivity(layers, calibrated, graph, [x[:RANK_SAMPLES] for x in inputs],
+                                     [r[:RANK_SAMPLES] for r in reference])
     return Int8Analysis(calibrated, graph, layers, inputs, labels, reference, float_accuracy, full_score, full)
 
 
@@ -337,5 +342,6 @@ def choose_keep_float(serving_module, graph, representative: Representative | No
     """Full int8 with the layers ``spec`` names kept in float (``auto``: as few as meet the target);
     :func:`analyse` then :meth:`Int8Analysis.choose`."""
     analysis = analyse(serving_module, graph, representative, inputs, labels, onnx_model=onnx_model,
-                       module_paths=module_paths)
+                       module_paths=module_paths,
+                       rank_unless_passing=(target_drop_pp, min_agreement) if spec == "auto" else None)
     return analysis.choose(spec, target_drop_pp=target_drop_pp, min_agreement=min_agreement, max_keep=max_keep)

@@ -216,6 +216,49 @@ def pooled_stem_graph(producer: str | None = "Relu", ceil_mode: int = 0) -> onnx
     return _model(nodes, [_f32("x", [1, 3, 8, 8])], [_f32("out", [1, 4, size, size])], inits)
 
 
+def sequence_head_graph(batch: int | str = "batch") -> onnx.ModelProto:
+    """``x[B, 4, 6] @ W + bias[5]``: a Linear head on a [B, T, C] sequence."""
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 5)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "bias")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+             helper.make_node("Add", ["h", "bias"], ["out"], name="/fc/Add")]
+    return _model(nodes, [_f32("x", [batch, 4, 6])], [_f32("out", [batch, 4, 5])], inits)
+
+
+def attention_scale_graph() -> onnx.ModelProto:
+    """``q * (1 / sqrt(q.shape[-1]))`` under a dynamic batch: Shape → Slice(-1:) → Cast → Sqrt → Reciprocal."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="/attn/Shape"),
+        _const("start", np.array([-1], np.int64)), _const("end", np.array([2 ** 62], np.int64)),
+        helper.make_node("Slice", ["s", "start", "end"], ["d"], name="/attn/Slice"),
+        helper.make_node("Cast", ["d"], ["df"], name="/attn/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Sqrt", ["df"], ["r"], name="/attn/Sqrt"),
+        helper.make_node("Reciprocal", ["r"], ["k"], name="/attn/Reciprocal"),
+        helper.make_node("Mul", ["x", "k"], ["out"], name="/attn/Mul"),
+    ]
+    return _model(nodes, [_f32("x", ["batch", 4, 16, 8])], [_f32("out", ["batch", 4, 16, 8])])
+
+
+def seq_first_view_graph() -> onnx.ModelProto:
+    """``x.view(T, B, 2, 3)`` of a seq-first ``x[4, B, 6]``, the target built from ``x.shape[:2]``."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="/view/Shape"),
+        _const("zero", np.array([0], np.int64)), _const("two", np.array([2], np.int64)),
+        helper.make_node("Slice", ["s", "zero", "two"], ["tb"], name="/view/Slice"),
+        _const("rest", np.array([2, 3], np.int64)),
+        helper.make_node("Concat", ["tb", "rest"], ["target"], name="/view/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["out"], name="/view/Reshape"),
+    ]
+    return _model(nodes, [_f32("x", [4, "batch", 6])], [_f32("out", [4, "batch", 2, 3])])
+
+
+def _bias_full_rank(m: onnx.ModelProto) -> bool:
+    add = next(n for n in m.graph.node if n.op_type == "Add")
+    bias = next(t for t in m.graph.initializer if t.name == add.input[1])
+    return list(bias.dims) == [1, 1, 5]
+
+
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -320,6 +363,14 @@ CASES = [
          _no_op("Pad"), changes=False),
     Case("maxpool_ceil_mode_stays", lambda: pooled_stem_graph(ceil_mode=1), rewrites.zero_pad_nonnegative_maxpool,
          _no_op("Pad"), changes=False),
+    Case("full_rank_bias_under_dynamic_batch", sequence_head_graph, rewrites.full_rank_broadcast_constants,
+         _bias_full_rank),
+    Case("static_batch_bias_stays", lambda: sequence_head_graph(1), rewrites.full_rank_broadcast_constants,
+         lambda m: True, changes=False),
+    Case("fold_static_slice_of_dynamic_shape", attention_scale_graph, rewrites.fold_constants,
+         _no_op("Shape", "Slice", "Cast", "Sqrt", "Reciprocal")),
+    Case("wildcard_from_partial_shape", lambda: rewrites.fold_constants(seq_first_view_graph()),
+         rewrites.wildcard_dynamic_reshape, _no_op("Shape", "Slice", "Concat")),
     Case("sanitize_names", messy_names_graph, rewrites.sanitize_names, _names_valid),
     Case("infer_shapes", chunk_graph, rewrites.infer_shapes, _all_shapes_known),
 ]

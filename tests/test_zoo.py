@@ -102,7 +102,19 @@ def test_fast_zoo_converts_fp32(entry: ZooEntry, tmp_path) -> None:
     _assert_converted(run_entry(entry, tmp_path, ("fp32",), samples=8))
 
 
-@pytest.mark.parametrize("entry", FAST, ids=lambda e: e.name)
+#: Known failure, kept visible (strict: the test fails once it starts passing): with a symbolic batch, onnx2tf
+#: mis-lays out nn.MultiheadAttention's [T, B, 3, d] projections ("Can not squeeze dim[2] ... got 96").
+DYNAMIC_XFAIL = {"transformer_classifier", "transformer_masked"}
+
+
+def _dynamic_param(entry: ZooEntry):
+    if entry.name in DYNAMIC_XFAIL:
+        return pytest.param(entry, marks=pytest.mark.xfail(strict=True, reason="onnx2tf: MultiheadAttention under a "
+                                                           "dynamic batch (see README, zoo)"))
+    return entry
+
+
+@pytest.mark.parametrize("entry", [_dynamic_param(e) for e in FAST], ids=lambda e: e.name)
 def test_fast_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
     """--dynamic-batch: every runtime is fed at batch 1 and 3 and must match PyTorch at both."""
     row = run_entry(entry, tmp_path, ("fp32",), samples=6, dynamic_batch=True)
@@ -112,7 +124,7 @@ def test_fast_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [_dynamic_param(e) for e in ENTRIES], ids=lambda e: e.name)
 def test_full_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
     _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16"), samples=12, dynamic_batch=True))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from converter.rewrites.broadcast import full_rank_broadcast_constants
 from converter.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
 from converter.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 from converter.rewrites.fold import fold_constants
@@ -33,6 +34,7 @@ __all__ = [
     "anchor_constant_outputs",
     "erf_as_polynomial",
     "fold_constants",
+    "full_rank_broadcast_constants",
     "infer_shapes",
     "materialize_lstm_states",
     "onnx2tf_kwargs_for",
@@ -64,6 +66,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
+    ("full_rank_broadcast_constants", full_rank_broadcast_constants),
     ("materialize_lstm_states", materialize_lstm_states),
     ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),

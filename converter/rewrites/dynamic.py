@@ -14,36 +14,71 @@ from converter.rewrites.graph import _copy, _remove_dead, _view
 
 
 def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn a Reshape target ``Concat(n, c1, c2, ...)`` with one runtime entry ``n`` and constants ``c_i`` (no 0 or
-    -1 among them) into the constant ``[-1, c1, c2, ...]``.
+    """Turn a runtime Reshape target whose entries are all known but one — constants, static dimensions read off
+    ``Shape`` (through Slice / Gather / Unsqueeze / Concat), and a single unknown entry (the dynamic batch, or a
+    value computed from it) — into a constant with ``-1`` at the unknown entry.
 
-    Without it: with a dynamic batch, ``x.view(x.size(0), g, c // g, h, w)`` (ShuffleNetV2's channel shuffle)
-    keeps a runtime shape tensor; onnx2tf cannot map it to NHWC and the converted model fails at run time
-    ("grouped convolution must have at least one group: 0 groups"). Why exact: for any valid Reshape, -1
-    resolves to total / prod(other entries), which is the runtime entry's value; run after ``fold_constants``.
+    Without it: with a dynamic batch, ``x.view(x.size(0), g, c // g, h, w)`` (ShuffleNetV2's channel shuffle) and
+    ``q.view(T, B, heads, d)`` (``nn.MultiheadAttention``) keep runtime shape tensors; onnx2tf evaluates their
+    ``Shape`` on its transposed tensors and builds the wrong target ("grouped convolution must have at least one
+    group: 0 groups"; a Transpose with perm ``[-1, -1, 4, 0, -1]``). Why exact: for any valid Reshape, -1 resolves
+    to total / prod(other entries), which is the one unknown entry's value; run after ``fold_constants``.
     """
     model = _copy(model)
     graph = model.graph
     known, producers, used, shapes = _view(model)
+    partial = _partial_values(graph, known, shapes)
     changed = False
     for node in graph.node:
-        concat = producers.get(node.input[1]) if node.op_type == "Reshape" else None
-        if concat is None or concat.op_type != "Concat" or used.get(node.input[1], 0) != 1:
+        if node.op_type != "Reshape" or node.input[1] in known:
             continue
-        parts = [known.get(name) for name in concat.input]
-        runtime = [i for i, part in enumerate(parts) if part is None]
-        constants = [part for part in parts if part is not None]
-        one_runtime_scalar = len(runtime) == 1 and shapes.get(concat.input[runtime[0]]) == (1,)
-        if not one_runtime_scalar or any(np.any(c <= 0) for c in constants):
+        target = partial.get(node.input[1])
+        if target is None or sum(v is None for v in target) != 1 or any(v is not None and v <= 0 for v in target):
             continue
-        target = [np.full(1, -1, np.int64) if part is None else part.astype(np.int64).ravel() for part in parts]
         name = f"{node.input[1]}_wildcard"
-        graph.initializer.append(numpy_helper.from_array(np.concatenate(target), name))
+        graph.initializer.append(numpy_helper.from_array(
+            np.array([-1 if v is None else v for v in target], np.int64), name))
         node.input[1] = name
         changed = True
     if changed:
         _remove_dead(graph)
     return model
+
+
+def _partial_values(graph: onnx.GraphProto, known: dict[str, np.ndarray],
+                    shapes: dict[str, tuple[int | None, ...]]) -> dict[str, tuple[int | None, ...]]:
+    """1-D int64 shape tensors whose length is known and some entries are (None: unknown at conversion time)."""
+    values: dict[str, tuple[int | None, ...]] = {}
+
+    def value(name: str) -> tuple[int | None, ...] | None:
+        if name in known and known[name].ndim <= 1 and known[name].dtype.kind == "i":
+            return tuple(int(v) for v in known[name].ravel())
+        if name in values:
+            return values[name]
+        return (None,) if shapes.get(name) in ((1,), ()) else None  # one runtime entry (e.g. the batch size)
+
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Shape" and node.input[0] in shapes:
+            dims = shapes[node.input[0]]
+            start = attrs["start"].i if "start" in attrs else 0
+            stop = attrs["end"].i if "end" in attrs else len(dims)
+            values[node.output[0]] = tuple(dims[start:stop])
+        elif node.op_type == "Slice" and value(node.input[0]) is not None and \
+                all(n in known for n in node.input[1:] if n):
+            starts, ends = known[node.input[1]].ravel(), known[node.input[2]].ravel()
+            steps = known[node.input[4]].ravel() if len(node.input) > 4 and node.input[4] else np.ones(1, np.int64)
+            if len(starts) == 1 and steps[0] != 0:
+                values[node.output[0]] = value(node.input[0])[slice(int(starts[0]), int(ends[0]), int(steps[0]))]
+        elif node.op_type == "Gather" and value(node.input[0]) is not None and node.input[1] in known:
+            index = known[node.input[1]]
+            picked = [value(node.input[0])[int(i)] for i in index.ravel()]
+            values[node.output[0]] = tuple(picked)  # a 0-d index gives a scalar: same one entry
+        elif node.op_type in ("Unsqueeze", "Squeeze", "Identity", "Cast") and value(node.input[0]) is not None:
+            values[node.output[0]] = value(node.input[0])
+        elif node.op_type == "Concat" and all(value(n) is not None for n in node.input):
+            values[node.output[0]] = tuple(v for n in node.input for v in value(n))
+    return values
 
 
 # -------------------------------------------------------------------------------------- shuffle_as_gather

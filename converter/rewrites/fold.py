@@ -47,6 +47,8 @@ def _fold_node(
     if node.op_type == "Gather" and node.input[0] in dims and node.input[1] in known:
         picked = np.asarray(np.take(np.array(dims[node.input[0]], dtype=object), known[node.input[1]]), dtype=object)
         return None if any(v is None for v in picked.ravel()) else [picked.astype(np.int64)]
+    if node.op_type == "Slice" and node.input[0] in dims and all(n in known for n in node.input[1:] if n):
+        return _slice_dims(node, known, dims)
     if not all(name in known for name in node.input if name):
         return None
     inputs = [known[name] if name else None for name in node.input]
@@ -59,6 +61,19 @@ def _fold_node(
     if sum(int(np.size(v)) for v in values) > budget:
         return None
     return [np.asarray(v) for v in values]
+
+
+def _slice_dims(node: onnx.NodeProto, known: dict[str, np.ndarray],
+                dims: dict[str, tuple[int | None, ...]]) -> list[np.ndarray] | None:
+    """``Shape → Slice`` on partly known dimensions (e.g. ``x.shape[-1]`` under a dynamic batch): the slice of the
+    static ones folds; a slice that reaches the dynamic dimension only passes its partial value on."""
+    starts, ends = known[node.input[1]].ravel(), known[node.input[2]].ravel()
+    steps = known[node.input[4]].ravel() if len(node.input) > 4 and node.input[4] else np.ones(1, np.int64)
+    if len(starts) != 1 or len(ends) != 1 or len(steps) != 1 or steps[0] == 0:
+        return None
+    picked = dims[node.input[0]][slice(int(starts[0]), int(ends[0]), int(steps[0]))]  # ONNX clamps like Python
+    dims[node.output[0]] = picked
+    return None if None in picked else [np.array(picked, np.int64)]
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
