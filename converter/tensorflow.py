@@ -57,12 +57,9 @@ class TFGraph:
 
 def preload(verbose: bool = False) -> None:
     """Import TensorFlow and onnx2tf now (quietly), e.g. while a PyTorch child process exports."""
-    from converter.quiet import quiet_tensorflow
+    from converter.quiet import import_tensorflow
 
-    quiet_tensorflow(verbose)
-    with silenced(verbose):
-        import onnx2tf  # noqa: F401  (imports tensorflow and tf_keras)
-        import tensorflow  # noqa: F401
+    import_tensorflow(verbose)
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from reference_models.config import TrainConfig, lr_factor
 from reference_models.data import MnistArrays, normalize_nhwc
 from reference_models.keras_data import train_dataset
 from reference_models.metrics import EpochLog, RunMetrics, accuracy, weights_checksum
-from reference_models.mnist_cnn import build_keras_model
+from reference_models.mnist_keras import build_keras_model
 from reference_models.quiet import import_tensorflow
 
 SAVED_MODEL_DIR = "saved_model"
