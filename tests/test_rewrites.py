@@ -204,7 +204,8 @@ def pooled_stem_graph(producer: str | None = "Relu", ceil_mode: int = 0) -> onnx
     rng = np.random.default_rng(4)
     inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(6.0), "hi")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", pads=[1, 1, 1, 1])]
+    nodes = [_const("unused_scale", np.float32(1.0)),  # a node without inputs: rewrites must look before indexing
+             helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", pads=[1, 1, 1, 1])]
     if producer == "Relu":
         nodes.append(helper.make_node("Relu", ["c"], ["a"], name="/relu/Relu"))
     elif producer == "Clip":

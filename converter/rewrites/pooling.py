@@ -32,7 +32,7 @@ def zero_pad_nonnegative_maxpool(model: onnx.ModelProto) -> onnx.ModelProto:
     constants = {t.name: t for t in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        pads = _rewritable_pads(node, producers.get(node.input[0]), constants)
+        pads = _rewritable_pads(node, producers.get(node.input[0]), constants) if node.op_type == "MaxPool" else None
         if pads is not None:
             rank = len(pads) // 2
             padded, pads_name = f"{node.input[0]}_zero_padded_{len(nodes)}", f"{node.name or 'MaxPool'}_zero_pads"
