@@ -38,9 +38,11 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
                 out / a["path"], a["precision"], manifest, fixed)))
     if side.keras_state is not None:
         def keras_native() -> runtimes.Runner:
+            import tf_keras  # already loaded by onnx2tf; Keras 3 would cost a ~3 s import for one small net
+
             from reference_models.port import state_to_keras
 
-            return runtimes.keras_native_runner(state_to_keras(side.keras_state), manifest["inputs"])
+            return runtimes.keras_native_runner(state_to_keras(side.keras_state, tf_keras), manifest["inputs"])
 
         makers.append((("keras_native", "fp32"), keras_native))
     if "saved_model" in arts:
