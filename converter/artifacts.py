@@ -92,9 +92,20 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
     t = time.perf_counter()
     # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
     recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
-    graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout, options.verbose,
-                          unroll_rnn=recurrent and options.dynamic_batch)
-    module = tfexport.build_serving_module(graph, options.dynamic_batch)
+    try:
+        graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout,
+                              options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
+        batch_map = False
+    except TensorFlowConversionError as exc:
+        if not options.dynamic_batch or shapes[0][0] != 1:
+            raise
+        # onnx2tf cannot build this graph with a symbolic batch (seen: nn.MultiheadAttention, whose [T, B, ...]
+        # intermediates it re-lays out as images): build it at batch 1 and map it over the batch
+        graph = onnx_to_keras(export.with_batch(proto, 1), shapes, dtypes, side.output_names, sample, ort_out,
+                              options.layout, options.verbose, unroll_rnn=recurrent)
+        batch_map = True
+        manifest["dynamic_batch_route"] = {"batch_map": True, "why": str(exc)[:300]}
+    module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
     timings["onnx_to_tf"] = time.perf_counter() - t
     manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
     manifest["outputs"] = [o.as_manifest() for o in graph.outputs]

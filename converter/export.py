@@ -145,3 +145,18 @@ def onnx_elem_types(model: onnx.ModelProto) -> list[np.dtype]:
     inits = {i.name for i in model.graph.initializer}
     return [np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
             for vi in model.graph.input if vi.name not in inits]
+
+
+def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """``model`` with the (symbolic) first dimension of every graph input and output fixed to ``batch``;
+    inferred shapes are dropped (the rewrites infer them again, now static)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    initializers = {t.name for t in fixed.graph.initializer}
+    for info in [*fixed.graph.input, *fixed.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if info.name not in initializers and len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = batch
+    del fixed.graph.value_info[:]
+    return fixed

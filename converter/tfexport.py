@@ -21,8 +21,13 @@ from converter.tensorflow import TFGraph
 SIGNATURE_KEY = "serving_default"
 
 
-def build_serving_module(graph: TFGraph, dynamic_batch: bool):
-    """A ``tf.Module`` holding the Keras model and the serving ``tf.function``."""
+def build_serving_module(graph: TFGraph, dynamic_batch: bool, batch_map: bool = False):
+    """A ``tf.Module`` holding the Keras model and the serving ``tf.function``.
+
+    ``batch_map``: the Keras model was built for batch 1 (onnx2tf could not build the symbolic-batch graph);
+    the serving function maps it over the batch (``tf.map_fn``: a WHILE loop in TFLite), so every artifact
+    still takes any batch and computes exactly the batch-1 function per sample.
+    """
     import tensorflow as tf
 
     keras_model = graph.keras_model
@@ -36,10 +41,20 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool):
         specs.append(tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=info.name))
     names = [o.name for o in graph.outputs]
 
+    def run(xs):
+        ys = keras_model(xs if len(xs) > 1 else xs[0], training=False)
+        return list(ys) if isinstance(ys, (list, tuple)) else [ys]
+
+    def mapped(xs):
+        def one(sample):
+            return tuple(y[0] for y in run([x[None] for x in sample]))
+
+        out_specs = tuple(tf.TensorSpec(o.shape[1:], o.dtype) for o in keras_model.outputs)
+        return list(tf.map_fn(one, tuple(xs), fn_output_signature=out_specs))
+
     def serve(*args):
         xs = [x if m == layout.identity(len(m)) else tf.transpose(x, m) for x, m in zip(args, in_moves)]
-        ys = keras_model(xs if len(xs) > 1 else xs[0], training=False)
-        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        ys = mapped(xs) if batch_map else run(xs)
         return {n: (y if m == layout.identity(len(m)) else tf.transpose(y, m))
                 for n, y, m in zip(names, ys, out_moves)}
 
