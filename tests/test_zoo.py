@@ -146,3 +146,24 @@ def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path) -> None:
     manifest = json.loads((tmp_path / "transformer_classifier" / "manifest.json").read_text())
     assert manifest["dynamic_batch_route"]["batch_map"] and "onnx2tf" in manifest["dynamic_batch_route"]["why"]
     assert manifest["inputs"][0]["shape"][0] is None
+
+
+def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
+    """The image classifiers get seeded training on the dominant-channel task: same seed, same weights; better
+    than chance (1/3) on held-out images."""
+    from converter.zoo import dominant_channel, smooth_images, train_briefly
+
+    def make(n: int, seed: int) -> list[np.ndarray]:
+        return [smooth_images(n, seed, 3, 32)]
+
+    def tiny() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    a, b = train_briefly(tiny(), make, dominant_channel, steps=60), train_briefly(tiny(), make, dominant_channel, steps=60)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    (x,) = make(200, 99)
+    with torch.no_grad():
+        accuracy = float((a(torch.from_numpy(x)).argmax(1).numpy() == dominant_channel([x])).mean())
+    assert accuracy > 0.6, accuracy
