@@ -363,7 +363,8 @@ def _runtime_rows(report) -> list[dict]:
     return [
         {"runtime": r.runtime, "precision": r.precision, "max_rel_err": r.max_rel_err,
          "top1_agreement": r.top1_agreement, "near_ties": r.near_ties, "decisive_agreement": r.decisive_agreement,
-         "cosine_min": r.cosine_min, "batch_sizes": r.batch_sizes, "passed": r.passed, "reason": r.reason}
+         "cosine_min": r.cosine_min, "accuracy": r.accuracy, "batch_sizes": r.batch_sizes, "passed": r.passed,
+         "reason": r.reason}
         for r in report.runtimes
     ]
 
