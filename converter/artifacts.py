@@ -106,6 +106,14 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         batch_map = True
         manifest["dynamic_batch_route"] = {"batch_map": True, "why": str(exc)[:300]}
     module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
+
+    def int8_source():
+        """(module, graph) full int8 is built from: RNNs unrolled (TFLite cannot calibrate through WHILE), reusing
+        the main translation when it already is (a symbolic batch unrolls them, see above)."""
+        if recurrent and (batch_map or not options.dynamic_batch):
+            return _unrolled(proto, side, sample, ort_out, options)
+        return module, graph
+
     timings["onnx_to_tf"] = time.perf_counter() - t
     manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
     manifest["outputs"] = [o.as_manifest() for o in graph.outputs]
@@ -123,12 +131,11 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         t = time.perf_counter()
         extra: dict = {}
         if precision == "int8" and options.int8_keep_float:
-            chosen = _unrolled(proto, side, sample, ort_out, options) if recurrent else (module, graph)
-            blob, extra = _selective_int8(*chosen, representative, side, proto, options, out)
+            blob, extra = _selective_int8(*int8_source(), representative, side, proto, options, out)
             extra["rnn_unrolled"] = recurrent
         elif precision == "int8" and representative is not None and recurrent:
             try:
-                blob, extra = _recurrent_int8(proto, side, sample, ort_out, options, representative, out)
+                blob, extra = _recurrent_int8(*int8_source(), options, representative, out)
             except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
                 manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
                 continue
@@ -158,8 +165,7 @@ def _unrolled(proto, side, sample, ort_out, options: ConvertOptions):
     return tfexport.build_serving_module(graph, options.dynamic_batch), graph
 
 
-def _recurrent_int8(proto, side, sample, ort_out, options: ConvertOptions, representative, out: Path
-                    ) -> tuple[bytes, dict]:
+def _recurrent_int8(module, graph, options: ConvertOptions, representative, out: Path) -> tuple[bytes, dict]:
     """Full int8 of a graph with LSTM/GRU/RNN ops, from an *unrolled* translation, calibrated in a child process.
 
     The float artifacts keep onnx2tf's while loop (compact, any sequence length the export allows); TFLite's
@@ -169,7 +175,6 @@ def _recurrent_int8(proto, side, sample, ort_out, options: ConvertOptions, repre
     """
     from converter import tfexport
 
-    module, graph = _unrolled(proto, side, sample, ort_out, options)
     with tempfile.TemporaryDirectory(dir=out, prefix=".unrolled-") as tmp:
         tfexport.save_saved_model(module, Path(tmp) / "saved_model", options.verbose)
         blob = int8child.convert_int8(Path(tmp) / "saved_model", [i.name for i in graph.inputs],
@@ -182,9 +187,7 @@ def _selective_int8(module, graph, representative, side, proto, options: Convert
     the per-layer table goes to ``int8_layers.md``."""
     from converter import quantise
 
-    if representative is None:
-        raise TensorFlowConversionError("full int8 needs representative data", "pass --calibration-data FILE.npy")
-    with silenced(options.verbose):
+    with silenced(options.verbose):  # quantise.analyse refuses a missing representative set, as convert_tflite does
         choice = quantise.choose_keep_float(module, graph, representative, side.data.inputs, side.data.labels,
                                             spec=",".join(options.int8_keep_float), onnx_model=proto)
     (out / "int8_layers.md").write_text(choice.to_markdown() + "\n")

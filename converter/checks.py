@@ -95,16 +95,14 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
         worst.size_bytes = _artifact_bytes(manifest, worst.artifact)
         rows.append(worst)
     for (runtime, precision), reason in crashed.items():
-        rows.append(parity.RuntimeResult(runtime, precision, artifacts.get((runtime, precision)), float("inf"),
-                                         float("inf"), float("inf"), -1.0, None, None,
-                                         parity.tolerance_for(precision, options.atol, options.rtol), False,
-                                         f"cannot run: {reason}"))
+        rows.append(parity.failed_row(runtime, precision, artifacts.get((runtime, precision)),
+                                      parity.tolerance_for(precision, options.atol, options.rtol),
+                                      f"cannot run: {reason}"))
     rows.sort(key=lambda r: _ORDER.index(r.runtime))
     for key, reason in manifest.get("failed_artifacts", {}).items():
         precision = key.removeprefix("tflite_")
-        rows.append(parity.RuntimeResult("tflite", precision, f"model_{precision}.tflite", float("inf"), float("inf"),
-                                         float("inf"), -1.0, None, None, parity.tolerance_for(precision), False,
-                                         f"not built: {reason}"))
+        rows.append(parity.failed_row("tflite", precision, f"model_{precision}.tflite",
+                                      parity.tolerance_for(precision), f"not built: {reason}"))
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
                                data.description)

@@ -86,6 +86,12 @@ def _jsonable(value):
     raise TypeError(type(value))
 
 
+def failed_row(runtime: str, precision: str, artifact: str | None, tolerance: dict, reason: str) -> RuntimeResult:
+    """The row of a runtime that produced no outputs at all (artifact not built, or not runnable)."""
+    return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, None, None, tolerance,
+                         False, reason)
+
+
 def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> dict:
     tol = dict(TOLERANCES[precision])
     if atol is not None:

@@ -1,9 +1,9 @@
 """The PyTorch side of a conversion: load, export to ONNX, and compute the PyTorch rows of the report.
 
 It runs in-process for API callers that hand over a live ``nn.Module``, and in a child process for the
-CLI (:func:`run_isolated`): the child imports torch, writes ``model.onnx`` and the reference outputs,
-and exits before TensorFlow is imported, so the two frameworks never share one process's memory or
-thread pools. ``.onnx`` sources need no torch at all.
+CLI (:func:`start_isolated`): the child imports torch, writes ``model.onnx`` and the reference outputs,
+and exits before the parent builds anything in TensorFlow (the parent only imports TensorFlow meanwhile),
+so the two frameworks never work in one process's memory or thread pools. ``.onnx`` sources need no torch at all.
 """
 
 from __future__ import annotations
@@ -107,7 +107,6 @@ class IsolatedStage:
     def result(self) -> TorchSide:
         try:
             returncode = self.proc.wait()
-            self._log.close()
             if returncode != 0:
                 error = self.stage / "error.json"
                 if error.is_file():
@@ -145,12 +144,6 @@ def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOp
     proc = subprocess.Popen([sys.executable, "-m", "converter.torchstage", str(stage)], env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
     return IsolatedStage(stage, proc, log)
-
-
-def run_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
-                 parity_data: str, *, export_onnx: bool = True) -> TorchSide:
-    """:func:`run` in a child process, waited for at once."""
-    return start_isolated(spec, weights, out, options, input_shapes, parity_data, export_onnx=export_onnx).result()
 
 
 def _write_side(stage: Path, side: TorchSide) -> None:

@@ -28,10 +28,7 @@ TRAIN_BATCH = 16
 TRAINED_CACHE = Path(os.environ.get("TORCH2TF_ZOO_CACHE", Path.home() / ".cache" / "torch2tf-zoo"))
 
 MIN_OUTPUT_STD = 1e-2  # below this a reference output is too flat for a relative error to mean anything
-# A zoo model passes when every row passes, quantized ones included. Untrained weights give many near-tied
-# logits; the parity judge excuses a flip only where the reference's lead is inside that precision's tie margin
-# (converter.parity.TOLERANCES), and cosine still bounds the error itself.
-GATING_PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8")
+# A zoo model passes when every row of its parity report passes, quantized ones included (see run_entry).
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -403,19 +400,16 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
     try:
         result = convert(loaded, out_root / entry.name, options, input_shapes=list(entry.input_shapes),
                          parity_data=parity, force=True)
-    except ConverterError as exc:
-        return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": str(exc),
-                "quantized_passed": False, "rewrites": [], "runtimes": []}
     except Exception as exc:  # a crash inside the converter: keep scoring the other models, say where it was
-        error = f"converter crashed{_where(exc)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        error = str(exc) if isinstance(exc, ConverterError) else \
+            f"converter crashed{_where(exc)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": error,
-                "quantized_passed": False, "rewrites": [], "runtimes": []}
+                "rewrites": [], "runtimes": []}
     timings = result.manifest.get("timings_s", {})
     row["reference_accuracy"] = result.parity.reference_accuracy
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),
             "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
-            "passed": row["scale_ok"] and _rows_pass(result.parity, GATING_PRECISIONS, True),
-            "quantized_passed": _rows_pass(result.parity, GATING_PRECISIONS, False), "error": ""}
+            "passed": row["scale_ok"] and all(r.passed for r in result.parity.runtimes), "error": ""}
 
 
 def _where(exc: BaseException) -> str:
@@ -424,10 +418,6 @@ def _where(exc: BaseException) -> str:
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/converter/" in f.filename]
     return f" at converter/{frames[-1].filename.rsplit('/converter/', 1)[1]}:{frames[-1].lineno}" if frames else ""
-
-
-def _rows_pass(report, precisions: tuple[str, ...], inside: bool) -> bool:
-    return all(r.passed for r in report.runtimes if (r.precision in precisions) == inside)
 
 
 _COLUMNS = {"torchscript/fp32": "torchscript", "onnxruntime/fp32": "onnxruntime", "saved_model/fp32": "saved_model",
@@ -449,8 +439,6 @@ def format_scoreboard(rows: list[dict]) -> str:
         cells = {f"{r['runtime']}/{r['precision']}": r for r in row["runtimes"]}
         text = "".join(f"{_cell(cells.get(key)):>19}" for key in keys)
         verdict = "PASS" if row["passed"] else ("FAIL: " + (row["error"] or _why(row)))[:160]
-        if row["passed"] and not row.get("quantized_passed", True):
-            verdict += " (quantized below tolerance: " + _quantized_note(row)[:120] + ")"
         lines.append(f"{row['model']:<23}{row['params']:>11,}{row['convert_s']:>7.1f} {text}  {verdict}")
     return "\n".join(lines)
 
@@ -468,11 +456,6 @@ def _why(row: dict) -> str:
     if not row["scale_ok"]:
         return f"reference output std {row['output_std']:.2g} < {MIN_OUTPUT_STD} (comparison meaningless)"
     return "; ".join(f"{r['runtime']}/{r['precision']}: {r['reason']}" for r in row["runtimes"] if not r["passed"])
-
-
-def _quantized_note(row: dict) -> str:
-    return "; ".join(f"{r['runtime']}/{r['precision']}: {r['reason']}" for r in row["runtimes"]
-                     if not r["passed"] and r["precision"] not in GATING_PRECISIONS)
 
 
 def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int, dynamic_batch: bool = False) -> dict:
@@ -493,7 +476,7 @@ def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int,
     how = (f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0
            else f"exit code {done.returncode}: {' '.join(done.stderr.split()[-30:])}")
     return {"model": name, "params": 0, "output_std": float("nan"), "scale_ok": False, "convert_s": 0.0,
-            "passed": False, "quantized_passed": False, "rewrites": [], "runtimes": [],
+            "passed": False, "rewrites": [], "runtimes": [],
             "error": f"conversion process died ({how})"}
 
 
