@@ -7,21 +7,30 @@ torch); everything else runs here.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from converter import parity, runtimes
+from converter import isolated, parity, runtimes
 from converter.options import ConvertOptions
 from converter.quiet import silenced
 from converter.torchstage import TorchSide
 
 
+def quantised_runners(out: Path, manifest: dict) -> list[runtimes.Runner]:
+    """Runners of the quantised TFLite files: their interpreters live in a child process (quantised graphs
+    can abort LiteRT's kernels), so :func:`run_parity` starts them first, in one child, in the background."""
+    fixed = _fixed_batch(manifest)
+    return [runtimes.isolated_tflite_runner(out / art["path"], art["precision"], manifest, fixed)
+            for art in manifest["artifacts"].values() if art.get("precision") in ("dynamic_int8", "int8")]
+
+
 def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
                   workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
-    """Runners for every artifact present in ``out`` (the PyTorch rows are not runners: precomputed),
-    and the rows whose runtime could not even load its artifact, with why."""
-    fixed = None if manifest["dynamic_batch"] else manifest["inputs"][0]["pytorch_shape"][0]
+    """In-process runners for every other artifact present in ``out`` (the PyTorch rows are not runners:
+    precomputed), and the rows whose runtime could not even load its artifact, with why."""
+    fixed = _fixed_batch(manifest)
     arts = manifest["artifacts"]
     makers: list[tuple[tuple[str, str], object]] = [
         (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
@@ -29,12 +38,8 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
     if "saved_model" in arts:
         makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed)))
     for art in arts.values():
-        precision = art.get("precision")
-        if precision in ("fp32", "fp16"):
-            makers.append((("tflite", precision), lambda a=art: runtimes.tflite_runner(
-                out / a["path"], a["precision"], manifest, fixed)))
-        elif precision:  # quantised graphs can abort LiteRT's kernels: keep that in a child
-            makers.append((("tflite", precision), lambda a=art: runtimes.isolated_tflite_runner(
+        if art.get("precision") in ("fp32", "fp16"):
+            makers.append((("tflite", art["precision"]), lambda a=art: runtimes.tflite_runner(
                 out / a["path"], a["precision"], manifest, fixed)))
     if side.keras_state is not None:
         def keras_native() -> runtimes.Runner:
@@ -66,13 +71,31 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     chunks = side.chunks(manifest["dynamic_batch"])
     # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
-    with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
-        runners, crashed = build_runners(out, manifest, side, options, Path(work))
-        for r in runners:
+    quantised = quantised_runners(out, manifest)
+    jobs = [(r, c) for r in quantised for c in chunks]  # started now, collected after the in-process rows
+    background = isolated.Background([replace(r.job, batch=r.batch or c) for r, c in jobs], data.inputs) \
+        if jobs else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
+            runners, crashed = build_runners(out, manifest, side, options, Path(work))
+            for r in runners:
+                try:
+                    outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, data.inputs, c) for c in chunks}
+                except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
+                    crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        for k, (r, c) in enumerate(jobs):
+            key = (r.runtime, r.precision)
+            if key in crashed:
+                continue
             try:
-                outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, data.inputs, c) for c in chunks}
-            except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
-                crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                outputs.setdefault(key, {})[c] = background.result(k)
+            except isolated.InterpreterAborted as exc:
+                outputs.pop(key, None)
+                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    finally:
+        if background is not None:
+            background.close()
+    runners = [*runners, *quantised]
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -106,6 +129,10 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
                                data.description)
+
+
+def _fixed_batch(manifest: dict) -> int | None:
+    return None if manifest["dynamic_batch"] else manifest["inputs"][0]["pytorch_shape"][0]
 
 
 _ORDER = ["pytorch", "torchscript", "onnxruntime", "saved_model", "tflite", "keras_native", "tf2onnx_roundtrip"]

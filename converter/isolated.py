@@ -40,21 +40,72 @@ def ports(specs) -> list[Port]:
     return [Port(s.name, tuple(s.artifact_perm)) for s in specs]
 
 
+@dataclass(frozen=True)
+class Job:
+    """One model to run in a child: the flatbuffer, its signature ports and the batch it is fed at."""
+
+    model: bytes
+    inputs: list[Port]
+    outputs: list[Port]
+    batch: int | None
+
+
 def run(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.ndarray], batch: int | None,
         *, timeout: float = 600) -> list[np.ndarray]:
     """Outputs (PyTorch layout) of ``model``'s ``serving_default`` signature on PyTorch-layout ``arrays``,
     fed ``batch`` samples at a time (any count when None). Raises :class:`InterpreterAborted`."""
-    with tempfile.TemporaryDirectory(prefix="tflite-run-") as work:
-        request, reply = Path(work) / "request.pkl", Path(work) / "reply.pkl"
-        request.write_bytes(pickle.dumps((model, inputs, outputs, arrays, batch), protocol=pickle.HIGHEST_PROTOCOL))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        done = subprocess.run([sys.executable, "-m", "converter.isolated", str(request), str(reply)],
-                              capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=str(Path(__file__).resolve().parents[1]))
-        if done.returncode != 0 or not reply.exists():
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise InterpreterAborted(f"the TFLite interpreter failed on this model: {last[:200]}")
-        return pickle.loads(reply.read_bytes())
+    background = Background([Job(model, inputs, outputs, batch)], arrays, timeout=timeout)
+    try:
+        return background.result(0)
+    finally:
+        background.close()
+
+
+class Background:
+    """Several jobs on the same arrays in *one* child process, started at construction; the caller works
+    meanwhile and collects with :meth:`result`.
+
+    One child instead of one per job saves a process start and the LiteRT import per job. If the child
+    dies, the jobs it finished keep their results; each other job is re-run in a child of its own, so the
+    job that aborts is the one that fails (and only it)."""
+
+    def __init__(self, jobs: list[Job], arrays: list[np.ndarray], *, timeout: float = 600) -> None:
+        self.jobs, self.arrays, self.timeout = jobs, arrays, timeout
+        self._work = tempfile.TemporaryDirectory(prefix="tflite-run-")
+        self._dir = Path(self._work.name)
+        (self._dir / "request.pkl").write_bytes(pickle.dumps((jobs, arrays), protocol=pickle.HIGHEST_PROTOCOL))
+        self._stderr = open(self._dir / "stderr.log", "w+")
+        self._proc = subprocess.Popen([sys.executable, "-m", "converter.isolated", str(self._dir)],
+                                      stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                                      cwd=str(Path(__file__).resolve().parents[1]))
+        self._returncode: int | None = None
+
+    def result(self, index: int) -> list[np.ndarray]:
+        """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it."""
+        reply = self._dir / f"reply-{index}.pkl"
+        if self._returncode is None:
+            try:
+                self._returncode = self._proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._returncode = self._proc.wait()
+        if reply.exists():
+            return pickle.loads(reply.read_bytes())
+        if len(self.jobs) > 1:  # the shared child died before this job: alone, it fails only for its own sake
+            job = self.jobs[index]
+            return run(job.model, job.inputs, job.outputs, self.arrays, job.batch, timeout=self.timeout)
+        self._stderr.seek(0)
+        last = (self._stderr.read().strip().splitlines() or [f"exit status {self._returncode}"])[-1]
+        raise InterpreterAborted(f"the TFLite interpreter failed on this model: {last[:200]}")
+
+    def close(self) -> None:
+        """Stop the child if it still runs and remove its files."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._stderr.close()
+        self._work.cleanup()
 
 
 def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.ndarray],
@@ -76,11 +127,15 @@ def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[
     return [np.concatenate([p[k] for p in pieces]) for k in range(len(outputs))]
 
 
-def _main(request: str, reply: str) -> None:
-    model, inputs, outputs, arrays, batch = pickle.loads(Path(request).read_bytes())
-    result = _invoke(model, inputs, outputs, arrays, batch)
-    Path(reply).write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+def _main(work: str) -> None:
+    """Child: run each job in order, writing ``reply-K.pkl`` (atomically) as soon as job K is done."""
+    jobs, arrays = pickle.loads((Path(work) / "request.pkl").read_bytes())
+    for k, job in enumerate(jobs):
+        result = _invoke(job.model, job.inputs, job.outputs, arrays, job.batch)
+        partial = Path(work) / f"reply-{k}.tmp"
+        partial.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(partial, Path(work) / f"reply-{k}.pkl")
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
+    _main(sys.argv[1])

@@ -29,6 +29,8 @@ class Runner:
     batch: int | None = None
     #: set for runners that feed themselves (e.g. in a child process): (all inputs, chunk) -> outputs
     feed_all: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None
+    #: set for runners whose interpreter must live in a child process (an ``isolated.Job``)
+    job: object | None = None
 
 
 def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
@@ -90,18 +92,50 @@ def onnxruntime_runner(path: Path, runtime: str = "onnxruntime", artifact: str |
 
 
 def saved_model_runner(path: Path, manifest: dict, batch: int | None) -> Runner:
+    """The SavedModel's ``serving_default`` signature, fed all chunks in one call (:func:`_mapped_signature`):
+    1000 eager calls of a batch-1 signature cost ~1.5 s of Python overhead."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(path))
-    signature = loaded.signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path))  # a signature holds its variables weakly: keep ``loaded`` referenced
     ins, outs = manifest["inputs"], manifest["outputs"]
 
     def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
         feed = {i["name"]: tf.constant(layout.to_layout(x, tuple(i["perm_from_pytorch"]))) for i, x in zip(ins, xs)}
-        result = signature(**feed)
+        result = loaded.signatures["serving_default"](**feed)
         return [layout.from_layout(result[o["name"]].numpy(), tuple(o["perm_from_pytorch"])) for o in outs]
 
-    return Runner("saved_model", "fp32", path.name, fn, batch)
+    mapped = _mapped_signature(loaded, [i["name"] for i in ins], [o["name"] for o in outs])
+
+    def feed_all(xs: list[np.ndarray], size: int) -> list[np.ndarray]:
+        n = len(xs[0])
+        pad = -n % size  # the last chunk padded with copies of the first sample, dropped after
+        moved = [layout.to_layout(np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x,
+                                  tuple(i["perm_from_pytorch"])) for i, x in zip(ins, xs)]
+        result = mapped(*(tf.constant(m.reshape(-1, size, *m.shape[1:])) for m in moved))
+        return [layout.from_layout(r.numpy().reshape(-1, *r.shape[2:])[:n], tuple(o["perm_from_pytorch"]))
+                for r, o in zip(result, outs)]
+
+    return Runner("saved_model", "fp32", path.name, fn, batch, feed_all)
+
+
+def _mapped_signature(loaded, in_names: list[str], out_names: list[str]):
+    """A ``tf.function`` taking each input as [chunks, batch, ...] and running the loaded SavedModel's
+    ``serving_default`` once per chunk inside the graph (``tf.map_fn``): the same concrete function, without
+    a Python round trip per chunk."""
+    import tensorflow as tf
+
+    specs = loaded.signatures["serving_default"].structured_outputs
+    out_spec = tuple(tf.TensorSpec(specs[o].shape, specs[o].dtype) for o in out_names)
+
+    @tf.function(autograph=False)
+    def mapped(*chunks):
+        def one(parts):
+            result = loaded.signatures["serving_default"](**dict(zip(in_names, parts)))
+            return tuple(result[o] for o in out_names)
+
+        return tf.map_fn(one, tuple(chunks), fn_output_signature=out_spec)
+
+    return mapped
 
 
 def tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None, threads: int | None = None) -> Runner:
@@ -122,7 +156,8 @@ def tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None,
 
 def isolated_tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None) -> Runner:
     """A TFLite runner whose interpreter lives in a child process: some int8 graphs make LiteRT's
-    reference kernels abort the whole process (SIGABRT); here that becomes a failed row instead."""
+    reference kernels abort the whole process (SIGABRT); here that becomes a failed row instead.
+    ``runner.job`` lets a caller batch several such runners into one child (:class:`isolated.Background`)."""
     from converter import isolated
 
     blob = path.read_bytes()
@@ -132,7 +167,9 @@ def isolated_tflite_runner(path: Path, precision: str, manifest: dict, batch: in
     def feed_all(xs: list[np.ndarray], chunk: int) -> list[np.ndarray]:
         return isolated.run(blob, ins, outs, xs, chunk)
 
-    return Runner("tflite", precision, path.name, lambda xs: feed_all(xs, len(xs[0])), batch, feed_all)
+    runner = Runner("tflite", precision, path.name, lambda xs: feed_all(xs, len(xs[0])), batch, feed_all)
+    runner.job = isolated.Job(blob, ins, outs, batch)
+    return runner
 
 
 def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:

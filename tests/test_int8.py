@@ -175,3 +175,24 @@ def test_interpreter_failure_is_contained() -> None:
     with pytest.raises(isolated.InterpreterAborted):
         isolated.run(b"not a flatbuffer", [isolated.Port("input", (0, 2, 3, 1))], [isolated.Port("logits", (0, 1))],
                      [np.zeros((1, 1, 28, 28), np.float32)], 1)
+
+
+def test_background_child_isolates_the_aborting_job(setup, analysis) -> None:
+    """Several models in one background child: when one kills the child, the others still give their outputs
+    (identical to a child of their own) and only the bad one fails."""
+    from converter import isolated
+
+    ins, outs = isolated.ports(setup["graph"].inputs), isolated.ports(setup["graph"].outputs)
+    arrays = [setup["inputs"][0][:20]]
+    jobs = [isolated.Job(analysis.full_model, ins, outs, 1), isolated.Job(b"not a flatbuffer", ins, outs, 1),
+            isolated.Job(analysis.full_model, ins, outs, 4)]
+    background = isolated.Background(jobs, arrays)
+    try:
+        first, last = background.result(0), background.result(2)
+        with pytest.raises(isolated.InterpreterAborted):
+            background.result(1)
+    finally:
+        background.close()
+    alone = isolated.run(analysis.full_model, ins, outs, arrays, 1)
+    assert first[0].shape == (20, 10) and np.array_equal(first[0], alone[0])
+    assert np.array_equal(last[0], alone[0])
