@@ -157,5 +157,22 @@ def _recorded_source(args) -> dict:
     return json.loads(path.read_text())["source"]
 
 
+def entry() -> None:
+    """The ``convert`` console command: :func:`main`, then exit without the interpreter's teardown.
+
+    Why: once every file is written, closed and moved into place, tearing down TensorFlow's module graph
+    and thread pools takes ~0.9 s on 2 cores (measured: ``cli.main`` returned at 5.05 s, the process ended
+    at 5.95 s) and does nothing for the user. The atexit hooks still run (autograph removes its generated
+    files in one); only the module teardown is skipped. Library callers of :func:`main` are unaffected."""
+    import atexit
+    import os
+
+    code = main()
+    atexit._run_exitfuncs()  # noqa: SLF001 — the documented hooks (logging.shutdown, temp-file removal)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

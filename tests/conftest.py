@@ -26,9 +26,11 @@ def mnist_dir() -> Path:
     return SHARED_MNIST
 
 
-def run_cli(tool: str, *args: str | os.PathLike, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a console command of this project (``convert``, ``train-reference``) as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run_cli(tool: str, *args: str | os.PathLike, cwd: Path | None = None, timeout: int = 600,
+            tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a console command of this project (``convert``, ``train-reference``) as a user would
+    (``tmpdir``: its TMPDIR, to check it leaves nothing behind)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **({"TMPDIR": str(tmpdir)} if tmpdir else {}))
     return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=env, timeout=timeout)
 

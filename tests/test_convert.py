@@ -16,10 +16,17 @@ FILES = ["model.onnx", "saved_model/saved_model.pb", "model_fp32.tflite", "model
 
 
 @pytest.fixture(scope="session")
-def converted(tmp_path_factory, trained_weights, mnist_dir) -> tuple[Path, object]:
+def convert_tmpdir(tmp_path_factory) -> Path:
+    """The TMPDIR the converting process sees."""
+    return tmp_path_factory.mktemp("convert-tmpdir")
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory, trained_weights, mnist_dir, convert_tmpdir) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("convert") / "mnist"
     result = run_cli("convert", "mnist_cnn", "--weights", trained_weights, "--out", out,
-                     "--parity-data", mnist_dir, "--parity-samples", "1000", cwd=out.parent)
+                     "--parity-data", mnist_dir, "--parity-samples", "1000", cwd=out.parent,
+                     tmpdir=convert_tmpdir)
     return out, result
 
 
@@ -35,9 +42,13 @@ def test_every_artifact_is_written(converted, name):
     assert (converted[0] / name).is_file()
 
 
-def test_nothing_written_outside_out(converted):
+def test_nothing_written_outside_out(converted, convert_tmpdir):
+    """Nothing beside --out, and no temporary file left behind (the command exits without interpreter
+    teardown, so every temp dir must be removed explicitly)."""
     out = converted[0]
     assert sorted(p.name for p in out.parent.iterdir()) == ["mnist"]
+    # .ses: onnxruntime's native library writes it into TMPDIR on import (a bare ``import onnxruntime`` does)
+    assert [p.name for p in convert_tmpdir.iterdir() if p.name != ".ses"] == []
 
 
 def test_parity_json_schema_and_every_runtime_passes(converted):

@@ -33,8 +33,9 @@ def patch_onnx2tf_offline(calibration: np.ndarray | None = None) -> Iterator[Non
     onnx2tf downloads 20 MS-COCO crops whenever every model input looks like an NHWC RGB image (to drive its
     per-op accuracy checks and int8 calibration). ``download_test_image_data`` is imported by name into
     ``onnx2tf.onnx2tf``, so it is replaced in both modules by ``calibration`` (NHWC float32 in [0, 1]) or a seeded
-    stand-in of the same shape, dtype and range. Any other connection attempt raises ``NetworkBlockedError`` at
-    once instead of waiting for a timeout. The socket patch is process-wide while the context is active.
+    stand-in of the same shape, dtype and range (built only when onnx2tf asks: 0.3 s). Any other connection attempt
+    raises ``NetworkBlockedError`` at once instead of waiting for a timeout. The socket patch is process-wide while
+    the context is active.
     """
     import socket
     from unittest import mock
@@ -42,16 +43,19 @@ def patch_onnx2tf_offline(calibration: np.ndarray | None = None) -> Iterator[Non
     import onnx2tf.onnx2tf
     import onnx2tf.utils.common_functions
 
-    data = _calibration_stand_in() if calibration is None else np.asarray(calibration, np.float32)
-    if data.ndim != 4 or data.shape[-1] != 3:
+    data = None if calibration is None else np.asarray(calibration, np.float32)
+    if data is not None and (data.ndim != 4 or data.shape[-1] != 3):
         raise ValueError(f"calibration must be NHWC RGB images (N, H, W, 3), got shape {data.shape}")
+
+    def download_test_image_data() -> np.ndarray:
+        return _calibration_stand_in() if data is None else data.copy()
 
     def blocked(*args: object, **kwargs: object) -> None:
         raise NetworkBlockedError(f"network access is disabled during conversion (attempted: {args[:2]!r})")
 
     with contextlib.ExitStack() as stack:
         for module in (onnx2tf.onnx2tf, onnx2tf.utils.common_functions):
-            stack.enter_context(mock.patch.object(module, "download_test_image_data", lambda: data.copy()))
+            stack.enter_context(mock.patch.object(module, "download_test_image_data", download_test_image_data))
         for name in ("getaddrinfo", "create_connection"):
             stack.enter_context(mock.patch.object(socket, name, blocked))
         stack.enter_context(mock.patch.object(socket.socket, "connect", blocked))
