@@ -18,17 +18,18 @@ from converter.quiet import silenced
 from converter.torchstage import TorchSide
 
 
-def quantised_runners(out: Path, manifest: dict) -> list[runtimes.Runner]:
-    """Runners of the quantised TFLite files: their interpreters live in a child process (quantised graphs
-    can abort LiteRT's kernels), so :func:`run_parity` starts them first, in one child, in the background."""
+def tflite_runners(out: Path, manifest: dict) -> list[runtimes.Runner]:
+    """Runners of the TFLite files. Their interpreters live in a child process (quantised graphs can abort
+    LiteRT's kernels), which :func:`run_parity` starts first and collects last: every TFLite row runs on the
+    other core while this process runs the TensorFlow and onnxruntime rows."""
     fixed = _fixed_batch(manifest)
     return [runtimes.isolated_tflite_runner(out / art["path"], art["precision"], manifest, fixed)
-            for art in manifest["artifacts"].values() if art.get("precision") in ("dynamic_int8", "int8")]
+            for art in manifest["artifacts"].values() if art.get("precision")]
 
 
 def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
                   workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
-    """In-process runners for every other artifact present in ``out`` (the PyTorch rows are not runners:
+    """In-process runners for every artifact in ``out`` but the TFLite files (the PyTorch rows are not runners:
     precomputed), and the rows whose runtime could not even load its artifact, with why."""
     fixed = _fixed_batch(manifest)
     arts = manifest["artifacts"]
@@ -37,10 +38,6 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
                                                                       batch=fixed))]
     if "saved_model" in arts:
         makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed)))
-    for art in arts.values():
-        if art.get("precision") in ("fp32", "fp16"):
-            makers.append((("tflite", art["precision"]), lambda a=art: runtimes.tflite_runner(
-                out / a["path"], a["precision"], manifest, fixed)))
     if side.keras_state is not None:
         def keras_native() -> runtimes.Runner:
             import tf_keras  # already loaded by onnx2tf; Keras 3 would cost a ~3 s import for one small net
@@ -71,8 +68,8 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     chunks = side.chunks(manifest["dynamic_batch"])
     # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
-    quantised = quantised_runners(out, manifest)
-    jobs = [(r, c) for r in quantised for c in chunks]  # started now, collected after the in-process rows
+    tflite = tflite_runners(out, manifest)
+    jobs = [(r, c) for r in tflite for c in chunks]  # started now, collected after the in-process rows
     background = isolated.Background([replace(r.job, batch=r.batch or c) for r, c in jobs], data.inputs) \
         if jobs else None
     try:
@@ -95,7 +92,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     finally:
         if background is not None:
             background.close()
-    runners = [*runners, *quantised]
+    runners = [*runners, *tflite]
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:

@@ -138,22 +138,6 @@ def _mapped_signature(loaded, in_names: list[str], out_names: list[str]):
     return mapped
 
 
-def tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None, threads: int | None = None) -> Runner:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    ins, outs = manifest["inputs"], manifest["outputs"]
-    runner = interpreter.get_signature_runner("serving_default")
-
-    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
-        feed = {i["name"]: layout.to_layout(x, tuple(i["perm_from_pytorch"])).astype(i["dtype"], copy=False)
-                for i, x in zip(ins, xs)}
-        result = runner(**feed)
-        return [layout.from_layout(np.asarray(result[o["name"]]), tuple(o["perm_from_pytorch"])) for o in outs]
-
-    return Runner("tflite", precision, path.name, fn, batch)
-
-
 def isolated_tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None) -> Runner:
     """A TFLite runner whose interpreter lives in a child process: some int8 graphs make LiteRT's
     reference kernels abort the whole process (SIGABRT); here that becomes a failed row instead.
