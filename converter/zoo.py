@@ -27,6 +27,11 @@ TRAIN_BATCH = 16
 #: Trained zoo weights are cached here (deterministic: same seed, steps and data give the same weights).
 TRAINED_CACHE = Path(os.environ.get("TORCH2TF_ZOO_CACHE", Path.home() / ".cache" / "torch2tf-zoo"))
 
+#: Labelled parity samples per zoo model. At 100 the 1 pp int8 bar was a single sample, and near-tied predictions
+#: (a weakly trained net has many) flip either way in int8: regnet_y_400mf's dynamic-range row measured -2 pp on
+#: 100 samples and +0.2 pp on 500 (full int8 -0.4 pp), for the same artifact. 500 costs ~4 s of parity per model.
+ZOO_SAMPLES = 500
+
 MIN_OUTPUT_STD = 1e-2  # below this a reference output is too flat for a relative error to mean anything
 # A zoo model passes when every row of its parity report passes, quantized ones included (see run_entry).
 
@@ -491,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="only the fast CI subset")
     parser.add_argument("--out", type=Path, default=Path("runs/zoo"), help="artifacts and scoreboard.json")
     parser.add_argument("--precisions", default="fp32,fp16,dynamic_int8,int8")
-    parser.add_argument("--samples", type=int, default=100, help="parity samples per model (labelled ones need "
-                        "100 for the 1 pp int8 bar to mean one sample)")
+    parser.add_argument("--samples", type=int, default=ZOO_SAMPLES, help="parity samples per model (the 1 pp int8 "
+                        f"bar is {ZOO_SAMPLES // 100} samples at the default)")
     parser.add_argument("--dynamic-batch", action="store_true", help="symbolic batch; parity at batch 1 and 3")
     parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # child mode: one model, row as JSON
     args = parser.parse_args(argv)
