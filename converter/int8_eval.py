@@ -61,15 +61,12 @@ def run_tflite(model: bytes, graph, inputs: Sequence[np.ndarray]) -> list[np.nda
 def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
           float_accuracy: float | None, size: int) -> Score:
     """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
-    from converter.parity import TOLERANCES, cosine_min, decisive_agreement, top1
+    from converter.parity import TOLERANCES, accuracy_of, cosine_min, decisive_agreement, top1_agreement
 
-    got, ref = top1(outputs[0]), top1(reference[0])
-    agreement = float(np.mean(got == ref)) if got is not None and ref is not None else None
+    agreement = top1_agreement(reference[:1], outputs[:1])
     _, decisive = decisive_agreement(reference[:1], outputs[:1], TOLERANCES["int8"]["tie_margin"])
-    accuracy = drop = None
-    if labels is not None and got is not None and got.ndim == 1:
-        accuracy = float(np.mean(got == labels[:len(got)]))
-        drop = None if float_accuracy is None else (float_accuracy - accuracy) * 100
+    accuracy = accuracy_of(outputs[0], labels)
+    drop = None if accuracy is None or float_accuracy is None else (float_accuracy - accuracy) * 100
     flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
     flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
     rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))

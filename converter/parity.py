@@ -126,7 +126,7 @@ def compare(
     got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
     ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
     accuracy = accuracy_of(candidate[0], labels)
-    agreement = _agreement(reference, candidate)
+    agreement = top1_agreement(reference, candidate)
     near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
     if (got_bad & ~ref_bad).any():
         n = int((got_bad & ~ref_bad).sum())
@@ -179,7 +179,8 @@ def cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
     return float(cos.min())
 
 
-def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
+def top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
+    """The lowest, over outputs with a class axis, fraction of samples whose top-1 class matches the reference."""
     scores = []
     for r, c in zip(reference, candidate):
         a, b = top1(r), top1(c)
