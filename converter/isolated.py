@@ -85,8 +85,8 @@ class Background:
         """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it."""
         reply = self._dir / f"reply-{index}.pkl"
         if self._returncode is None:
-            try:
-                self._returncode = self._proc.wait(timeout=self.timeout)
+            try:  # ``timeout`` is per job: the child runs them one after another
+                self._returncode = self._proc.wait(timeout=self.timeout * len(self.jobs))
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._returncode = self._proc.wait()
