@@ -66,33 +66,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     import_tensorflow(options.verbose)
     data = side.data
     chunks = side.chunks(manifest["dynamic_batch"])
-    # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
-    outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
-    tflite = tflite_runners(out, manifest)
-    jobs = [(r, c) for r in tflite for c in chunks]  # started now, collected after the in-process rows
-    background = isolated.Background([replace(r.job, batch=r.batch or c) for r, c in jobs], data.inputs) \
-        if jobs else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
-            runners, crashed = build_runners(out, manifest, side, options, Path(work))
-            for r in runners:
-                try:
-                    outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, data.inputs, c) for c in chunks}
-                except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
-                    crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        for k, (r, c) in enumerate(jobs):
-            key = (r.runtime, r.precision)
-            if key in crashed:
-                continue
-            try:
-                outputs.setdefault(key, {})[c] = background.result(k)
-            except isolated.InterpreterAborted as exc:
-                outputs.pop(key, None)
-                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-    finally:
-        if background is not None:
-            background.close()
-    runners = [*runners, *tflite]
+    outputs, crashed, runners = _run_runtimes(out, manifest, side, options, chunks)
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -126,6 +100,40 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
                                data.description)
+
+
+def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
+                  ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
+                             list[runtimes.Runner]]:
+    """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; the
+    runners. The TFLite rows start first in a background child and are collected after the in-process rows."""
+    inputs = side.data.inputs
+    tflite = tflite_runners(out, manifest)
+    jobs = [(r, c) for r in tflite for c in chunks]
+    background = isolated.Background([replace(r.job, batch=r.batch or c) for r, c in jobs], inputs) if jobs else None
+    outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
+    try:
+        # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
+        with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
+            runners, crashed = build_runners(out, manifest, side, options, Path(work))
+            for r in runners:
+                try:
+                    outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, inputs, c) for c in chunks}
+                except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
+                    crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        for k, (r, c) in enumerate(jobs):
+            key = (r.runtime, r.precision)
+            if key in crashed:
+                continue
+            try:
+                outputs.setdefault(key, {})[c] = background.result(k)
+            except isolated.InterpreterAborted as exc:
+                outputs.pop(key, None)
+                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    finally:
+        if background is not None:
+            background.close()
+    return outputs, crashed, [*runners, *tflite]
 
 
 def _fixed_batch(manifest: dict) -> int | None:
