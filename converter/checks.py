@@ -74,7 +74,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     else:
         reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
     ref_acc = parity.accuracy_of(ref_out[0], data.labels)
-    scale, warnings = parity.reference_warnings(ref_out)
+    scale, warnings = parity.reference_warnings(ref_out, data.labels)
     artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
     rows = []
     for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):

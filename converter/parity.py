@@ -32,6 +32,8 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 #: A reference whose largest magnitude is below this makes any absolute comparison vacuous.
 DEGENERATE_SCALE = 1e-6
+#: labelled samples from which one predicted class for all of them flags a degenerate classifier
+MIN_VARIED = 20
 
 
 @dataclass
@@ -221,13 +223,20 @@ def accuracy_of(output: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(pred == labels[: len(pred)]))
 
 
-def reference_warnings(reference: list[np.ndarray]) -> tuple[float, list[str]]:
-    """The reference's scale, and a warning when it makes the comparison meaningless."""
+def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = None) -> tuple[float, list[str]]:
+    """The reference's scale, and a warning when it makes the comparison meaningless: outputs too flat for any
+    tolerance to matter, or (on labelled data) a classifier that predicts the same class for every sample, whose
+    accuracy and agreement any artifact matches by answering that class too."""
     scale = max(float(np.nanmax(np.abs(r))) if r.size else 0.0 for r in reference)
     warnings = []
     if scale < DEGENERATE_SCALE:
         warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
                         "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
+    predicted = top1(reference[0]) if reference else None
+    if labels is not None and predicted is not None and predicted.ndim == 1 and len(predicted) >= MIN_VARIED \
+            and len(np.unique(predicted)) == 1 and len(np.unique(labels[:len(predicted)])) > 1:
+        warnings.append(f"the reference predicts class {int(predicted[0])} for all {len(predicted)} labelled samples: "
+                        "accuracy and top-1 agreement prove nothing — train the model (or use varied data)")
     return scale, warnings
 
 

@@ -49,3 +49,26 @@ def test_cosine_still_gates_when_every_prediction_is_a_tie() -> None:
     got[:, 0] = -1.0  # far off, but every reference prediction is a 4-way tie
     row = compare("tflite", "fp16", None, [ref], [got], None, None, tolerance_for("fp16"))
     assert row.near_ties == 10 and not row.passed and "cosine" in row.reason
+
+
+#: (reference outputs, labels, how many warnings): when the comparison itself proves nothing
+_VARIED = np.eye(3, dtype=np.float32)[np.arange(60) % 3] * 4.0 - 1.0  # predicts 0, 1, 2, 0, 1, 2, ...
+_CONSTANT = np.tile(np.array([[-1.0, 0.5, 3.0]], np.float32), (60, 1))  # predicts class 2 for everything
+WARNING_CASES = [
+    ("varied predictions, labelled", _VARIED, np.arange(60) % 3, 0),
+    ("one class for every labelled sample", _CONSTANT, np.arange(60) % 3, 1),
+    ("one class, no labels (e.g. random inputs)", _CONSTANT, None, 0),
+    ("one class, labels all that class too", _CONSTANT, np.full(60, 2), 0),
+    ("one class on too few samples to tell", _CONSTANT[:10], np.arange(10) % 3, 0),
+    ("flat outputs", np.full((60, 3), 1e-9, np.float32), None, 1),
+]
+
+
+@pytest.mark.parametrize(("case", "reference", "labels", "count"), WARNING_CASES, ids=[c[0] for c in WARNING_CASES])
+def test_reference_warnings(case, reference, labels, count) -> None:
+    """A labelled classifier that answers one class for everything (any artifact matches its accuracy by doing
+    the same) and outputs too flat for any tolerance both make the report fail with a warning."""
+    from converter.parity import reference_warnings
+
+    _, warnings = reference_warnings([reference], labels)
+    assert len(warnings) == count, warnings
