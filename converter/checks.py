@@ -18,13 +18,13 @@ from converter.quiet import silenced
 from converter.torchstage import TorchSide
 
 
-def tflite_runners(out: Path, manifest: dict) -> list[runtimes.Runner]:
-    """Runners of the TFLite files. Their interpreters live in a child process (quantised graphs can abort
-    LiteRT's kernels), which :func:`run_parity` starts first and collects last: every TFLite row runs on the
-    other core while this process runs the TensorFlow and onnxruntime rows."""
+def tflite_jobs(out: Path, manifest: dict) -> dict[tuple[str, str], tuple[str, isolated.Job]]:
+    """(runtime, precision) -> (artifact, job) for every TFLite file. Their interpreters live in a child process
+    (quantised graphs can abort LiteRT's kernels), which :func:`run_parity` starts first and collects last: the
+    TFLite rows run on the other core while this process runs the TensorFlow and onnxruntime rows."""
     fixed = _fixed_batch(manifest)
-    return [runtimes.isolated_tflite_runner(out / art["path"], art["precision"], manifest, fixed)
-            for art in manifest["artifacts"].values() if art.get("precision")]
+    return {("tflite", art["precision"]): (art["path"], runtimes.tflite_job(out / art["path"], manifest, fixed))
+            for art in manifest["artifacts"].values() if art.get("precision")}
 
 
 def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
@@ -66,7 +66,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     import_tensorflow(options.verbose)
     data = side.data
     chunks = side.chunks(manifest["dynamic_batch"])
-    outputs, crashed, runners = _run_runtimes(out, manifest, side, options, chunks)
+    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks)
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -75,7 +75,6 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
         reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
     ref_acc = parity.accuracy_of(ref_out[0], data.labels)
     scale, warnings = parity.reference_warnings(ref_out, data.labels)
-    artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
     rows = []
     for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):
         tol = parity.tolerance_for(precision, options.atol, options.rtol)
@@ -104,13 +103,13 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
 
 def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
                   ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
-                             list[runtimes.Runner]]:
-    """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; the
-    runners. The TFLite rows start first in a background child and are collected after the in-process rows."""
+                             dict[tuple[str, str], str | None]]:
+    """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
+    row's artifact. The TFLite rows start first in a background child and are collected after the in-process rows."""
     inputs = side.data.inputs
-    tflite = tflite_runners(out, manifest)
-    jobs = [(r, c) for r in tflite for c in chunks]
-    background = isolated.Background([replace(r.job, batch=r.batch or c) for r, c in jobs], inputs) if jobs else None
+    tflite = tflite_jobs(out, manifest)
+    jobs = [(key, c, replace(job, batch=job.batch or c)) for key, (_, job) in tflite.items() for c in chunks]
+    background = isolated.Background([job for _, _, job in jobs], inputs) if jobs else None
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     try:
         # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
@@ -121,9 +120,8 @@ def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
                     outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, inputs, c) for c in chunks}
                 except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
                     crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        for k, (r, c) in enumerate(jobs):
-            key = (r.runtime, r.precision)
-            if key in crashed:
+        for k, (key, c, _) in enumerate(jobs):
+            if key in crashed:  # an earlier chunk size of this file already failed: one row says so
                 continue
             try:
                 outputs.setdefault(key, {})[c] = background.result(k)
@@ -133,7 +131,8 @@ def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
     finally:
         if background is not None:
             background.close()
-    return outputs, crashed, [*runners, *tflite]
+    artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
+    return outputs, crashed, {**artifacts, **{key: path for key, (path, _) in tflite.items()}}
 
 
 def _fixed_batch(manifest: dict) -> int | None:

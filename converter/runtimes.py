@@ -27,10 +27,9 @@ class Runner:
     artifact: str | None
     fn: Fn
     batch: int | None = None
-    #: set for runners that feed themselves (e.g. in a child process): (all inputs, chunk) -> outputs
+    #: set for runners that take every chunk in one call (the SavedModel, see ``_mapped_signature``):
+    #: (all inputs, chunk) -> outputs
     feed_all: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None
-    #: set for runners whose interpreter must live in a child process (an ``isolated.Job``)
-    job: object | None = None
 
 
 def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
@@ -138,22 +137,14 @@ def _mapped_signature(loaded, in_names: list[str], out_names: list[str]):
     return mapped
 
 
-def isolated_tflite_runner(path: Path, precision: str, manifest: dict, batch: int | None) -> Runner:
-    """A TFLite runner whose interpreter lives in a child process: some int8 graphs make LiteRT's
-    reference kernels abort the whole process (SIGABRT); here that becomes a failed row instead.
-    ``runner.job`` lets a caller batch several such runners into one child (:class:`isolated.Background`)."""
+def tflite_job(path: Path, manifest: dict, batch: int | None):
+    """An :class:`isolated.Job` for a TFLite file: its interpreter runs in a child process, since some int8 graphs
+    make LiteRT's reference kernels abort the whole process (SIGABRT); there that becomes a failed row."""
     from converter import isolated
 
-    blob = path.read_bytes()
     ins = [isolated.Port(i["name"], tuple(i["perm_from_pytorch"])) for i in manifest["inputs"]]
     outs = [isolated.Port(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]
-
-    def feed_all(xs: list[np.ndarray], chunk: int) -> list[np.ndarray]:
-        return isolated.run(blob, ins, outs, xs, chunk)
-
-    runner = Runner("tflite", precision, path.name, lambda xs: feed_all(xs, len(xs[0])), batch, feed_all)
-    runner.job = isolated.Job(blob, ins, outs, batch)
-    return runner
+    return isolated.Job(path.read_bytes(), ins, outs, batch)
 
 
 def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:
