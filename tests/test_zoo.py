@@ -161,14 +161,36 @@ def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
 
-    a, b = train_briefly(tiny(), make, dominant_channel, steps=60), train_briefly(tiny(), make, dominant_channel, steps=60)
-    for p, q in zip(a.parameters(), b.parameters()):
+    a, b = (train_briefly(tiny(), make, dominant_channel, target=0.95, max_steps=120, check_every=20) for _ in "ab")
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
+    assert a.steps == b.steps and a.heldout_accuracy == b.heldout_accuracy
     (x,) = make(200, 99)
     labels = dominant_channel([x])
     majority = np.bincount(labels).max() / len(labels)
     assert majority < 0.45, np.bincount(labels)  # balanced: about 1/3 each
     with torch.no_grad():
-        predicted = a(torch.from_numpy(x)).argmax(1).numpy()
+        predicted = a.model(torch.from_numpy(x)).argmax(1).numpy()
     accuracy = float((predicted == labels).mean())
     assert len(np.unique(predicted)) == 3 and accuracy > 0.9, (accuracy, np.bincount(predicted))
+
+
+@pytest.mark.parametrize(("target", "max_steps", "check_every", "stops_before_max"), [
+    (0.5, 200, 10, True),     # an easy target: stops at the first check that reaches it
+    (1.01, 40, 10, False),    # an unreachable target: trains max_steps, reports the last held-out accuracy
+    (1.01, 35, 10, False),    # max_steps need not be a multiple of check_every: the last step is checked too
+])
+def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, check_every: int,
+                                              stops_before_max: bool) -> None:
+    from converter.zoo import TINT, dominant_channel, smooth_images, train_briefly
+
+    def make(n: int, seed: int) -> list[np.ndarray]:
+        return [smooth_images(n, seed, 3, 32, TINT)]
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    trained = train_briefly(net, make, dominant_channel, target=target, max_steps=max_steps, check_every=check_every)
+    assert (trained.steps < max_steps) == stops_before_max, trained
+    assert trained.steps % check_every == 0 or trained.steps == max_steps
+    assert (trained.heldout_accuracy >= target) == stops_before_max and 0.0 < trained.heldout_accuracy <= 1.0
+    assert not trained.model.training
