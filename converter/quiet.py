@@ -6,6 +6,7 @@ Must run before ``import tensorflow`` anywhere in the process: the C++ logger re
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -64,11 +65,29 @@ def silenced(verbose: bool = False) -> Iterator[io.StringIO]:
 UNUSED_OPTIONAL_IMPORTS = ("pandas",)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block; afterwards every object alive is frozen (``gc.freeze``).
+
+    For big imports: TensorFlow + onnx2tf create ~480 k long-lived objects, and the collector's full passes over
+    them while they load cost ~17 % of the import's CPU (3.2 -> 2.7 s on the 2-core VM). Frozen, they are never
+    traversed again by later collections; module-level objects live as long as the process anyway."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
 def import_tensorflow(verbose: bool = False):
     """Import TensorFlow (and onnx2tf) with absl's start-up banner, which goes straight to fd 2, hidden.
 
     The :data:`UNUSED_OPTIONAL_IMPORTS` are refused *while* TensorFlow loads (their ``sys.modules`` entry is
-    ``None``), so tf_keras takes its no-pandas path; afterwards they import normally again for anyone else."""
+    ``None``), so tf_keras takes its no-pandas path; afterwards they import normally again for anyone else.
+    The collector is paused while they load (:func:`gc_paused`)."""
     quiet_tensorflow(verbose)
     if "tensorflow" in sys.modules and "onnx2tf" in sys.modules:
         return sys.modules["tensorflow"]
@@ -76,7 +95,7 @@ def import_tensorflow(verbose: bool = False):
     try:
         for name in blocked:
             sys.modules[name] = None  # type: ignore[assignment]  # makes ``import name`` raise ImportError
-        with silenced(verbose):
+        with silenced(verbose), gc_paused():
             import onnx2tf  # noqa: F401
             import tensorflow as tf
     finally:

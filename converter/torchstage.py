@@ -183,13 +183,15 @@ def _read_side(stage: Path) -> TorchSide:
 
 
 def _child(stage: Path) -> int:
-    from converter.quiet import quiet_tensorflow
+    from converter.quiet import gc_paused, quiet_tensorflow
     from converter.sources import load_model
 
     request = json.loads((stage / "request.json").read_text())
     options = ConvertOptions.from_json(request["options"])
     quiet_tensorflow(options.verbose)
-    import torch
+    with gc_paused():  # the child's CPU is the parent's TF import's competition on 2 cores
+        import torch
+        import torch.onnx  # noqa: F401
 
     # the parent imports TensorFlow meanwhile (single-threaded): leave it a core (2 cores: TF import 3.6 -> 3.2 s)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
