@@ -8,8 +8,8 @@ so ``honest_weights`` re-initialises them with a seed and calibrates BatchNorm s
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,6 +349,16 @@ def _image_and_meta(size: int) -> MakeInputs:
     return lambda n, seed: [smooth_images(n, seed, 3, size), np.random.default_rng(seed).standard_normal((n, 10)).astype(np.float32)]
 
 
+def _cache_path(name: str) -> Path:
+    return TRAINED_CACHE / f"{name}-{TRAINING_TAG}-seed0.pt"
+
+
+def training_record(name: str) -> dict | None:
+    """How the cached weights of zoo model ``name`` were trained (``steps``, ``heldout_accuracy``), if they were."""
+    record = _cache_path(name).with_suffix(".json")
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
 def _honest(factory: Callable[[], nn.Module], make_inputs: MakeInputs, task: Task | None = None,
             name: str = "") -> Callable[[], nn.Module]:
     def build() -> nn.Module:
@@ -358,19 +368,19 @@ def _honest(factory: Callable[[], nn.Module], make_inputs: MakeInputs, task: Tas
         model = honest_weights(model, make_inputs)
         if task is None:
             return model
-        cached = TRAINED_CACHE / f"{name}-{TRAINING_TAG}-seed0.pt"
+        cached = _cache_path(name)
         if cached.is_file():  # the same seeded training, done before: minutes saved per zoo run
             model.load_state_dict(torch.load(cached, weights_only=True))
             return model.eval()
         trained = train_briefly(model, make_inputs, task)
-        print(f"{name}: trained {trained.steps} steps, held-out accuracy {trained.heldout_accuracy:.1%}",
-              file=sys.stderr, flush=True)
-        model = trained.model
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), partial)
-        os.replace(partial, cached)
-        return model
+        for path, write in ((cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(
+                {"steps": trained.steps, "heldout_accuracy": trained.heldout_accuracy, "tag": TRAINING_TAG}))),
+                            (cached, lambda p: torch.save(trained.model.state_dict(), p))):  # weights last
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            write(partial)
+            os.replace(partial, path)
+        return trained.model
 
     return build
 
@@ -473,6 +483,7 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
                 "rewrites": [], "runtimes": []}
     timings = result.manifest.get("timings_s", {})
     row["reference_accuracy"] = result.parity.reference_accuracy
+    row["training"] = training_record(entry.name) if entry.task is not None else None
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),
             "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
             "warnings": list(result.parity.warnings),  # e.g. a classifier answering one class: nothing proven
@@ -529,7 +540,6 @@ def _why(row: dict) -> str:
 def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int, dynamic_batch: bool = False) -> dict:
     """``run_entry`` in a child process, so that a crash in native code (TFLite's int8 calibrator segfaults on
     recurrent graphs) or a leak costs one row, not the whole scoreboard."""
-    import json
     import signal
     import subprocess
     import sys
@@ -551,8 +561,6 @@ def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int,
 def main(argv: list[str] | None = None) -> int:
     """``scripts/zoo``: convert the zoo, print the scoreboard, write ``scoreboard.json`` beside the artifacts."""
     import argparse
-    import json
-    from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="zoo", description=main.__doc__)
     parser.add_argument("models", nargs="*", help=f"subset of: {', '.join(ZOO)} (default: all)")

@@ -194,3 +194,28 @@ def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, che
     assert trained.steps % check_every == 0 or trained.steps == max_steps
     assert (trained.heldout_accuracy >= target) == stops_before_max and 0.0 < trained.heldout_accuracy <= 1.0
     assert not trained.model.training
+
+
+def test_trained_weights_are_cached_with_their_training_record(tmp_path, monkeypatch) -> None:
+    """The first build trains (seeded) and caches weights + how they were trained; the second build loads them."""
+    from converter import zoo
+
+    monkeypatch.setattr(zoo, "TRAINED_CACHE", tmp_path)
+
+    def make(n: int, seed: int) -> list[np.ndarray]:
+        return [zoo.smooth_images(n, seed, 3, 32, zoo.TINT)]
+
+    def tiny() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    build = zoo._honest(tiny, make, zoo.dominant_channel, name="tiny")
+    assert zoo.training_record("tiny") is None
+    first = build()
+    record = zoo.training_record("tiny")
+    assert record is not None and record["tag"] == zoo.TRAINING_TAG, record
+    assert record["heldout_accuracy"] >= zoo.TRAIN_TARGET and record["steps"] % zoo.TRAIN_CHECK_EVERY == 0, record
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-{zoo.TRAINING_TAG}-seed0.{ext}" for ext in ("json", "pt")]
+    second = build()  # from the cache
+    for p, q in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(p, q)
+    assert not second.training
