@@ -81,7 +81,8 @@ def run(cfg: ConvertBenchConfig, log=print) -> dict:
                     breakdown.setdefault(name, []).append(timings)
             for name in names:
                 _cleanup(cmds[name])
-        return _result(cfg, {n: summarise(n, r) for n, r in results.items()}, breakdown)
+        return _result(cfg, {n: summarise(n, r) for n, r in results.items()}, breakdown,
+                       {n: paired_ratios(r, results["onnx2tf_raw"]) for n, r in results.items()})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -101,7 +102,18 @@ def _cleanup(cmd: tuple[list[str], Path]) -> None:
         shutil.rmtree(cwd, ignore_errors=True)
 
 
-def _result(cfg: ConvertBenchConfig, s: dict[str, Summary], breakdown: dict[str, list[dict]]) -> dict:
+def paired_ratios(runs: list[ProcResult], baseline: list[ProcResult]) -> list[float]:
+    """Wall-time ratio of each round to the baseline's run of the same round (both successful).
+
+    The rounds are interleaved, so a VM that drifts between rounds (raw onnx2tf: 5.3 s one day, 6.1-7.9 s the
+    next) moves both sides of a pair together; the median of these ratios is the drift-robust figure."""
+    return [a.wall_s / b.wall_s for a, b in zip(runs, baseline) if a.returncode == 0 and b.returncode == 0]
+
+
+def _result(cfg: ConvertBenchConfig, s: dict[str, Summary], breakdown: dict[str, list[dict]],
+            paired: dict[str, list[float]] | None = None) -> dict:
+    import statistics
+
     raw = s["onnx2tf_raw"]
     checks = []
     for name, target in (("convert_no_parity", TARGET_NO_PARITY), ("convert_parity", TARGET_PARITY),
@@ -109,6 +121,11 @@ def _result(cfg: ConvertBenchConfig, s: dict[str, Summary], breakdown: dict[str,
         for metric in ("wall_s_median", "cpu_s_median"):
             ratio = getattr(s[name], metric) / getattr(raw, metric)
             checks.append(_check(f"{name} / onnx2tf_raw ({metric.split('_')[0]})", ratio, target, "x"))
+        ratios = (paired or {}).get(name)
+        if ratios:
+            check = _check(f"{name} / onnx2tf_raw (wall, median of {len(ratios)} paired rounds)",
+                           statistics.median(ratios), target, "x")
+            checks.append({**check, "range": [round(min(ratios), 3), round(max(ratios), 3)]})
     for name, summ in s.items():
         checks.append(_check(f"{name} peak memory (tree, GiB)", summ.peak_tree_rss / GIB, TARGET_PEAK_GIB, "GiB"))
     return {
@@ -146,7 +163,8 @@ def to_markdown(result: dict) -> str:
     for c in result["checks"]:
         verdict = "(reported)" if c["met"] is None else "yes" if c["met"] else "NO: " + c["miss"]
         target = "-" if c["target"] is None else f"<= {c['target']}"
-        lines.append(f"| {c['what']} | {c['value']} | {target} | {verdict} |")
+        value = f"{c['value']} (range {c['range'][0]}-{c['range'][1]})" if "range" in c else c["value"]
+        lines.append(f"| {c['what']} | {value} | {target} | {verdict} |")
     for name, c in result["candidates"].items():
         if c["first_failure"]:
             lines += ["", f"{name} failed {c['failures']}x; last output lines:", "```", c["first_failure"], "```"]
