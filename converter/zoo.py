@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -297,6 +297,33 @@ def train_briefly(model: nn.Module, make_inputs: MakeInputs, task: Task, target:
     return Trained(model.eval(), step, accuracy)
 
 
+#: How far ``plant_channel_outlier`` scales one channel (the function stays the same).
+OUTLIER_FACTOR = 1000.0
+
+
+def plant_channel_outlier(model: nn.Module, producer: str, consumers: list[str], channel: int = 0,
+                          factor: float = OUTLIER_FACTOR) -> nn.Module:
+    """Scale output channel ``channel`` of conv ``producer`` by ``factor`` and the weights of every conv in
+    ``consumers`` that read it by ``1 / factor``; returns ``model`` (changed in place).
+
+    Only positively homogeneous ops (ReLU, max-pool) may lie between them: then the network computes the same
+    function, but one channel's activations are ``factor`` times larger than its neighbours'. That is the
+    range disparity between channels that folding a large BatchNorm gain into a conv leaves in real networks
+    (Nagel et al. 2019, "Data-free quantization through weight equalization and bias correction"): per-tensor
+    int8 activations spend their 256 levels on that one channel and the consumer's per-channel weight scales
+    round its tiny compensating weights to zero. The model full int8 should lose on, and selective int8 repair.
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        conv = modules[producer]
+        conv.weight[channel] *= factor
+        if conv.bias is not None:
+            conv.bias[channel] *= factor
+        for name in consumers:
+            modules[name].weight[:, channel] /= factor
+    return model
+
+
 def output_scale_ok(ref_outputs: list[np.ndarray], min_std: float = MIN_OUTPUT_STD) -> bool:
     """True when every floating reference output varies enough (std ≥ ``min_std``) and is finite everywhere.
 
@@ -327,6 +354,7 @@ class ZooEntry:
     make_inputs: MakeInputs = field(repr=False)
     fast: bool = False
     task: Task | None = field(default=None, repr=False)  # labels for the parity data (trained entries)
+    trained_as: str = ""  # whose cached training it uses, when not its own name's (a variant of another entry)
 
     def sample_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """One batch (batch size of ``input_shapes``) as torch tensors, e.g. for ``torch.onnx.export``."""
@@ -403,11 +431,15 @@ def _custom(
     return ZooEntry(name, _honest(factory, make), shapes, inputs, outputs, make, fast)
 
 
+_SQUEEZENET = _torchvision("squeezenet1_1", 128)
 _ENTRIES = [
     _torchvision("resnet18", 128),
     _torchvision("mobilenet_v3_small", 128),
     _torchvision("efficientnet_b0", 128),
-    _torchvision("squeezenet1_1", 128),
+    _SQUEEZENET,
+    # the same trained net, one channel of its first conv scaled x1000 (same function): full int8 loses it
+    replace(_SQUEEZENET, name="squeezenet1_1_outlier", trained_as="squeezenet1_1", build=lambda: plant_channel_outlier(
+        _SQUEEZENET.build(), "features.0", ["features.3.squeeze"])),
     _torchvision("shufflenet_v2_x0_5", 128),
     _torchvision("regnet_y_400mf", 128),
     _torchvision("convnext_tiny", 96),
@@ -483,7 +515,7 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
                 "rewrites": [], "runtimes": []}
     timings = result.manifest.get("timings_s", {})
     row["reference_accuracy"] = result.parity.reference_accuracy
-    row["training"] = training_record(entry.name) if entry.task is not None else None
+    row["training"] = training_record(entry.trained_as or entry.name) if entry.task is not None else None
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),
             "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
             "warnings": list(result.parity.warnings),  # e.g. a classifier answering one class: nothing proven

@@ -79,11 +79,9 @@ def _train_here(epochs: int) -> OutlierCNN:
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
-    with torch.no_grad():  # the same function, a 1000x outlier channel
-        model.conv1.weight[0] *= OUTLIER
-        model.conv1.bias[0] *= OUTLIER
-        model.conv2.weight[:, 0] /= OUTLIER
-    return model
+    from converter.zoo import plant_channel_outlier
+
+    return plant_channel_outlier(model, "conv1", ["conv2"], 0, OUTLIER)  # the same function, a 1000x channel
 
 
 @pytest.fixture(scope="module")
