@@ -268,7 +268,7 @@ def test_zoo_outlier_model_loses_full_int8_and_keep_float_recovers_it(tmp_path) 
     keeps the outlier's conv, pool and reader in float and is back within 1 pp (82.8 %), for +6 kB."""
     import json
 
-    row = run_isolated("squeezenet1_1_outlier", tmp_path, ("fp32", "int8"), samples=ZOO_SAMPLES)
+    row = run_isolated("squeezenet1_1_outlier", tmp_path, ("fp32", "int8"), samples=ZOO_SAMPLES)  # a zoo demo
     _assert_converted(row)  # every row passes, the int8 one with the layers auto kept
     selection = json.loads((tmp_path / "squeezenet1_1_outlier" / "manifest.json").read_text()
                            )["artifacts"]["tflite_int8"]["int8_selection"]
