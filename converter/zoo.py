@@ -3,7 +3,8 @@
 Each ``ZooEntry`` names a model factory, its input shapes / names, its output names, a data generator and whether it
 belongs to the fast CI subset. torchvision models are built with ``weights=None`` (nothing is downloaded); their
 random initialisation is degenerate (MobileNetV3 / EfficientNet logits of 1e-9…1e-14, where any tolerance passes),
-so ``honest_weights`` re-initialises them with a seed and calibrates BatchNorm statistics on data first.
+so ``honest_weights`` calibrates BatchNorm statistics on data (the architecture's own init, drawn under a seed, is
+kept), and the image classifiers are then trained on a labelled task (``train_briefly``).
 """
 
 from __future__ import annotations
