@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import artifacts, checks, torchstage
+from converter import artifacts, checks, interrupts, torchstage
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, InputError
 from converter.options import ConvertOptions
 from converter.parity import ParityReport
@@ -79,6 +79,7 @@ def convert(
         timings["total"] = time.perf_counter() - start
         manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         artifacts.write_manifest(tmp, manifest)
+        interrupts.checkpoint()  # an interrupt a library swallowed still means: nothing in --out
         _move_into_place(tmp, out_dir, force)
     except BaseException:  # includes KeyboardInterrupt: never leave partial output
         shutil.rmtree(tmp, ignore_errors=True)
@@ -109,6 +110,7 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
     try:
         report.write(staging)
+        interrupts.checkpoint()
         for name in ("parity.json", "parity.md"):
             os.replace(staging / name, out_dir / name)
     finally:

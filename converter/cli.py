@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from converter import interrupts
 from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
 from converter.options import DEFAULT_OPSET, PRECISIONS, TARGETS, ConvertOptions
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from converter.quiet import quiet_tensorflow
 
     quiet_tensorflow(args.verbose)
+    interrupts.install()
     try:
         return _run(args)
     except ConverterError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converter import layout
+from converter import interrupts, layout
 from converter.errors import TensorFlowConversionError
 from converter.quiet import silenced
 
@@ -115,6 +115,7 @@ def onnx_to_keras(
     if unroll_rnn:
         kwargs["enable_rnn_unroll"] = True
     keras_model = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
+    interrupts.checkpoint()  # onnx2tf's bare ``except:`` clauses can swallow a Ctrl-C
     inputs = [
         TensorSpecInfo(n, tuple(s), str(np.dtype(d)),
                        layout.channels_last(4) if layout.is_image(s, d) else layout.identity(len(s)),
