@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     from converter.quiet import quiet_tensorflow
 
     quiet_tensorflow(args.verbose)
-    interrupts.install()
     try:
-        return _run(args)
+        with interrupts.remembered():
+            return _run(args)
     except ConverterError as exc:
         print(f"convert: error: {exc}", file=sys.stderr)
         return exc.exit_code

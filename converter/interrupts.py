@@ -2,14 +2,17 @@
 
 onnx2tf wraps parts of its conversion in bare ``except:`` clauses, which also catch the ``KeyboardInterrupt``
 Python raises for SIGINT: an interrupt landing there would be lost and the conversion would run on. The
-``convert`` command installs :func:`install`'s handler, which raises as usual *and* remembers the interrupt;
-:func:`checkpoint` (called after onnx2tf returns and before anything is moved into ``--out``) raises it again.
-Without the handler (library use), :func:`checkpoint` does nothing.
+``convert`` command runs inside :func:`remembered`, whose handler raises as usual *and* remembers the
+interrupt; :func:`checkpoint` (called after onnx2tf returns and before anything is moved into ``--out``)
+raises it again.
+Outside it (library use), :func:`checkpoint` does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 _pending = False
 
@@ -20,11 +23,17 @@ def _handler(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Route SIGINT through the remembering handler (main thread only, as ``signal.signal`` requires)."""
+@contextlib.contextmanager
+def remembered() -> Iterator[None]:
+    """SIGINT goes through the remembering handler inside the block (main thread only, as ``signal.signal``
+    requires); the previous handler is back afterwards, so an in-process caller of ``cli.main`` keeps its own."""
     global _pending
     _pending = False
-    signal.signal(signal.SIGINT, _handler)
+    previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def checkpoint() -> None:

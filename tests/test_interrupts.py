@@ -13,9 +13,9 @@ from converter import interrupts
 @pytest.fixture
 def handler():
     previous = signal.getsignal(signal.SIGINT)
-    interrupts.install()
-    yield
-    signal.signal(signal.SIGINT, previous)
+    with interrupts.remembered():
+        yield
+    assert signal.getsignal(signal.SIGINT) is previous  # the caller's handler is back
     interrupts._pending = False
 
 
