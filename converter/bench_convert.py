@@ -111,7 +111,7 @@ def paired_ratios(runs: list[ProcResult], baseline: list[ProcResult]) -> list[fl
 
 
 def _result(cfg: ConvertBenchConfig, s: dict[str, Summary], breakdown: dict[str, list[dict]],
-            paired: dict[str, list[float]] | None = None) -> dict:
+            paired: dict[str, list[float]]) -> dict:
     import statistics
 
     raw = s["onnx2tf_raw"]
@@ -121,7 +121,7 @@ def _result(cfg: ConvertBenchConfig, s: dict[str, Summary], breakdown: dict[str,
         for metric in ("wall_s_median", "cpu_s_median"):
             ratio = getattr(s[name], metric) / getattr(raw, metric)
             checks.append(_check(f"{name} / onnx2tf_raw ({metric.split('_')[0]})", ratio, target, "x"))
-        ratios = (paired or {}).get(name)
+        ratios = paired.get(name)
         if ratios:
             check = _check(f"{name} / onnx2tf_raw (wall, median of {len(ratios)} paired rounds)",
                            statistics.median(ratios), target, "x")

@@ -257,10 +257,15 @@ class Trained(NamedTuple):
 
 
 def _accuracy(model: nn.Module, inputs: list[np.ndarray], labels: np.ndarray) -> float:
+    from converter.parity import accuracy_of
+
     model.eval()
     with torch.no_grad():
-        predicted = model(*(torch.from_numpy(x) for x in inputs)).argmax(1).numpy()
-    return float((predicted == labels).mean())
+        logits = model(*(torch.from_numpy(x) for x in inputs)).numpy()
+    accuracy = accuracy_of(logits, labels)
+    if accuracy is None:
+        raise ValueError(f"train_briefly needs [N, classes] logits, got shape {logits.shape}")
+    return accuracy
 
 
 def train_briefly(model: nn.Module, make_inputs: MakeInputs, task: Task, target: float = TRAIN_TARGET,
@@ -388,6 +393,13 @@ def training_record(name: str) -> dict | None:
     return json.loads(record.read_text()) if record.is_file() else None
 
 
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a temp name beside ``path``, then rename: concurrent zoo processes never read half a file."""
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    write(partial)
+    os.replace(partial, path)
+
+
 def _honest(factory: Callable[[], nn.Module], make_inputs: MakeInputs, task: Task | None = None,
             name: str = "") -> Callable[[], nn.Module]:
     def build() -> nn.Module:
@@ -403,12 +415,9 @@ def _honest(factory: Callable[[], nn.Module], make_inputs: MakeInputs, task: Tas
             return model.eval()
         trained = train_briefly(model, make_inputs, task)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        for path, write in ((cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(
-                {"steps": trained.steps, "heldout_accuracy": trained.heldout_accuracy, "tag": TRAINING_TAG}))),
-                            (cached, lambda p: torch.save(trained.model.state_dict(), p))):  # weights last
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            write(partial)
-            os.replace(partial, path)
+        record = {"steps": trained.steps, "heldout_accuracy": trained.heldout_accuracy, "tag": TRAINING_TAG}
+        _write_atomically(cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(record)))
+        _write_atomically(cached, lambda p: torch.save(trained.model.state_dict(), p))  # weights last: the key
         return trained.model
 
     return build

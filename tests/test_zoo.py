@@ -150,23 +150,29 @@ def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path) -> None:
     assert manifest["inputs"][0]["shape"][0] is None
 
 
+def _tinted32(n: int, seed: int) -> list[np.ndarray]:
+    """The labelled classifiers' task at 32x32: tinted images (their labels: ``dominant_channel``)."""
+    from converter.zoo import TINT, smooth_images
+
+    return [smooth_images(n, seed, 3, 32, TINT)]
+
+
+def _tiny_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+
 def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
     """The image classifiers get seeded training on the dominant-channel task: same seed, same weights; the
     classes are balanced, and the net beats the constant classifier by far (it once only learned the majority)."""
-    from converter.zoo import TINT, dominant_channel, smooth_images, train_briefly
+    from converter.zoo import dominant_channel, train_briefly
 
-    def make(n: int, seed: int) -> list[np.ndarray]:
-        return [smooth_images(n, seed, 3, 32, TINT)]
-
-    def tiny() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-
-    a, b = (train_briefly(tiny(), make, dominant_channel, target=0.95, max_steps=120, check_every=20) for _ in "ab")
+    a, b = (train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=0.95, max_steps=120, check_every=20)
+            for _ in "ab")
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
     assert a.steps == b.steps and a.heldout_accuracy == b.heldout_accuracy
-    (x,) = make(200, 99)
+    (x,) = _tinted32(200, 99)
     labels = dominant_channel([x])
     majority = np.bincount(labels).max() / len(labels)
     assert majority < 0.45, np.bincount(labels)  # balanced: about 1/3 each
@@ -183,14 +189,10 @@ def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
 ])
 def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, check_every: int,
                                               stops_before_max: bool) -> None:
-    from converter.zoo import TINT, dominant_channel, smooth_images, train_briefly
+    from converter.zoo import dominant_channel, train_briefly
 
-    def make(n: int, seed: int) -> list[np.ndarray]:
-        return [smooth_images(n, seed, 3, 32, TINT)]
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-    trained = train_briefly(net, make, dominant_channel, target=target, max_steps=max_steps, check_every=check_every)
+    trained = train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=target, max_steps=max_steps,
+                            check_every=check_every)
     assert (trained.steps < max_steps) == stops_before_max, trained
     assert trained.steps % check_every == 0 or trained.steps == max_steps
     assert (trained.heldout_accuracy >= target) == stops_before_max and 0.0 < trained.heldout_accuracy <= 1.0
@@ -202,14 +204,7 @@ def test_trained_weights_are_cached_with_their_training_record(tmp_path, monkeyp
     from converter import zoo
 
     monkeypatch.setattr(zoo, "TRAINED_CACHE", tmp_path)
-
-    def make(n: int, seed: int) -> list[np.ndarray]:
-        return [zoo.smooth_images(n, seed, 3, 32, zoo.TINT)]
-
-    def tiny() -> nn.Module:
-        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-
-    build = zoo._honest(tiny, make, zoo.dominant_channel, name="tiny")
+    build = zoo._honest(_tiny_classifier, _tinted32, zoo.dominant_channel, name="tiny")
     assert zoo.training_record("tiny") is None
     first = build()
     record = zoo.training_record("tiny")
