@@ -140,7 +140,7 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
                 manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
                 continue
         else:
-            blob = tfexport.convert_tflite(module, precision, representative, options.verbose)
+            blob = tfexport.convert_tflite(module, precision, representative, options.verbose, out / "saved_model")
         name = f"model_{precision}.tflite"
         (out / name).write_bytes(blob)
         manifest["artifacts"][f"tflite_{precision}"] = {

@@ -165,10 +165,15 @@ def entry() -> None:
     Why: once every file is written, closed and moved into place, tearing down TensorFlow's module graph
     and thread pools takes ~0.9 s on 2 cores (measured: ``cli.main`` returned at 5.05 s, the process ended
     at 5.95 s) and does nothing for the user. The atexit hooks still run (autograph removes its generated
-    files in one); only the module teardown is skipped. Library callers of :func:`main` are unaffected."""
+    files in one); only the module teardown is skipped. The process is the command's own, so TensorFlow loads
+    without the optional imports a conversion never uses (:func:`converter.quiet.own_process`). Library callers
+    of :func:`main` are unaffected by both."""
     import atexit
     import os
 
+    from converter.quiet import own_process
+
+    own_process()
     code = main()
     atexit._run_exitfuncs()  # noqa: SLF001 — the documented hooks (logging.shutdown, temp-file removal)
     sys.stdout.flush()

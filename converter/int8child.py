@@ -44,8 +44,9 @@ def convert_int8(saved_model: Path, names: list[str], calibration: list[dict[str
 
 
 def _main(saved_model: str, work: str, count: str, *names: str) -> None:
-    from converter.quiet import import_tensorflow
+    from converter.quiet import import_tensorflow, own_process
 
+    own_process()
     tf = import_tensorflow()
     with np.load(Path(work) / "calibration.npz") as z:
         samples = [{n: z[f"{k}/{n}"] for n in names} for k in range(int(count))]

@@ -59,10 +59,21 @@ def silenced(verbose: bool = False) -> Iterator[io.StringIO]:
             os.close(fd)
 
 
-#: Optional imports TensorFlow's stack makes at load time and a conversion never uses: tf_keras's data adapter
-#: tries pandas (0.37 s of the import, measured with ``-X importtime``; installed here for mlxtend) inside a
-#: ``try: import … except ImportError`` fallback. (requests, 0.06 s, is not optional: TF imports it bare.)
-UNUSED_OPTIONAL_IMPORTS = ("pandas",)
+#: Optional imports TensorFlow's stack makes at load time and a conversion never uses, each inside a
+#: ``try: import … except ImportError`` fallback (measured with ``-X importtime``): tf_keras' data adapter tries
+#: pandas (0.37 s; installed here for mlxtend); TF's and tf_keras' v1 training loops try ``scipy.sparse`` and
+#: tf_keras' image augmentation scipy (~0.2 s of wall time). (requests, 0.06 s, is not optional: TF imports it
+#: bare.) Refused only in a process the toolkit owns (:func:`own_process`): the modules that tried them keep
+#: their fallback (``pd = None``) for the process's life, which a library caller's own code must not inherit.
+UNUSED_OPTIONAL_IMPORTS = ("pandas", "scipy")
+_owned = False
+
+
+def own_process() -> None:
+    """Declare this process the toolkit's own (the ``convert`` command, the int8 child): TensorFlow then
+    loads without :data:`UNUSED_OPTIONAL_IMPORTS`."""
+    global _owned
+    _owned = True
 
 
 @contextlib.contextmanager
@@ -85,13 +96,14 @@ def gc_paused() -> Iterator[None]:
 def import_tensorflow(verbose: bool = False):
     """Import TensorFlow (and onnx2tf) with absl's start-up banner, which goes straight to fd 2, hidden.
 
-    The :data:`UNUSED_OPTIONAL_IMPORTS` are refused *while* TensorFlow loads (their ``sys.modules`` entry is
-    ``None``), so tf_keras takes its no-pandas path; afterwards they import normally again for anyone else.
+    In a process the toolkit owns (:func:`own_process`) the :data:`UNUSED_OPTIONAL_IMPORTS` are refused *while*
+    TensorFlow loads (their ``sys.modules`` entry is ``None``), so tf_keras takes its no-pandas, no-scipy
+    paths; afterwards they import normally again.
     The collector is paused while they load (:func:`gc_paused`)."""
     quiet_tensorflow(verbose)
     if "tensorflow" in sys.modules and "onnx2tf" in sys.modules:
         return sys.modules["tensorflow"]
-    blocked = [name for name in UNUSED_OPTIONAL_IMPORTS if name not in sys.modules]
+    blocked = [name for name in UNUSED_OPTIONAL_IMPORTS if _owned and name not in sys.modules]
     try:
         for name in blocked:
             sys.modules[name] = None  # type: ignore[assignment]  # makes ``import name`` raise ImportError

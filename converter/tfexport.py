@@ -98,14 +98,25 @@ def _save_with_export_archive(module, path: Path) -> None:
     archive.write_out(str(path))
 
 
-def tflite_converter(module):
-    """A ``TFLiteConverter`` for the serving function: from the SavedModel when the module had to be saved through
-    ExportArchive (its resources are only tracked there), else straight from the concrete function."""
+def tflite_converter(module, saved_model: Path | None = None):
+    """A ``TFLiteConverter`` for the serving function.
+
+    From the SavedModel when there is one on disk (``saved_model``, or the archive ExportArchive wrote, whose
+    resources are only tracked there): the TFLite file is then built from exactly the SavedModel that ships,
+    and it is faster — ``from_concrete_functions`` saves the module into a temporary SavedModel and converts
+    *that*, every time (mnist_cnn: 0.23 vs 0.38 s per file, same graph; only the flatbuffer's "converted from"
+    metadata differs). Without one, straight from the concrete function."""
     import tensorflow as tf
 
-    source = getattr(module, "saved_model_source", None)
+    source = saved_model if saved_model is not None else getattr(module, "saved_model_source", None)
     if source is not None:
-        return tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[SIGNATURE_KEY])
+        # what ``TFLiteConverter.from_saved_model`` returns, without its extra load of the SavedModel; the
+        # file's conversion metadata then says "from a SavedModel", as from_saved_model's would
+        from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
+        from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
+
+        TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # noqa: SLF001
+        return TFLiteSavedModelConverterV2(str(source), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
     return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
 
 
@@ -126,15 +137,17 @@ def convert_tflite(
     precision: str,
     representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
     verbose: bool = False,
+    saved_model: Path | None = None,
 ) -> bytes:
     """One TFLite flatbuffer at ``precision`` (fp32 | fp16 | dynamic_int8 | int8).
 
     int8 keeps float32 inputs/outputs (quantize/dequantize at the edges) so the same feeding code works
     for every precision; its ranges come from ``representative`` (real data, never random).
+    ``saved_model``: the module's SavedModel on disk, the converter's source when given (:func:`tflite_converter`).
     """
     import tensorflow as tf
 
-    converter = tflite_converter(module)
+    converter = tflite_converter(module, saved_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
