@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from converter import interrupts
+from converter import interrupts, torchchild
 from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
 from converter.options import DEFAULT_OPSET, PRECISIONS, TARGETS, ConvertOptions
 
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow(args.verbose)
     try:
         with interrupts.remembered():
+            if args.model is not None and not args.model.endswith(".onnx"):
+                torchchild.prestart()  # the PyTorch child imports torch from now on, beside this process's imports
             return _run(args)
     except ConverterError as exc:
         print(f"convert: error: {exc}", file=sys.stderr)
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convert: interrupted — nothing was written to --out", file=sys.stderr)
         return 130
+    finally:
+        torchchild.discard()
 
 
 def _run(args: argparse.Namespace) -> int:

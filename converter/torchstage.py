@@ -1,7 +1,8 @@
 """The PyTorch side of a conversion: load, export to ONNX, and compute the PyTorch rows of the report.
 
 It runs in-process for API callers that hand over a live ``nn.Module``, and in a child process for the
-CLI (:func:`start_isolated`): the child imports torch, writes ``model.onnx`` and the reference outputs,
+CLI (:func:`start_isolated`; the command starts that child before anything else, :mod:`converter.torchchild`):
+the child imports torch, then takes its request, writes ``model.onnx`` and the reference outputs,
 and exits before the parent builds anything in TensorFlow (the parent only imports TensorFlow meanwhile),
 so the two frameworks never work in one process's memory or thread pools. ``.onnx`` sources need no torch at all.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from converter import export
+from converter import torchchild as child
 from converter.errors import ConverterError, ExportError, InputError
 from converter.options import ConvertOptions
 from converter.paritydata import ParityData, load_parity_data
@@ -111,7 +113,8 @@ class IsolatedStage:
                 error = self.stage / "error.json"
                 if error.is_file():
                     raise ConverterError(json.loads(error.read_text())["message"])
-                lines = (self.stage / "stderr.log").read_text(errors="replace").strip().splitlines()
+                self._log.seek(0)
+                lines = self._log.read().decode(errors="replace").strip().splitlines()
                 tail = (lines or ["(no output)"])[-1]
                 raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
                                   "rerun with --verbose; check the model runs on CPU")
@@ -123,26 +126,25 @@ class IsolatedStage:
         """Stop the child if it still runs (an error or Ctrl-C in the parent) and remove its files."""
         import shutil
 
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        child.stop(self.proc, self._log)
         shutil.rmtree(self.stage, ignore_errors=True)
 
 
 def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
                    parity_data: str, *, export_onnx: bool = True) -> IsolatedStage:
-    """Start :func:`run` in a child process; its ConverterError comes back from ``result()`` as the same
-    one-line error."""
+    """Run :func:`run` in a child process (the prestarted one, else a new one); its ConverterError comes back
+    from ``result()`` as the same one-line error."""
     request = {"spec": spec, "weights": weights, "out": str(out), "options": options.to_json(),
                "input_shapes": input_shapes, "parity_data": parity_data, "export_onnx": export_onnx}
     stage = out / _STAGE_FILE
     stage.mkdir(exist_ok=True)
     (stage / "request.json").write_text(json.dumps(request))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    log = open(stage / "stderr.log", "w")  # a file, not a pipe: a chatty child can never block on a full pipe
-    proc = subprocess.Popen([sys.executable, "-m", "converter.torchstage", str(stage)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc, log = child.take()
+    try:
+        proc.stdin.write(f"{stage}\n".encode())
+        proc.stdin.close()
+    except BrokenPipeError:  # it died importing torch: result() reports its stderr
+        pass
     return IsolatedStage(stage, proc, log)
 
 
@@ -182,16 +184,20 @@ def _read_side(stage: Path) -> TorchSide:
                      meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"])
 
 
-def _child(stage: Path) -> int:
+def _child() -> int:
     from converter.quiet import gc_paused, quiet_tensorflow
     from converter.sources import load_model
 
-    request = json.loads((stage / "request.json").read_text())
-    options = ConvertOptions.from_json(request["options"])
-    quiet_tensorflow(options.verbose)
     with gc_paused():  # the child's CPU is the parent's TF import's competition on 2 cores
         import torch
         import torch.onnx  # noqa: F401
+    line = sys.stdin.readline().strip()  # the stage directory, once the parent has written the request
+    if not line:
+        return 3  # the parent gave up before the PyTorch stage (or died): nothing to do
+    stage = Path(line)
+    request = json.loads((stage / "request.json").read_text())
+    options = ConvertOptions.from_json(request["options"])
+    quiet_tensorflow(options.verbose)
 
     # the parent imports TensorFlow meanwhile (single-threaded): leave it a core (2 cores: TF import 3.6 -> 3.2 s)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
@@ -220,4 +226,4 @@ def _exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    _exit_now(_child(Path(sys.argv[1])))
+    _exit_now(_child())

@@ -49,3 +49,12 @@ def not_a_module() -> str:
 
 def broken_factory() -> nn.Module:
     raise RuntimeError("factory exploded")
+
+
+def crashing_factory() -> nn.Module:
+    """Kills its process the way a native crash would (no Python exception to catch)."""
+    import os
+    import sys
+
+    print("toy_models: about to crash natively", file=sys.stderr, flush=True)
+    os._exit(7)

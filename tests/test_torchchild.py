@@ -1,0 +1,83 @@
+"""The PyTorch child is started early (``convert`` prestarts it) and never outlives a command that did not use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from converter import cli, torchchild
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def spawned(monkeypatch) -> list[subprocess.Popen]:
+    """Every child ``torchchild`` starts in the test, killed afterwards whatever happened."""
+    procs: list[subprocess.Popen] = []
+    real_spawn = torchchild.spawn
+
+    def recording_spawn():
+        proc, log = real_spawn()
+        procs.append(proc)
+        return proc, log
+
+    monkeypatch.setattr(torchchild, "spawn", recording_spawn)
+    monkeypatch.chdir(ROOT)
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    torchchild.discard()
+
+
+def test_prestarted_child_is_taken_once_then_new_ones_are_spawned(spawned) -> None:
+    torchchild.prestart()
+    torchchild.prestart()  # idempotent: still one child waiting
+    assert len(spawned) == 1
+    first = torchchild.take()
+    second = torchchild.take()
+    assert first[0] is spawned[0] and second[0] is spawned[1] and len(spawned) == 2
+    for proc, log in (first, second):
+        torchchild.stop(proc, log)
+        assert proc.poll() is not None and log.closed
+
+
+def test_discard_kills_a_child_nobody_took(spawned) -> None:
+    torchchild.prestart()
+    torchchild.discard()
+    assert spawned[0].poll() is not None
+    assert torchchild.take()[0] is spawned[1]  # nothing prestarted is left to hand out
+
+
+@pytest.mark.parametrize("argv", [
+    ["mnist_cnn", "--weights", "does-not-exist.pt"],  # the child takes the request and reports the error
+    ["mnist_cnn", "--input-shape", "1,x,28"],  # fails parsing a shape: the child never gets a request
+])
+def test_a_command_that_fails_early_leaves_no_child_running(spawned, tmp_path, argv) -> None:
+    code = cli.main([*argv, "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert len(spawned) == 1 and spawned[0].poll() is not None  # prestarted, then stopped on the way out
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_child_that_crashes_is_reported_with_the_last_line_it_printed(spawned, tmp_path, capsys) -> None:
+    code = cli.main(["tests.toy_models:crashing_factory", "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the PyTorch stage crashed (exit 7): toy_models: about to crash natively" in err[0]
+    assert not (tmp_path / "out").exists() and spawned[0].poll() == 7
+
+
+def test_an_onnx_source_starts_no_child(spawned, tmp_path) -> None:
+    assert cli.main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "out")]) == 2
+    assert spawned == []
+
+
+def test_child_given_no_request_exits_on_its_own() -> None:
+    """If the parent dies before handing over a request, the child sees end-of-file on stdin and exits (3)
+    once torch has imported, instead of waiting forever."""
+    done = subprocess.run([sys.executable, "-m", "converter.torchstage"], stdin=subprocess.DEVNULL,
+                          capture_output=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 3, done.stderr[-1000:]
