@@ -172,17 +172,10 @@ def entry() -> None:
     files in one); only the module teardown is skipped. The process is the command's own, so TensorFlow loads
     without the optional imports a conversion never uses (:func:`converter.quiet.own_process`). Library callers
     of :func:`main` are unaffected by both."""
-    import atexit
-    import os
-
-    from converter.quiet import own_process
+    from converter.quiet import exit_without_teardown, own_process
 
     own_process()
-    code = main()
-    atexit._run_exitfuncs()  # noqa: SLF001 — the documented hooks (logging.shutdown, temp-file removal)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_without_teardown(main())
 
 
 if __name__ == "__main__":

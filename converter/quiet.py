@@ -76,6 +76,18 @@ def own_process() -> None:
     _owned = True
 
 
+def exit_without_teardown(code: int) -> None:
+    """End one of the toolkit's own processes once its files are written and closed: the atexit hooks run
+    (logging.shutdown, autograph's temp-file removal), the interpreter's teardown of TensorFlow's / torch's
+    module graph (0.3-0.9 s on 2 cores, measured) is skipped."""
+    import atexit
+
+    atexit._run_exitfuncs()  # noqa: SLF001 — the documented hooks
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection inside the block; afterwards every object alive is frozen (``gc.freeze``).
