@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import artifacts, checks, interrupts, torchstage
+from converter import artifacts, checks, interrupts, torchchild, torchstage
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, InputError
 from converter.options import ConvertOptions
 from converter.parity import ParityReport
@@ -121,7 +121,7 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
 def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, isolate: bool,
                 export_onnx: bool) -> torchstage.TorchSide:
     if isinstance(model, str):
-        if isolate and not isinstance(parity_data, ParityData) and not model.endswith(".onnx"):
+        if isolate and not isinstance(parity_data, ParityData) and torchchild.has_torch_side(model):
             stage = torchstage.start_isolated(model, None if weights is None else str(weights), out, options,
                                               input_shapes, parity_data, export_onnx=export_onnx)
             try:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow(args.verbose)
     try:
         with interrupts.remembered():
-            if args.model is not None and not args.model.endswith(".onnx"):
+            if args.model is not None and torchchild.has_torch_side(args.model):
                 torchchild.prestart()  # the PyTorch child imports torch from now on, beside this process's imports
             return _run(args)
     except ConverterError as exc:

@@ -45,12 +45,14 @@ def convert_int8(saved_model: Path, names: list[str], calibration: list[dict[str
 
 def _main(saved_model: str, work: str, count: str, *names: str) -> None:
     from converter.quiet import import_tensorflow, own_process
+    from converter.tfexport import saved_model_converter
 
     own_process()
     tf = import_tensorflow()
+
     with np.load(Path(work) / "calibration.npz") as z:
         samples = [{n: z[f"{k}/{n}"] for n in names} for k in range(int(count))]
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serving_default"])
+    converter = saved_model_converter(saved_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: iter(samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

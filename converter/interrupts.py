@@ -37,6 +37,6 @@ def remembered() -> Iterator[None]:
 
 
 def checkpoint() -> None:
-    """Raise ``KeyboardInterrupt`` if an interrupt arrived since :func:`install`, even one something swallowed."""
+    """Raise ``KeyboardInterrupt`` if an interrupt arrived inside :func:`remembered`, even one something swallowed."""
     if _pending:
         raise KeyboardInterrupt

@@ -110,14 +110,20 @@ def tflite_converter(module, saved_model: Path | None = None):
 
     source = saved_model if saved_model is not None else getattr(module, "saved_model_source", None)
     if source is not None:
-        # what ``TFLiteConverter.from_saved_model`` returns, without its extra load of the SavedModel; the
-        # file's conversion metadata then says "from a SavedModel", as from_saved_model's would
-        from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
-        from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
-
-        TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # noqa: SLF001
-        return TFLiteSavedModelConverterV2(str(source), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
+        return saved_model_converter(source)
     return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+
+
+def saved_model_converter(path: str | Path):
+    """A ``TFLiteConverter`` for the ``serving_default`` signature of the SavedModel at ``path``: what
+    ``TFLiteConverter.from_saved_model`` returns, without its extra load of the SavedModel; the file's conversion
+    metadata then says "from a SavedModel", as from_saved_model's would."""
+    import tensorflow as tf
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
+    from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
+
+    TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # noqa: SLF001
+    return TFLiteSavedModelConverterV2(str(path), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
 
 
 def positional(module, representative: Callable[[], Iterable]) -> Callable[[], Iterable[list[np.ndarray]]]:

@@ -19,6 +19,11 @@ Child = tuple[subprocess.Popen, IO[bytes]]
 _prestarted: Child | None = None
 
 
+def has_torch_side(spec: str) -> bool:
+    """Whether a model source needs the PyTorch child (everything but an ``.onnx`` file)."""
+    return not spec.endswith(".onnx")
+
+
 def spawn() -> Child:
     """A new child and the file its stderr goes to: an anonymous temporary file (a file, not a pipe, so a
     chatty child never blocks on a full pipe; nothing is left on disk)."""
