@@ -92,6 +92,8 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
                                       parity.tolerance_for(precision, options.atol, options.rtol),
                                       f"cannot run: {reason}"))
     rows.sort(key=lambda r: _ORDER.index(r.runtime))
+    for row in rows:
+        _require_quantised(out, row)
     for key, reason in manifest.get("failed_artifacts", {}).items():
         precision = key.removeprefix("tflite_")
         rows.append(parity.failed_row("tflite", precision, f"model_{precision}.tflite",
@@ -133,6 +135,18 @@ def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
             background.close()
     artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
     return outputs, crashed, {**artifacts, **{key: path for key, (path, _) in tflite.items()}}
+
+
+def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
+    """An int8 row passes only if its file really is quantised: a converter that quietly fell back to float
+    (seen: full int8 calibrated on an empty set) would otherwise pass every accuracy check."""
+    if row.runtime != "tflite" or row.precision not in ("int8", "dynamic_int8") or not row.passed:
+        return
+    from converter.tfexport import quantised_tensors
+
+    if quantised_tensors(out / row.artifact) == 0:
+        row.passed = False
+        row.reason = f"{row.artifact} is not quantised: it holds no int8 tensor"
 
 
 def _fixed_batch(manifest: dict) -> int | None:

@@ -1,5 +1,9 @@
 """Error types the CLI maps to exit codes.
 
+The exit-code contract of ``convert``: 0 converted (or checked) and parity passed; 1 parity failed, or ``--check``
+found an artifact changed since it was written (the artifacts are kept); 2 bad input or a failed conversion
+(nothing written); 130 / 143 interrupted by SIGINT / SIGTERM (nothing written).
+
 Every error carries a one-line message that names the problem *and* the fix; the CLI prints it as
 ``convert: error: <message>`` and exits with :attr:`ConverterError.exit_code`, never a traceback.
 """
@@ -35,6 +39,12 @@ class ExportError(ConverterError):
 
 class TensorFlowConversionError(ConverterError):
     """ONNX -> TensorFlow failed (an op onnx2tf cannot convert, or an export that TF rejects)."""
+
+
+class ArtifactsChanged(ConverterError):
+    """``--check``: an artifact differs from what ``convert`` recorded (exit code 1: the artifacts fail the gate)."""
+
+    exit_code = EXIT_PARITY_FAILED
 
 
 class ParityFailed(Exception):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converter import children
 from converter.errors import TensorFlowConversionError
 
 #: ONNX ops after which onnx2tf's graphs have crashed TFLite's int8 calibrator.
@@ -33,7 +34,7 @@ def convert_int8(saved_model: Path, names: list[str], calibration: list[dict[str
         np.savez(Path(work) / "calibration.npz", **arrays)
         result = Path(work) / "model.tflite"
         done = subprocess.run([sys.executable, "-m", "converter.int8child", str(saved_model), work, str(len(calibration)),
-                               *names], capture_output=True, text=True, timeout=timeout,
+                               *names], capture_output=True, text=True, timeout=timeout, env=children.child_env(),
                               cwd=str(Path(__file__).resolve().parents[1]))
         if done.returncode != 0 or not result.is_file():
             why = f"signal {-done.returncode}" if done.returncode < 0 else \
@@ -47,6 +48,7 @@ def _main(saved_model: str, work: str, count: str, *names: str) -> None:
     from converter.quiet import import_tensorflow, own_process
     from converter.tfexport import saved_model_converter
 
+    children.die_with_parent()
     own_process()
     tf = import_tensorflow()
 

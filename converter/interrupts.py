@@ -1,10 +1,13 @@
-"""Ctrl-C that third-party code cannot swallow.
+"""Ctrl-C and SIGTERM that third-party code cannot swallow.
+
+SIGTERM (a CI cancel, ``timeout``, ``docker stop``) is handled exactly like Ctrl-C: the command stops, removes what
+it staged, and exits 143 (130 for SIGINT) with nothing written to ``--out``.
 
 onnx2tf wraps parts of its conversion in bare ``except:`` clauses, which also catch the ``KeyboardInterrupt``
 Python raises for SIGINT: an interrupt landing there would be lost and the conversion would run on. The
-``convert`` command runs inside :func:`remembered`, whose handler raises as usual *and* remembers the
-interrupt; :func:`checkpoint` (called after onnx2tf returns and before anything is moved into ``--out``)
-raises it again.
+``convert`` command runs inside :func:`remembered`, whose handler raises :class:`Interrupted` (a
+``KeyboardInterrupt``) *and* remembers the signal; :func:`checkpoint` (called after onnx2tf returns and before
+anything is moved into ``--out``) raises it again.
 Outside it (library use), :func:`checkpoint` does nothing.
 """
 
@@ -14,29 +17,50 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-_pending = False
+#: The signals :func:`remembered` turns into :class:`Interrupted`.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_pending: int | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """The command was interrupted by ``signum``; its exit code is 128 + ``signum`` (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal number: 130 for Ctrl-C (also a plain ``KeyboardInterrupt``), 143 for SIGTERM."""
+    return getattr(exc, "exit_code", 128 + signal.SIGINT)
 
 
 def _handler(signum, frame) -> None:
     global _pending
-    _pending = True
-    raise KeyboardInterrupt
+    _pending = signum
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def remembered() -> Iterator[None]:
-    """SIGINT goes through the remembering handler inside the block (main thread only, as ``signal.signal``
-    requires); the previous handler is back afterwards, so an in-process caller of ``cli.main`` keeps its own."""
+    """SIGINT and SIGTERM go through the remembering handler inside the block (main thread only, as
+    ``signal.signal`` requires); the previous handlers are back afterwards, so an in-process caller of
+    ``cli.main`` keeps its own."""
     global _pending
-    _pending = False
-    previous = signal.signal(signal.SIGINT, _handler)
+    _pending = None
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def checkpoint() -> None:
-    """Raise ``KeyboardInterrupt`` if an interrupt arrived inside :func:`remembered`, even one something swallowed."""
-    if _pending:
-        raise KeyboardInterrupt
+    """Raise :class:`Interrupted` if a signal arrived inside :func:`remembered`, even one something swallowed."""
+    if _pending is not None:
+        raise Interrupted(_pending)

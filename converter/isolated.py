@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converter import children
+
 
 class InterpreterAborted(RuntimeError):
     """The TFLite interpreter refused the model or killed its process."""
@@ -77,7 +79,7 @@ class Background:
         self._stderr = open(self._dir / "stderr.log", "w+")
         self._proc = subprocess.Popen([sys.executable, "-m", "converter.isolated", str(self._dir)],
                                       stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                                      env=children.child_env(dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")),
                                       cwd=str(Path(__file__).resolve().parents[1]))
         self._returncode: int | None = None
 
@@ -129,6 +131,7 @@ def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[
 
 def _main(work: str) -> None:
     """Child: run each job in order, writing ``reply-K.pkl`` (atomically) as soon as job K is done."""
+    children.die_with_parent()
     jobs, arrays = pickle.loads((Path(work) / "request.pkl").read_bytes())
     for k, job in enumerate(jobs):
         result = _invoke(job.model, job.inputs, job.outputs, arrays, job.batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from converter.errors import InputError
@@ -26,6 +28,8 @@ class ConvertOptions:
         calibration: representative inputs for full-int8 (list of arrays in PyTorch layout), or None to
             use the parity inputs.
         int8_keep_float: module paths / ONNX scopes to keep in float during full-int8 (selective int8).
+        allow_pickle: let model files be read with Python's full unpickler (a ``.pt2`` whose archive holds
+            pickled objects). Off: such a file is refused, since unpickling can run code.
     """
 
     input_names: tuple[str, ...] = ()
@@ -43,6 +47,7 @@ class ConvertOptions:
     verbose: bool = False
     localise: bool = False
     int8_keep_float: tuple[str, ...] = field(default_factory=tuple)
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -57,6 +62,19 @@ class ConvertOptions:
             raise InputError(f"opset {self.opset} is out of range", "use an ONNX opset between 7 and 21 (default 17)")
         if self.parity_samples <= 0:
             raise InputError("--parity-samples must be positive", "pass e.g. --parity-samples 1000")
+        for flag, value in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{flag} {value} is not a finite number >= 0",
+                                 f"pass e.g. {flag} 1e-4, or drop {flag} for the default")
+        if self.int8_keep_float and "int8" not in self.tflite_precisions:
+            raise InputError("--int8-keep-float applies to full int8, which this run does not build",
+                             "add int8 to --precision (with --calibration-data FILE.npy), or drop --int8-keep-float")
+        _check_names(self.input_names, "input")
+        _check_names(self.output_names, "output")
+        both = set(self.input_names) & set(self.output_names)
+        if both:
+            raise InputError(f"{sorted(both)[0]!r} names both an input and an output",
+                             "give every input and output its own name")
 
     @property
     def wants_saved_model(self) -> bool:
@@ -72,3 +90,17 @@ class ConvertOptions:
     @classmethod
     def from_json(cls, data: dict) -> "ConvertOptions":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+#: Names every artifact accepts as a signature key (TF, TFLite and ONNX alike).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_names(names: tuple[str, ...], kind: str) -> None:
+    for name in names:
+        if not _NAME.fullmatch(name):
+            raise InputError(f"--{kind}-name {name!r} is not a valid name",
+                             "use letters, digits and _ (not starting with a digit), e.g. pixel_values")
+    seen = [n for k, n in enumerate(names) if n in names[:k]]
+    if seen:
+        raise InputError(f"--{kind}-name {seen[0]!r} is given twice", f"give every {kind} its own name")

@@ -6,9 +6,12 @@ message naming the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import pickle
+import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -49,15 +52,19 @@ class LoadedModel:
         return self.name if self.kind == "reference" else None
 
 
-def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
-    """Resolve ``spec`` to a model; apply ``weights`` (a state_dict file) where that makes sense."""
-    loaded = _load(spec, weights)
+def load_model(spec: str, weights: str | Path | None = None, *, allow_pickle: bool = False) -> LoadedModel:
+    """Resolve ``spec`` to a model; apply ``weights`` (a state_dict file) where that makes sense.
+
+    No file is unpickled with Python's full unpickler unless ``allow_pickle`` (``--allow-pickle``): weights
+    and ``.pt2`` archives go through ``torch.load(weights_only=True)``, which builds tensors and plain
+    containers only, so a crafted file cannot run code while it is read (see README, Security)."""
+    loaded = _load(spec, weights, allow_pickle)
     loaded.spec = spec
     loaded.weights = None if weights is None else str(Path(weights).resolve())
     return loaded
 
 
-def _load(spec: str, weights: str | Path | None) -> LoadedModel:
+def _load(spec: str, weights: str | Path | None, allow_pickle: bool) -> LoadedModel:
     path = Path(spec)
     if spec in REFERENCE_MODELS:
         import torch  # lazily: the TF side of a conversion never imports torch
@@ -75,7 +82,7 @@ def _load(spec: str, weights: str | Path | None) -> LoadedModel:
     if path.suffix == ".pt2":
         _require_file(path, "a torch.export .pt2 file")
         _no_weights(weights, "a .pt2 ExportedProgram carries its own weights")
-        return LoadedModel(path.stem, "exported_program", _load_exported_program(path))
+        return LoadedModel(path.stem, "exported_program", _load_exported_program(path, allow_pickle))
     if ":" in spec and not path.exists():
         module = _call_factory(spec)
         if weights is not None:
@@ -171,15 +178,61 @@ def _load_torchscript(path: Path) -> nn.Module:
                              "pass a file written by torch.jit.save, or a .pt2/.onnx file") from None
 
 
-def _load_exported_program(path: Path) -> nn.Module:
+def _load_exported_program(path: Path, allow_pickle: bool) -> nn.Module:
     import torch  # lazily: the TF side of a conversion never imports torch
 
     try:
-        graph_module = torch.export.load(str(path)).module()
+        with contextlib.nullcontext() if allow_pickle else _weights_only_unpickling():
+            graph_module = torch.export.load(str(path)).module()
+    except PickleRefused as exc:
+        raise ModelLoadError(f"{path} holds a pickled Python object ({exc}) that could run code when loaded",
+                             "re-save it with torch.export.save from plain tensors, or pass --allow-pickle "
+                             "if you trust the file") from None
     except Exception as exc:
         raise ModelLoadError(f"cannot load ExportedProgram {path}: {type(exc).__name__}",
                              "pass a file written by torch.export.save") from None
     return _Unexported(graph_module)
+
+
+class PickleRefused(Exception):
+    """A member of a model archive needs Python's full unpickler (arbitrary code on load)."""
+
+
+@contextlib.contextmanager
+def _weights_only_unpickling() -> Iterator[None]:
+    """While ``torch.export.load`` reads an archive, every unpickling it does is weights-only.
+
+    torch 2.14 reads a ``.pt2``'s weights, constants and sample inputs with ``torch.load(weights_only=False)``
+    (after a weights-only attempt, for sample inputs) and opaque constants with ``pickle.loads``: a crafted
+    member runs code (``__reduce__``) during the load. Here ``torch.load`` is weights-only whatever the caller
+    asks, and ``pickle.loads`` in the archive reader refuses; the graph itself is JSON and loads as usual.
+    What a real export writes (tensors, tuples, dicts of tensors) loads unchanged."""
+    import torch
+    from torch.export.pt2_archive import _package
+
+    real_load, real_pickle = torch.load, _package.pickle
+
+    def weights_only_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            raise PickleRefused(found.group(1) if found else "a Python object") from None
+
+    class _NoPickle:
+        def __getattr__(self, name):
+            return getattr(pickle, name)
+
+        @staticmethod
+        def loads(*_args, **_kwargs):
+            raise PickleRefused("an opaque Python object")
+
+    torch.load, _package.pickle = weights_only_load, _NoPickle()
+    try:
+        yield
+    finally:
+        torch.load, _package.pickle = real_load, real_pickle
 
 
 def _Unexported(graph_module) -> nn.Module:

@@ -175,6 +175,14 @@ def convert_tflite(
                                         "rerun with --verbose; drop that precision with --precision") from None
 
 
+def quantised_tensors(tflite_file: Path) -> int:
+    """How many tensors of an int8 TFLite file are int8 (0: the file is float, whatever its name says)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(tflite_file)).get_tensor_details()
+    return sum(1 for d in details if d["dtype"] == np.int8)
+
+
 def op_histogram(tflite_bytes: bytes) -> dict[str, int]:
     """How many of each builtin op a TFLite file holds (e.g. how many TRANSPOSE the layout cost)."""
     from ai_edge_litert.interpreter import Interpreter

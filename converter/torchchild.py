@@ -13,6 +13,8 @@ import sys
 import tempfile
 from typing import IO
 
+from converter import children
+
 Child = tuple[subprocess.Popen, IO[bytes]]
 
 #: The child :func:`prestart` started, until :func:`take` hands it out (at most one per process).
@@ -24,12 +26,20 @@ def has_torch_side(spec: str) -> bool:
     return not spec.endswith(".onnx")
 
 
-def spawn() -> Child:
+def spawn(import_cwd: bool = True) -> Child:
     """A new child and the file its stderr goes to: an anonymous temporary file (a file, not a pipe, so a
-    chatty child never blocks on a full pipe; nothing is left on disk)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    chatty child never blocks on a full pipe; nothing is left on disk).
+
+    ``import_cwd``: whether ``module:callable`` sources may be imported from the current directory (what the
+    user's own ``convert pkg.mod:fn`` means); ``--check`` of a source recorded in a manifest passes False, so a
+    manifest cannot make it import a file that happens to lie in the current directory. ``python -P`` keeps the
+    interpreter from adding the current directory by itself; the child dies with this process
+    (:mod:`converter.children`)."""
+    path = [os.getcwd()] if import_cwd else []
+    env = children.child_env()
+    env["PYTHONPATH"] = os.pathsep.join([*path, *filter(None, [os.environ.get("PYTHONPATH")])])
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "converter.torchstage"], env=env, stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "converter.torchstage"], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=log)
     return proc, log
 
@@ -54,11 +64,13 @@ def prestart() -> None:
         _prestarted = spawn()
 
 
-def take() -> Child:
-    """The prestarted child (handed out once), else a new one."""
+def take(import_cwd: bool = True) -> Child:
+    """The prestarted child (handed out once; it imports from the current directory), else a new one."""
     global _prestarted
+    if not import_cwd:
+        discard()
     found, _prestarted = _prestarted, None
-    return found if found is not None else spawn()
+    return found if found is not None else spawn(import_cwd)
 
 
 def discard() -> None:

@@ -131,7 +131,7 @@ class IsolatedStage:
 
 
 def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
-                   parity_data: str, *, export_onnx: bool = True) -> IsolatedStage:
+                   parity_data: str, *, export_onnx: bool = True, import_cwd: bool = True) -> IsolatedStage:
     """Run :func:`run` in a child process (the prestarted one, else a new one); its ConverterError comes back
     from ``result()`` as the same one-line error."""
     request = {"spec": spec, "weights": weights, "out": str(out), "options": options.to_json(),
@@ -139,7 +139,7 @@ def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOp
     stage = out / _STAGE_FILE
     stage.mkdir(exist_ok=True)
     (stage / "request.json").write_text(json.dumps(request))
-    proc, log = child.take()
+    proc, log = child.take(import_cwd)
     try:
         proc.stdin.write(f"{stage}\n".encode())
         proc.stdin.close()
@@ -185,9 +185,11 @@ def _read_side(stage: Path) -> TorchSide:
 
 
 def _child() -> int:
+    from converter.children import die_with_parent
     from converter.quiet import gc_paused, quiet_tensorflow
     from converter.sources import load_model
 
+    die_with_parent()
     with gc_paused():  # the child's CPU is the parent's TF import's competition on 2 cores
         import torch
         import torch.onnx  # noqa: F401
@@ -202,7 +204,7 @@ def _child() -> int:
     # the parent imports TensorFlow meanwhile (single-threaded): leave it a core (2 cores: TF import 3.6 -> 3.2 s)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     try:
-        model = load_model(request["spec"], request["weights"])
+        model = load_model(request["spec"], request["weights"], allow_pickle=options.allow_pickle)
         shapes = [tuple(s) for s in request["input_shapes"]] if request["input_shapes"] else None
         side = run(model, Path(request["out"]), options, shapes, request["parity_data"],
                    export_onnx=request["export_onnx"])
