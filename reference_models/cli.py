@@ -97,15 +97,18 @@ def _check_tf_config(raw: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from converter import interrupts
+
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        with interrupts.remembered():  # SIGTERM too: staged output is removed, exit 143
+            return _run(args)
     except ReferenceModelError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -121,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     loaded = {split: load_mnist(source, split, via=via) for split, source in order}
     train_data, eval_data = loaded["train"], loaded["eval"]
     trainer = _trainer(config)
-    with staged_dir(out, enabled=writes) as staging:
+    with staged_dir(out, enabled=writes, force=args.force) as staging:
         metrics = trainer.train(config, train_data, eval_data, staging)
     if writes:
         print(f"{config.framework}: test accuracy {metrics.test_accuracy:.2%} on {metrics.eval_source}, "

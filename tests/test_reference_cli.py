@@ -43,7 +43,7 @@ CASES = [
     ("empty-data-dir", ["--framework", "keras", "--eval-data", "{tmp}"], None, "no MNIST IDX files"),
     ("corrupt-idx", ["--framework", "torch", "--eval-data", "{corrupt}"], None, "corrupt IDX file"),
     ("existing-out", ["--framework", "torch"], _existing_out, "already exists; pass --force"),
-    ("unwritable-out", ["--framework", "keras"], _out_under_a_file, "is not writable"),
+    ("unwritable-out", ["--framework", "keras"], _out_under_a_file, "cannot write to"),
     ("torch-flag-on-keras", ["--framework", "keras", "--compile"], None, "--compile does not apply"),
     ("keras-flag-on-torch", ["--framework", "torch", "--strategy", "mirrored"], None, "--strategy does not apply"),
     ("multi-worker-no-tf-config", ["--framework", "keras", "--strategy", "multi-worker", "--epochs", "1",
@@ -83,6 +83,9 @@ def test_staged_dir_replaces_only_on_success(tmp_path: Path) -> None:
     (out / "old.txt").write_text("old")
     with pytest.raises(UsageError):
         check_out_dir(out, force=False)
+    with pytest.raises(UsageError, match="not written by this tool"):  # --force never deletes a user's directory
+        check_out_dir(out, force=True)
+    (out / "metrics.json").write_text("{}")  # a previous run's output: --force may replace it
     with staged_dir(check_out_dir(out, force=True)) as staging:
         (staging / "new.txt").write_text("new")
         assert (out / "old.txt").exists()  # the old set survives until the new one is complete
