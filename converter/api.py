@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import artifacts, checks, interrupts, torchchild, torchstage
-from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, InputError
+from converter import artifacts, checks, interrupts, outdir, torchchild, torchstage
+from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError
 from converter.options import ConvertOptions
 from converter.parity import ParityReport
 from converter.paritydata import ParityData
@@ -57,11 +58,10 @@ def convert(
     Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion;
     a parity failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
     """
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
+    out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    tmp = _make_tmp(out_dir)
+    tmp = _outdir_call(outdir.make_staging, out_dir)
     if not options.parity and (calibration is not None or "int8" not in options.tflite_precisions):
         # parity off and nothing to calibrate: one seeded sample is all the export needs
         parity_data, options = "random", _replace(options, parity_samples=1)
@@ -80,9 +80,12 @@ def convert(
         manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         artifacts.write_manifest(tmp, manifest)
         interrupts.checkpoint()  # an interrupt a library swallowed still means: nothing in --out
-        _move_into_place(tmp, out_dir, force)
-    except BaseException:  # includes KeyboardInterrupt: never leave partial output
+        _outdir_call(outdir.move_into_place, tmp, out_dir, force=force, owned=is_conversion, what="manifest.json")
+    except BaseException as exc:  # includes KeyboardInterrupt: never leave partial output
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, KeyboardInterrupt) and outdir.disk_full(exc):
+            raise InputError(f"the disk is full while writing beside {out_dir}",
+                             "free some space or choose an --out on another disk") from None
         raise
     return ConversionResult(out_dir, manifest, report)
 
@@ -96,17 +99,22 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     atomically; the artifacts are not touched.
     """
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(f"{out_dir} has no manifest.json", "pass a directory written by convert --out")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(out_dir)
+    changed = artifacts.changed_files(out_dir, manifest)
+    if changed:
+        raise ArtifactsChanged(f"{', '.join(changed)} in {out_dir} changed since convert wrote them (sha256 differs "
+                               "from manifest.json)", "restore the files, or convert again with --force")
+    import_cwd = model is not None
     if model is None:
         model, weights = manifest["source"]["spec"], manifest["source"].get("weights")
+        print(f"convert: --check loads {_describe_source(model, weights)}, as recorded in {out_dir}/manifest.json",
+              file=sys.stderr)
     options = _replace(options, dynamic_batch=manifest["dynamic_batch"], opset=manifest["opset"])
     shapes = [tuple(i["pytorch_shape"]) for i in manifest["onnx"]["inputs"]]
-    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False)
+    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False,
+                       import_cwd=import_cwd)
     report = checks.run_parity(out_dir, manifest, side, options)
-    _diagnose(model, weights, out_dir, manifest, side, report, options, None)
+    _diagnose(model, weights, out_dir, manifest, side, report, options, None, import_cwd)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
     try:
         report.write(staging)
@@ -118,35 +126,77 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     return ConversionResult(out_dir, manifest, report)
 
 
+def read_manifest(out_dir: Path) -> dict:
+    """``out_dir/manifest.json``, with the keys ``--check`` reads; a one-line error if it is not one of ours."""
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{out_dir} has no manifest.json", "pass a directory written by convert --out")
+    try:
+        manifest = json.loads(path.read_text())
+        source, inputs = manifest["source"], manifest["onnx"]["inputs"]
+        ok = isinstance(source.get("spec"), str) and all("pytorch_shape" in i for i in inputs) \
+            and "dynamic_batch" in manifest and "opset" in manifest and isinstance(manifest["artifacts"], dict)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path} is not a convert manifest ({type(exc).__name__})",
+                         "pass a directory written by convert --out, or convert again") from None
+    if not ok:
+        raise InputError(f"{path} is not a convert manifest (a required entry is missing)",
+                         "pass a directory written by convert --out, or convert again")
+    return manifest
+
+
+def _describe_source(spec: str, weights: str | None) -> str:
+    """What loading a recorded source runs, in words (``--check`` says it before it does it)."""
+    if ":" in spec and not Path(spec).exists():
+        module, _, attr = spec.partition(":")
+        what = (f"Python code: imports {module} (from PYTHONPATH and installed packages, not the current directory) "
+                f"and calls {attr}()")
+    elif spec.endswith(".onnx"):
+        what = f"the ONNX file {spec}"
+    elif spec.endswith(".pt2"):
+        what = f"the ExportedProgram {spec}"
+    elif Path(spec).suffix or Path(spec).exists():
+        what = f"the TorchScript file {spec}"
+    else:
+        what = f"the reference model {spec}"
+    return what + (f" with weights {weights}" if weights else "")
+
+
 def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, isolate: bool,
-                export_onnx: bool) -> torchstage.TorchSide:
+                export_onnx: bool, import_cwd: bool = True) -> torchstage.TorchSide:
     if isinstance(model, str):
         if isolate and not isinstance(parity_data, ParityData) and torchchild.has_torch_side(model):
             stage = torchstage.start_isolated(model, None if weights is None else str(weights), out, options,
-                                              input_shapes, parity_data, export_onnx=export_onnx)
+                                              input_shapes, parity_data, export_onnx=export_onnx,
+                                              import_cwd=import_cwd)
             try:
                 preload_tensorflow(options.verbose)  # overlaps the child's torch import and export
             except BaseException:
                 stage.cancel()
                 raise
             return stage.result()
-        model = load_model(model, weights)
+        model = load_model(model, weights, allow_pickle=options.allow_pickle)
     return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
 
 
 def _diagnose(model, weights, out: Path, manifest: dict, side, report: ParityReport, options: ConvertOptions,
-              calibration) -> None:
+              calibration, import_cwd: bool = True) -> None:
     """On a parity failure (or ``--localise``) name the first PyTorch module where each runtime diverges.
 
-    The CLI's TF side has no torch module in memory: the model is loaded here, only when needed."""
+    A source spec (the CLI's case; ``.onnx`` files too, for one code path) is localised in a child process that
+    loads the model before TensorFlow: loading it here, beside TensorFlow, can segfault (``torch._dynamo``
+    imports triton) and a crashed child only costs the diagnosis. A live module stays in-process."""
     if report.passed and not options.localise:
+        return
+    if isinstance(model, str):
+        from converter.localisechild import localise_in_child
+
+        localise_in_child(model, weights, out, manifest, side.data, report, options, calibration,
+                          import_cwd=import_cwd)
         return
     from converter.localise import localise_failures
 
-    loaded = model
-    if isinstance(model, str):
-        loaded = load_model(model, weights) if not model.endswith(".onnx") else load_model(model)
-    localise_failures(loaded, out, manifest, side.data, report, options, calibration=calibration,
+    localise_failures(model, out, manifest, side.data, report, options, calibration=calibration,
                       every_row=options.localise)
 
 
@@ -156,26 +206,28 @@ def _replace(options: ConvertOptions, **changes) -> ConvertOptions:
     return replace(options, **changes)
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not force:
-        raise InputError(f"{out_dir} already exists", "pass --force to overwrite it, or choose another --out")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} exists and is not a directory", "choose another --out")
-
-
-def _make_tmp(out_dir: Path) -> Path:
-    parent = out_dir.resolve().parent
+def is_conversion(out: Path) -> bool:
+    """Whether ``out`` holds a conversion this toolkit wrote (a ``manifest.json`` in its format)."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.partial-"))
-    except OSError as exc:
-        raise InputError(f"cannot write to {parent}: {exc.strerror}",
-                         "choose an --out in a writable directory") from None
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+        return str(manifest.get("format", "")).startswith("torch2tf-manifest/")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
-def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and force:
-        old = Path(tempfile.mkdtemp(dir=out_dir.resolve().parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / "previous")
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, out_dir)
+def _checked_out_dir(out_dir: str | Path, force: bool, model, weights, parity_data) -> Path:
+    """``out_dir`` validated (:func:`converter.outdir.check`), after removing what killed runs left beside it."""
+    out_dir = Path(out_dir)
+    for left in outdir.sweep(out_dir):
+        print(f"convert: removed {left.name}, left beside --out by a run that no longer exists", file=sys.stderr)
+    inputs = [model if isinstance(model, str | Path) else None, weights,
+              parity_data if isinstance(parity_data, str | Path) else None]
+    return _outdir_call(outdir.check, out_dir, force=force, owned=is_conversion, what="manifest.json", inputs=inputs)
+
+
+def _outdir_call(fn, *args, **kwargs):
+    """``fn`` with its :class:`converter.outdir.OutDirError` as the CLI's one-line :class:`InputError`."""
+    try:
+        return fn(*args, **kwargs)
+    except outdir.OutDirError as exc:
+        raise InputError(exc.problem, exc.fix) from None

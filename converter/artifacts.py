@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converter import export, int8child, layout
-from converter.errors import ExportError, InputError, TensorFlowConversionError
+from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
 from converter.options import ConvertOptions
 from converter.quiet import silenced
 from converter.sources import LoadedModel
@@ -84,8 +84,13 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
 
     proto = export.check_onnx(out / "model.onnx")
     shapes, dtypes = side.shapes, [np.dtype(d) for d in side.dtypes]
+    calibration = check_calibration(calibration, shapes)
     sample = [take(x, shapes[0][0]) for x in side.data.inputs]
-    ort_out = onnxruntime_runner(out / "model.onnx").fn(sample)
+    try:
+        ort_out = onnxruntime_runner(out / "model.onnx").fn(sample)
+    except Exception as exc:  # the ONNX reference every row is checked against must run
+        raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
+                         "export the model with standard ONNX ops at an opset between 7 and 21") from None
     manifest = _base_manifest(side, options, ort_out)
     if not options.wants_saved_model:
         return manifest
@@ -195,12 +200,29 @@ def _selective_int8(module, graph, representative, side, proto, options: Convert
                            "int8_selection": choice.to_json()}
 
 
+def check_calibration(calibration: list[np.ndarray] | None, shapes: list[tuple[int, ...]]
+                      ) -> list[np.ndarray] | None:
+    """Refuse ``--calibration-data`` that does not fit the model's inputs (PyTorch-layout ``shapes``), is empty or
+    holds NaN/Inf, before any translation: TFLite would otherwise fail deep inside its calibrator (an internal
+    ``reshape.cc`` error) or quietly compute int8 ranges from nothing. Same check as the parity data's; returns
+    the arrays, a single sample saved without its batch axis given one."""
+    from converter.paritydata import check_samples
+
+    if calibration is None:
+        return None
+    if len(calibration) != len(shapes):
+        raise InputError(f"--calibration-data feeds {len(calibration)} input(s) but the model has {len(shapes)}",
+                         "calibrate multi-input models through the Python API, one array per input")
+    return [check_samples(np.asarray(array), "--calibration-data", shape) for array, shape in zip(calibration, shapes)]
+
+
 def _representative(calibration, data, inputs):
-    """Full-int8 calibration: the user's arrays, else the real parity inputs (never random noise)."""
+    """Full-int8 calibration: the user's arrays, else the real parity inputs (never random noise). Every array
+    was checked (:func:`check_calibration`); the shortest one bounds the sample count."""
     arrays = calibration if calibration is not None else (data.inputs if data.real else None)
     if arrays is None:
         return None
-    count = min(CALIBRATION_SAMPLES, len(arrays[0]))
+    count = min(CALIBRATION_SAMPLES, *(len(a) for a in arrays))
 
     def generator():
         for k in range(count):  # keyed by signature input name: TFLite does not keep the argument order
@@ -237,10 +259,37 @@ def _base_manifest(side, options: ConvertOptions, ort_out) -> dict:
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
+    """Write ``manifest.json``, recording every artifact's sha256 (``--check`` verifies them first)."""
     onnx_file = out / "model.onnx"
     if onnx_file.exists():
         manifest["artifacts"]["onnx"]["bytes"] = onnx_file.stat().st_size
+    for art in manifest["artifacts"].values():
+        if (out / art["path"]).exists():
+            art["sha256"] = digest(out / art["path"])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file, or of a directory tree (each file's relative path and bytes, in sorted order)."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    tree = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        tree.update(item.relative_to(path).as_posix().encode() + b"\0")
+        tree.update(hashlib.sha256(item.read_bytes()).digest())
+    return tree.hexdigest()
+
+
+def changed_files(out: Path, manifest: dict) -> list[str]:
+    """The artifacts whose bytes differ from the sha256 recorded in the manifest (or that are gone)."""
+    changed = []
+    for art in manifest["artifacts"].values():
+        if not isinstance(art, dict) or "sha256" not in art:
+            continue
+        path = out / str(art.get("path", ""))
+        if not path.exists() or digest(path) != art["sha256"]:
+            changed.append(str(art.get("path")))
+    return changed
 
 
 def take(x: np.ndarray, batch: int) -> np.ndarray:

@@ -142,11 +142,12 @@ def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
     (seen: full int8 calibrated on an empty set) would otherwise pass every accuracy check."""
     if row.runtime != "tflite" or row.precision not in ("int8", "dynamic_int8") or not row.passed:
         return
-    from converter.tfexport import quantised_tensors
+    from converter.tfexport import unquantised
 
-    if quantised_tensors(out / row.artifact) == 0:
+    why = unquantised(out / row.artifact, row.precision)
+    if why is not None:
         row.passed = False
-        row.reason = f"{row.artifact} is not quantised: it holds no int8 tensor"
+        row.reason = f"{row.artifact} is not quantised: {why}"
 
 
 def _fixed_batch(manifest: dict) -> int | None:

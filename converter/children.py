@@ -27,6 +27,19 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return {**(os.environ if base is None else base), PARENT_ENV: str(os.getpid())}
 
 
+def python_child(module: str, *args: str, import_cwd: bool) -> tuple[list[str], dict[str, str]]:
+    """argv and environment for ``python -m module args`` as a child that loads the user's model.
+
+    ``import_cwd``: whether ``module:callable`` sources may be imported from the current directory (what the
+    user's own ``convert pkg.mod:fn`` means); a source read from a manifest (``--check``) passes False, so a
+    manifest cannot make the toolkit import a file that happens to lie in the current directory. ``python -P``
+    keeps the interpreter from adding that directory by itself."""
+    path = [os.getcwd()] if import_cwd else []
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([*path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return [sys.executable, "-P", "-m", module, *args], env
+
+
 def die_with_parent() -> None:
     """End this process when the process that spawned it ends (no-op if it was not spawned with :func:`child_env`).
 

@@ -15,7 +15,8 @@ EXAMPLES = """examples:
   convert mymodels.net:build --input-shape 1,3,224,224 --dynamic-batch --out out/net
   convert model.onnx --precision fp32,fp16 --layout keep --out out/onnx
   convert mnist_cnn --weights runs/torch/model.pt --out out/mnist --check   # CI gate on existing artifacts
-exit codes: 0 converted and parity passed, 1 parity failed (artifacts kept), 2 bad input or conversion error
+exit codes: 0 converted and parity passed, 1 parity failed or --check found a changed artifact (artifacts
+kept), 2 bad input or conversion error (nothing written), 130/143 interrupted by SIGINT/SIGTERM (nothing written)
 """
 
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="mnist_cnn | package.module:callable | model.torchscript.pt | model.pt2 | model.onnx")
     p.add_argument("--weights", help="state_dict file for a reference name or module:callable")
     p.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--force", action="store_true", help="replace an existing --out that convert wrote (one with its "
+                   "manifest.json); any other directory is refused")
     p.add_argument("--input-shape", action="append", default=[], help="e.g. 1,1,28,28 (repeat per input)")
     p.add_argument("--input-name", action="append", default=[], help="input names, in order (repeatable)")
     p.add_argument("--output-name", action="append", default=[], help="output names, in order (repeatable)")
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "benchmark plots when scripts/benchmark has run)")
     p.add_argument("--localise", action="store_true",
                    help="name the first PyTorch module where each runtime diverges (automatic on a parity failure)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let a .pt2 file be read with Python's full unpickler; only for files you trust: a crafted "
+                        "file runs code while it is read (default: tensors only, such files are refused)")
     p.add_argument("--verbose", action="store_true", help="show onnx2tf/TF output")
     return p
 
@@ -70,9 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConverterError as exc:
         print(f"convert: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("convert: interrupted — nothing was written to --out", file=sys.stderr)
-        return 130
+        return interrupts.exit_code(exc)
+    except Exception as exc:  # a bug, or a library failing in a way not mapped yet: still one line, exit 2
+        if args.verbose:
+            raise
+        from converter.outdir import disk_full
+
+        if disk_full(exc):
+            print("convert: error: the disk is full — free some space or choose an --out on another disk",
+                  file=sys.stderr)
+        else:
+            text = " ".join(str(exc).split())[:300]
+            print(f"convert: error: unexpected {type(exc).__name__}: {text} — rerun with --verbose for the "
+                  "traceback, and report it", file=sys.stderr)
+        return EXIT_BAD_INPUT
     finally:
         torchchild.discard()
 
@@ -85,13 +103,14 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("no model given", "pass the model, e.g. convert mnist_cnn --weights model.pt --out DIR")
     recorded = _recorded_source(args) if spec is None else {}
     is_ref = (spec or recorded.get("spec")) in ("mnist_cnn",)
+    samples = args.parity_samples if args.parity_samples is not None else (1000 if is_ref else 100)
     options = ConvertOptions(
         input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
         dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
-        targets=_csv(args.targets), parity=not args.no_parity,
-        parity_samples=args.parity_samples or (1000 if is_ref else 100), atol=args.atol, rtol=args.rtol,
+        targets=_csv(args.targets, "--targets"), parity=not args.no_parity,
+        parity_samples=samples, atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose, localise=args.localise,
-        int8_keep_float=_csv(args.int8_keep_float or ""))
+        int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle)
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
@@ -119,16 +138,20 @@ def _run(args: argparse.Namespace) -> int:
 def _precisions(args: argparse.Namespace, is_ref: bool) -> tuple[str, ...]:
     """All precisions by default, except full int8 when there is no real data to calibrate it on:
     int8 ranges from random noise would be a lie, so it is skipped with a notice instead."""
-    if args.precision:
-        return _csv(args.precision)
+    if args.precision is not None:
+        return _csv(args.precision, "--precision")
     real = is_ref or args.calibration_data is not None or (args.parity_data not in (None, "random"))
     if real:
         return PRECISIONS
     return tuple(p for p in PRECISIONS if p != "int8")
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _csv(text: str, flag: str) -> tuple[str, ...]:
+    """A comma list; an empty one (``''``, ``','``) is refused rather than read as "all" or "none"."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise InputError(f"{flag} {text!r} names nothing", f"pass a comma list, or drop {flag} for the default")
+    return items
 
 
 def _shapes(items: list[str]) -> list[tuple[int, ...]]:
@@ -145,22 +168,27 @@ def _shapes(items: list[str]) -> list[tuple[int, ...]]:
 
 
 def _load_npy(path: Path):
+    """The ``--calibration-data`` array as float32, refused here (before any export) when unreadable, empty or
+    not all finite; its shape is checked against the model's inputs once they are known
+    (:func:`converter.artifacts.check_calibration`), by the same :func:`converter.paritydata.check_samples`."""
     import numpy as np
 
+    from converter.paritydata import check_samples
+
     try:
-        return np.load(path, allow_pickle=False).astype(np.float32)
+        array = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
                          "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
+    what = f"--calibration-data {path}"
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: refused as non-finite
+        return check_samples(check_samples(array, what).astype(np.float32), f"{what} (as float32)")
 
 
 def _recorded_source(args) -> dict:
-    import json
+    from converter.api import read_manifest
 
-    path = args.out / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{args.out} has no manifest.json", "pass the model, or an --out written by convert")
-    return json.loads(path.read_text())["source"]
+    return read_manifest(args.out)["source"]
 
 
 def entry() -> None:

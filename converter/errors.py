@@ -15,6 +15,18 @@ EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``exc``'s message, cut at a word boundary within ``limit`` characters
+    (the exception's type name when it has no message): what a one-line error quotes of a library's failure."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
+    return text
+
+
 class ConverterError(Exception):
     """Base class: bad input or a conversion that cannot proceed (exit code 2)."""
 

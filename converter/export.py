@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from typing import TYPE_CHECKING
 
-from converter.errors import ExportError, InputError
+from converter.errors import ExportError, InputError, first_line
 
 if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never needs it
     import torch
@@ -36,7 +36,9 @@ def run_torch(module: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Eval-mode forward pass without autograd; numpy in, numpy out."""
     import torch
 
-    with torch.inference_mode():
+    # no_grad, not inference_mode: a module that caches tensors from this call (e.g. a detector's anchors)
+    # would otherwise hand the exporter inference tensors, which it cannot trace
+    with torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
     return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
 
@@ -48,7 +50,7 @@ def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str)
     except ExportError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"the model rejects --input-shape {shapes_text}: {first}",
                          "pass the shape(s) forward() expects, e.g. --input-shape 1,1,28,28") from None
 
@@ -67,6 +69,7 @@ def export_onnx(
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in sample)
+    module = traceable(module, args)
     dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
     try:
         with warnings.catch_warnings():
@@ -76,10 +79,46 @@ def export_onnx(
                 opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
             )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 240)
         raise ExportError(f"torch.onnx.export failed: {first}",
                           "try another --opset, or make forward() traceable (no data-dependent Python control flow)") from None
     return check_onnx(path)
+
+
+def traceable(module: nn.Module, args: tuple) -> nn.Module:
+    """``module``, or (when its output holds a dict, which the tracer refuses) a wrapper returning the same tensors
+    as a flat tuple, in :func:`flatten_outputs` order."""
+    import torch
+
+    with torch.no_grad():
+        return _Flattened(module) if _holds_mapping(module(*args)) else module
+
+
+def _holds_mapping(out: object) -> bool:
+    if isinstance(out, dict):
+        return True
+    return isinstance(out, (list, tuple)) and any(_holds_mapping(o) for o in out)
+
+
+def _Flattened(module: nn.Module) -> nn.Module:
+    """``module`` returning :func:`flatten_outputs` of its output as a tuple (what the tracer accepts).
+
+    Only used when the output holds a dict: the wrapper adds a level to every ONNX node scope."""
+    import torch
+
+    class Flattened(torch.nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return tuple(flatten_outputs(self.inner(*args)))
+
+    return Flattened(module).eval()
+
+
+#: The default-domain opsets onnx2tf and onnxruntime both take.
+OPSETS = range(7, 22)
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:
@@ -88,11 +127,20 @@ def check_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {first})",
                          "re-export it with torch.onnx.export, or check the file was copied completely") from None
     if not model.graph.output:
         raise InputError(f"{path} has no graph outputs", "export a model with at least one output")
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version not in OPSETS:
+            raise InputError(f"{path} declares ONNX opset {opset.version}, outside the supported "
+                             f"{OPSETS.start}..{OPSETS.stop - 1}", "re-export it with an opset in that range")
+    custom = next((n for n in model.graph.node if n.domain not in ("", "ai.onnx")), None)
+    if custom is not None:
+        raise InputError(f"{path} uses op {custom.domain}:{custom.op_type} (node {custom.name!r}) from a custom "
+                         "domain, which neither onnxruntime nor TensorFlow can run",
+                         "export it with standard ONNX ops only")
     return model
 
 

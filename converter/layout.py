@@ -68,16 +68,35 @@ def from_layout(x: np.ndarray, perm: Perm) -> np.ndarray:
 
 def detect_perm(reference: np.ndarray, candidate: np.ndarray) -> Perm | None:
     """Which layout did the TF graph hand an output back in? Tries identity and channels-last and
-    returns the permutation under which ``candidate`` numerically matches ``reference`` best."""
+    returns the permutation under which ``candidate`` numerically matches ``reference`` best.
+
+    NaN != NaN, so values alone cannot decide for a model that outputs NaN/Inf (a NaN weight, ``log`` of a
+    negative input): a layout is scored first by how many positions disagree in being NaN, +Inf, -Inf or
+    finite (:func:`nonfinite_mismatch`), then by the largest error over the positions finite on both sides.
+    Scoring, not requiring, a mask match still picks a layout when TF adds NaN/Inf of its own, so parity can
+    report that instead of a bogus shape error here. A reference with no finite value at all says nothing about
+    the layout: then the shapes decide alone, and only when exactly one layout fits (else ``None``).
+    """
     options = [identity(reference.ndim)]
     if reference.ndim >= 3:
         options.append(channels_last(reference.ndim))
-    best, best_err = None, np.inf
-    for perm in options:
-        moved = np.transpose(reference, perm)
-        if moved.shape != candidate.shape:
-            continue
-        err = float(np.max(np.abs(moved.astype(np.float64) - candidate))) if moved.size else 0.0
-        if err < best_err:
-            best, best_err = perm, err
+    fitting = [perm for perm in options if tuple(np.transpose(reference, perm).shape) == tuple(candidate.shape)]
+    if reference.size and not np.isfinite(reference).any():
+        return fitting[0] if len(fitting) == 1 else None
+    best, best_score = None, (np.inf, np.inf)
+    for perm in fitting:
+        moved = np.transpose(reference, perm).astype(np.float64)
+        got = np.asarray(candidate, dtype=np.float64)
+        both = np.isfinite(moved) & np.isfinite(got)
+        err = float(np.max(np.abs(moved[both] - got[both]))) if both.any() else 0.0
+        score = (int(nonfinite_mismatch(moved, got).sum()), err)
+        if score < best_score:
+            best, best_score = perm, score
     return best
+
+
+def nonfinite_mismatch(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Positions where the two arrays (same shape) disagree on being NaN, +Inf, -Inf or finite: NaN/Inf at the
+    same place on both sides count as equal, whatever the finite values around them are."""
+    return ((np.isnan(reference) != np.isnan(candidate)) | (np.isposinf(reference) != np.isposinf(candidate))
+            | (np.isneginf(reference) != np.isneginf(candidate)))

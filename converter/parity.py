@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from converter.layout import nonfinite_mismatch
 
 #: Default pass criteria per precision (README "Parity tolerances" shows this same table).
 #: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1.
@@ -123,32 +126,52 @@ def compare(
     reference_accuracy: float | None,
     tolerance: dict,
 ) -> RuntimeResult:
-    """All metrics for one runtime (every output; the worst output decides)."""
+    """All metrics for one runtime (every output; the worst output decides).
+
+    NaN/Inf (nobuco-style): the NaN, +Inf and -Inf masks of reference and runtime are compared before any value.
+    A position that is NaN/Inf on one side only, or a different kind of non-finite on the two sides, fails the
+    row, and the reason counts each kind of mismatch (NaN != NaN, so a value comparison would pass or crash).
+    Where the masks agree, the errors, cosine and tolerances are computed on the finite positions only: a
+    runtime that reproduces the reference's NaN exactly passes this row, and the report still fails through
+    :func:`reference_warnings`, which refuses a reference that outputs NaN/Inf at all.
+    """
     ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
     got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
-    ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
     accuracy = accuracy_of(candidate[0], labels)
     agreement = top1_agreement(reference, candidate)
     near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
-    if (got_bad & ~ref_bad).any():
-        n = int((got_bad & ~ref_bad).sum())
+    mismatch = _nonfinite_mismatch(ref, got)
+    if mismatch:
         return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
-                             tolerance, False, f"{n} NaN/Inf values where the reference is finite", near_ties,
-                             decisive)
-    mask = ~ref_bad
-    diff = np.where(mask, np.abs(got - ref), 0.0)
-    scale = np.maximum(np.max(np.where(mask, np.abs(ref), 0.0), axis=1), 1e-30)
+                             tolerance, False, mismatch, near_ties, decisive)
+    mask = np.isfinite(ref)  # == np.isfinite(got) here
+    ref, got = np.where(mask, ref, 0.0), np.where(mask, got, 0.0)
+    diff = np.abs(got - ref)
+    scale = np.maximum(np.max(np.abs(ref), axis=1), 1e-30)
     per_sample = np.max(diff, axis=1)
     max_abs = float(per_sample.max())
     mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
     max_rel = float((per_sample / scale).max())
-    cosine = cosine_min(np.where(mask, ref, 0.0), np.where(mask, got, 0.0))
+    cosine = cosine_min(ref, got)
     judged = agreement if near_ties is None else decisive
     passed, reason = _judge(precision, tolerance, per_sample, scale, cosine, judged, accuracy, reference_accuracy)
     if reason.startswith("top-1") and near_ties is not None:
         reason += f" on decisive predictions ({near_ties} near-ties excluded)"
     return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
                          tolerance, passed, reason, near_ties, decisive)
+
+
+def _nonfinite_mismatch(ref: np.ndarray, got: np.ndarray) -> str:
+    """Why the NaN/Inf masks of ``ref`` and ``got`` ([N, features]) differ, or "" when they agree."""
+    wrong = nonfinite_mismatch(ref, got)
+    if not wrong.any():
+        return ""
+    ref_ok, got_ok = np.isfinite(ref), np.isfinite(got)
+    counts = [(int((wrong & ref_ok).sum()), "NaN/Inf values where the reference is finite"),
+              (int((wrong & got_ok).sum()), "finite values where the reference is NaN/Inf"),
+              (int((wrong & ~ref_ok & ~got_ok).sum()), "NaN/Inf values of another kind than the reference's")]
+    first = int(np.flatnonzero(wrong.any(axis=1))[0])
+    return "; ".join(f"{n} {what}" for n, what in counts if n) + f" (first on sample {first})"
 
 
 def _judge(precision, tol, per_sample, scale, cosine, agreement, accuracy, reference_accuracy) -> tuple[bool, str]:
@@ -223,13 +246,29 @@ def accuracy_of(output: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(pred == labels[: len(pred)]))
 
 
-def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = None) -> tuple[float, list[str]]:
-    """The reference's scale, and a warning when it makes the comparison meaningless: outputs too flat for any
-    tolerance to matter, or (on labelled data) a classifier that predicts the same class for every sample, whose
-    accuracy and agreement any artifact matches by answering that class too."""
-    scale = max(float(np.nanmax(np.abs(r))) if r.size else 0.0 for r in reference)
+def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = None, *,
+                       reference_name: str | None = None, output_names: Sequence[str] | None = None
+                       ) -> tuple[float, list[str]]:
+    """The reference's scale (its largest finite magnitude), and a warning when it makes the comparison
+    meaningless: outputs too flat for any tolerance to matter, outputs that are NaN/Inf for some samples (no
+    tolerance can judge those positions, and the NaN usually means broken weights or inputs outside the model's
+    domain, not something to convert faithfully), or (on labelled data) a classifier that predicts the same
+    class for every sample, whose accuracy and agreement any artifact matches by answering that class too.
+
+    ``reference_name`` (e.g. ``pytorch``) and ``output_names`` only make the NaN/Inf warning name them."""
+    finite = [np.abs(r[np.isfinite(r)]) for r in reference]
+    scale = max((float(f.max()) for f in finite if f.size), default=0.0)
     warnings = []
-    if scale < DEGENERATE_SCALE:
+    for k, r in enumerate(reference):
+        bad = int((~np.isfinite(r.reshape(r.shape[0], -1))).any(axis=1).sum()) if r.ndim and r.size else 0
+        if bad:
+            who = f"the reference ({reference_name})" if reference_name else "the reference"
+            which = repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
+            warnings.append(f"{who} outputs NaN/Inf for {bad} of {len(r)} samples (output {which}): parity cannot "
+                            "judge them — fix the model or its weights")
+    # all NaN/Inf: the warning above says why; "peaks at 0" would only mislead
+    nothing_finite = any(r.size for r in reference) and not any(f.size for f in finite)
+    if scale < DEGENERATE_SCALE and not nothing_finite:
         warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
                         "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
     predicted = top1(reference[0]) if reference else None

@@ -5,6 +5,7 @@ All arrays are in the PyTorch layout, float32 (or the model's input dtype), with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def load_parity_data(
     seed: int = 0,
 ) -> ParityData:
     """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH (IDX directory or ``.npy``)."""
+    if samples < 1:  # else a ZeroDivisionError in the metrics, or numpy's complaint about a negative size
+        raise InputError(f"--parity-samples {samples} is not a positive number of samples",
+                         "pass at least 1 (default: 1000 for mnist_cnn, 100 otherwise), or --no-parity")
     if source == "random":
         return _random(input_shapes, input_dtypes, samples, seed)
     if source == "mnist":
@@ -67,7 +71,7 @@ def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
     count = min(samples, len(arrays.labels))
     # a fixed, seeded subset so the same seed always compares the same digits
     index = np.sort(np.random.default_rng(seed).permutation(len(arrays.labels))[:count])
-    images = normalize_nchw(arrays.images[index])
+    images = check_samples(normalize_nchw(arrays.images[index]), f"--parity-data {arrays.source}")
     return ParityData([images], arrays.labels[index].astype(np.int64), f"{count} real MNIST digits: {arrays.source}")
 
 
@@ -93,11 +97,38 @@ def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise InputError(f"cannot read {path}: {type(exc).__name__}", "pass a file written by numpy.save") from None
-    want = tuple(input_shapes[0][1:])
-    if array.ndim == len(want) and tuple(array.shape) == want:
-        array = array[None]
-    if tuple(array.shape[1:]) != want:
-        raise InputError(f"{path} holds shape {list(array.shape)} but the model input is [N,{','.join(map(str, want))}]",
-                         "save the inputs as one array of shape [N, *input_shape[1:]] in the PyTorch layout")
-    array = array[:samples].astype(input_dtypes[0], copy=False)
+    array = check_samples(array, str(path), input_shapes[0])
+    with np.errstate(over="ignore"):  # checked again once cast: a float64 beyond float32's range becomes Inf
+        array = check_samples(array[:samples].astype(input_dtypes[0], copy=False), f"{path} (as {input_dtypes[0]})")
     return ParityData([np.ascontiguousarray(array)], None, f"{len(array)} samples from {path.name}")
+
+
+def check_samples(array: np.ndarray, what: str, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """The one check of user-supplied model inputs (``--parity-data`` and ``--calibration-data``), in the order a
+    user fixes them: the shape (when ``input_shape``, the model input's PyTorch shape, is known), then at least
+    one sample, then every value finite. Returns ``array``, with a batch axis added when it holds exactly one
+    sample without one. ``what`` names the data in the message (e.g. ``--calibration-data x.npy``).
+
+    Why refuse rather than carry on: no samples divides by zero in the metrics (or leaves TFLite nothing to
+    calibrate on), and a NaN/Inf input makes every runtime's output NaN/Inf where parity cannot judge it, or
+    poisons every int8 range; both would surface far from their cause, or pass vacuously.
+    """
+    if input_shape is not None:
+        want = tuple(input_shape[1:])
+        if array.ndim == len(want) and tuple(array.shape) == want:
+            array = array[None]
+        if tuple(array.shape[1:]) != want:
+            raise InputError(f"{what} holds shape {list(array.shape)} but the model input is [N,{','.join(map(str, want))}]",
+                             "save the inputs as one array of shape [N, *input_shape[1:]] in the PyTorch layout")
+    if array.ndim == 0 or array.size == 0:
+        raise InputError(f"{what} holds no samples (shape {list(array.shape)})",
+                         "save at least one sample, as an array of shape [N, *input_shape[1:]]")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise InputError(f"{what} holds {array.dtype} values, not numbers",
+                         "save the inputs as a numeric array with numpy.save")
+    if np.issubdtype(array.dtype, np.inexact):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(f"{what} holds {bad} non-finite values (NaN/Inf) of {array.size}",
+                             "replace or drop those samples; every input must be a finite number")
+    return array

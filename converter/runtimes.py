@@ -63,11 +63,12 @@ def torchscript_runner(module, sample: list[np.ndarray], batch: int | None) -> R
     """Trace, serialise and reload: the row proves the TorchScript file a user would ship works."""
     import torch
 
-    from converter.export import run_torch
+    from converter.export import run_torch, traceable
 
     args = tuple(torch.from_numpy(x) for x in sample)
-    with torch.inference_mode():
-        traced = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.trace(module, args, check_trace=False)
+    with torch.no_grad():
+        traced = module if isinstance(module, torch.jit.ScriptModule) else \
+            torch.jit.trace(traceable(module, args), args, check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer)
     buffer.seek(0)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 
 
-from converter.errors import InputError, ModelLoadError
+from converter.errors import InputError, ModelLoadError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,11 +105,13 @@ def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
 
     path = Path(weights)
     _require_file(path, "a state_dict file (torch.save(model.state_dict(), PATH))")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"weights file {path} is empty", "pass a file written by torch.save(model.state_dict(), PATH)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt / truncated / foreign files
         raise ModelLoadError(
-            f"cannot read weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}",
+            f"cannot read weights {path}: {type(exc).__name__}: {first_line(exc, 160)}",
             "pass a file written by torch.save(model.state_dict(), PATH)",
         ) from None
     if isinstance(state, torch.nn.Module):
@@ -153,9 +155,12 @@ def _call_factory(spec: str) -> nn.Module:
     factory = getattr(pymod, attr, None)
     if factory is None:
         raise ModelLoadError(f"{module_name!r} has no attribute {attr!r}", "name a callable that returns an nn.Module")
+    if not callable(factory) and not isinstance(factory, torch.nn.Module):
+        raise ModelLoadError(f"{spec} is a {type(factory).__name__}, not a callable",
+                             "name a function or class that returns an nn.Module (or an nn.Module instance)")
     torch.manual_seed(0)  # same random init every run, so reports are reproducible
     try:
-        model = factory() if callable(factory) else factory
+        model = factory if isinstance(factory, torch.nn.Module) else factory()
     except Exception as exc:
         raise ModelLoadError(f"{spec} raised {type(exc).__name__}: {exc}",
                              "make the callable work without arguments") from None

@@ -135,6 +135,12 @@ def onnx_to_keras(
     outputs = []
     for name, ref, got in zip(output_names, reference, tf_out):
         perm = layout.detect_perm(ref, got)
+        if perm is None and ref.size and not np.isfinite(ref).any():
+            # the shapes fit both layouts and NaN/Inf values cannot tell them apart: not a shape mismatch
+            raise TensorFlowConversionError(
+                f"output {name!r} is NaN/Inf everywhere on the sample input, so which layout TF returns it in "
+                f"cannot be measured (TF shape {list(got.shape)}, ONNX shape {list(ref.shape)})",
+                "fix the model or its weights so it outputs finite values")
         if perm is None:
             raise TensorFlowConversionError(
                 f"output {name!r}: TF shape {list(got.shape)} does not match ONNX shape {list(ref.shape)}",

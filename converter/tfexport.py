@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from converter import layout
-from converter.errors import TensorFlowConversionError
+from converter.errors import TensorFlowConversionError, first_line
 from converter.quiet import silenced
 from converter.tensorflow import TFGraph
 
@@ -170,17 +170,34 @@ def convert_tflite(
         with silenced(verbose):
             return converter.convert()
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TensorFlowConversionError(f"TFLite {precision} conversion failed: {first}",
                                         "rerun with --verbose; drop that precision with --precision") from None
 
 
-def quantised_tensors(tflite_file: Path) -> int:
-    """How many tensors of an int8 TFLite file are int8 (0: the file is float, whatever its name says)."""
+#: TFLite's dynamic-range quantiser leaves weight tensors with fewer elements than this in float.
+DYNAMIC_RANGE_MIN_ELEMENTS = 1024
+
+
+def unquantised(tflite_file: Path, precision: str) -> str | None:
+    """Why an int8 TFLite file is not really quantised, or None when it is.
+
+    Full int8 must hold int8 tensors; dynamic-range int8 must, unless no float weight reaches the quantiser's
+    1024-element threshold (a small model's file then stays float, and that is what it should be)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    details = Interpreter(model_path=str(tflite_file)).get_tensor_details()
-    return sum(1 for d in details if d["dtype"] == np.int8)
+    interpreter = Interpreter(model_path=str(tflite_file))
+    details = interpreter.get_tensor_details()
+    if any(d["dtype"] == np.int8 for d in details):
+        return None
+    if precision == "int8":
+        return "it holds no int8 tensor"
+    produced = {i for op in interpreter._get_ops_details() for i in op["outputs"]}  # the public API has no op list
+    fed = {d["index"] for d in interpreter.get_input_details()}
+    weights = [d for d in details if d["index"] not in produced | fed and d["dtype"] == np.float32
+               and int(np.prod(d["shape"])) >= DYNAMIC_RANGE_MIN_ELEMENTS]
+    return f"it holds no int8 tensor, though {len(weights)} float weight(s) are large enough to quantise" \
+        if weights else None
 
 
 def op_histogram(tflite_bytes: bytes) -> dict[str, int]:

@@ -7,9 +7,7 @@ stdin; :func:`converter.torchstage.start_isolated` writes the request there and 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tempfile
 from typing import IO
 
@@ -30,17 +28,10 @@ def spawn(import_cwd: bool = True) -> Child:
     """A new child and the file its stderr goes to: an anonymous temporary file (a file, not a pipe, so a
     chatty child never blocks on a full pipe; nothing is left on disk).
 
-    ``import_cwd``: whether ``module:callable`` sources may be imported from the current directory (what the
-    user's own ``convert pkg.mod:fn`` means); ``--check`` of a source recorded in a manifest passes False, so a
-    manifest cannot make it import a file that happens to lie in the current directory. ``python -P`` keeps the
-    interpreter from adding the current directory by itself; the child dies with this process
-    (:mod:`converter.children`)."""
-    path = [os.getcwd()] if import_cwd else []
-    env = children.child_env()
-    env["PYTHONPATH"] = os.pathsep.join([*path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ``import_cwd``: see :func:`converter.children.python_child`; the child dies with this process."""
+    argv, env = children.python_child("converter.torchstage", import_cwd=import_cwd)
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "converter.torchstage"], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
     return proc, log
 
 

@@ -110,9 +110,9 @@ class IsolatedStage:
         try:
             returncode = self.proc.wait()
             if returncode != 0:
-                error = self.stage / "error.json"
-                if error.is_file():
-                    raise ConverterError(json.loads(error.read_text())["message"])
+                message = _read_error(self.stage / "error.json")
+                if message is not None:
+                    raise ConverterError(message)
                 self._log.seek(0)
                 lines = self._log.read().decode(errors="replace").strip().splitlines()
                 tail = (lines or ["(no output)"])[-1]
@@ -146,6 +146,14 @@ def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOp
     except BrokenPipeError:  # it died importing torch: result() reports its stderr
         pass
     return IsolatedStage(stage, proc, log)
+
+
+def _read_error(path: Path) -> str | None:
+    """The child's one-line error, if it managed to write it whole (a full disk can leave the file empty)."""
+    try:
+        return str(json.loads(path.read_text())["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_side(stage: Path, side: TorchSide) -> None:
@@ -210,6 +218,7 @@ def _child() -> int:
                    export_onnx=request["export_onnx"])
         _write_side(stage, side)
     except ConverterError as exc:
+        print(exc, file=sys.stderr, flush=True)  # the parent's fallback if the file below cannot be written
         (stage / "error.json").write_text(json.dumps({"message": str(exc)}))
         return 2
     return 0

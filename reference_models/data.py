@@ -85,7 +85,7 @@ def read_idx_dir(path: str | os.PathLike, split: str = "eval") -> MnistArrays:
     """Read the IDX pair in ``path`` for ``split`` (``t10k-*`` for eval, ``train-*`` for train).
 
     A directory holding a single pair uses it for either split. Raises :class:`DataError` if the
-    directory or its files are missing or corrupt.
+    directory or its files are missing or corrupt, or hold no digits.
     """
     directory = Path(path).expanduser()
     if not directory.is_dir():
@@ -100,6 +100,9 @@ def read_idx_dir(path: str | os.PathLike, split: str = "eval") -> MnistArrays:
         )
     prefix = _pick_prefix(pairs, split, directory)
     images, labels = read_idx_pair(*pairs[prefix])
+    if not len(labels):  # valid IDX, but nothing to train, evaluate or compare on (every mean divides by N)
+        raise DataError(f"MNIST IDX file {pairs[prefix][0]} holds no samples (0 images); "
+                        "point at a directory whose IDX files hold at least one digit")
     return MnistArrays(images, labels, f"{directory} ({prefix}, {len(labels)} digits)")
 
 

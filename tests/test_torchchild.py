@@ -17,8 +17,8 @@ def spawned(monkeypatch) -> list[subprocess.Popen]:
     procs: list[subprocess.Popen] = []
     real_spawn = torchchild.spawn
 
-    def recording_spawn():
-        proc, log = real_spawn()
+    def recording_spawn(import_cwd: bool = True):
+        proc, log = real_spawn(import_cwd)
         procs.append(proc)
         return proc, log
 

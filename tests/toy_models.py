@@ -58,3 +58,37 @@ def crashing_factory() -> nn.Module:
 
     print("toy_models: about to crash natively", file=sys.stderr, flush=True)
     os._exit(7)
+
+
+class TinyLinear(nn.Module):
+    """The smallest model worth converting: [B, 4] -> [B, 3] (fast fault tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def tiny_linear() -> nn.Module:
+    return TinyLinear()
+
+
+class DictOutputs(nn.Module):
+    """Returns a dict, which the ONNX tracer refuses as such: its tensors are exported in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(x), "doubled": x * 2.0}
+
+
+def dict_outputs() -> nn.Module:
+    return DictOutputs()
+
+
+#: Not a callable: ``tests.toy_models:NOT_CALLABLE`` must be refused by name.
+NOT_CALLABLE = 3
