@@ -21,7 +21,7 @@ from converter import artifacts, checks, interrupts, outdir, torchchild, torchst
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError
 from converter.options import ConvertOptions
 from converter.parity import ParityReport
-from converter.paritydata import ParityData
+from converter.paritydata import ParityData, load_calibration
 from converter.sources import LoadedModel, load_model
 from converter.tensorflow import preload as preload_tensorflow
 
@@ -45,7 +45,7 @@ def convert(
     weights: str | Path | None = None,
     input_shapes: list[tuple[int, ...]] | None = None,
     parity_data: str | ParityData = "random",
-    calibration: list[np.ndarray] | None = None,
+    calibration: list[np.ndarray] | str | Path | None = None,
     force: bool = False,
     isolate: bool = False,
 ) -> ConversionResult:
@@ -53,12 +53,16 @@ def convert(
 
     ``model`` is a :class:`LoadedModel` (a live module) or a source spec (``mnist_cnn``,
     ``pkg.mod:fn``, a file). With ``isolate=True`` and a spec, the PyTorch side runs in a child process
-    that exits before TensorFlow loads (lower peak memory; what the CLI does).
+    that exits before TensorFlow loads (lower peak memory; what the CLI does). ``calibration``: full-int8
+    representative inputs, one PyTorch-layout array per input, or the path of an ``.npy`` (``--calibration-data``).
 
     Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion;
     a parity failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
     """
-    out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data)
+    calibration_file = calibration if isinstance(calibration, str | Path) else None
+    out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data, calibration_file)
+    if calibration_file is not None:
+        calibration = [load_calibration(calibration_file)]
     timings: dict[str, float] = {}
     start = time.perf_counter()
     tmp = _outdir_call(outdir.make_staging, out_dir)
@@ -215,13 +219,13 @@ def is_conversion(out: Path) -> bool:
         return False
 
 
-def _checked_out_dir(out_dir: str | Path, force: bool, model, weights, parity_data) -> Path:
+def _checked_out_dir(out_dir: str | Path, force: bool, model, weights, parity_data, calibration) -> Path:
     """``out_dir`` validated (:func:`converter.outdir.check`), after removing what killed runs left beside it."""
     out_dir = Path(out_dir)
     for left in outdir.sweep(out_dir):
         print(f"convert: removed {left.name}, left beside --out by a run that no longer exists", file=sys.stderr)
     inputs = [model if isinstance(model, str | Path) else None, weights,
-              parity_data if isinstance(parity_data, str | Path) else None]
+              parity_data if isinstance(parity_data, str | Path) else None, calibration]
     return _outdir_call(outdir.check, out_dir, force=force, owned=is_conversion, what="manifest.json", inputs=inputs)
 
 

@@ -74,7 +74,8 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     else:
         reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
     ref_acc = parity.accuracy_of(ref_out[0], data.labels)
-    scale, warnings = parity.reference_warnings(ref_out, data.labels)
+    scale, warnings = parity.reference_warnings(ref_out, data.labels, reference_name=reference_name,
+                                                output_names=[o["name"] for o in manifest["outputs"]])
     rows = []
     for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):
         tol = parity.tolerance_for(precision, options.atol, options.rtol)

@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print("convert: interrupted — nothing was written to --out", file=sys.stderr)
         return interrupts.exit_code(exc)
     except Exception as exc:  # a bug, or a library failing in a way not mapped yet: still one line, exit 2
+        signalled = interrupts.interrupted_by()
+        if signalled is not None:
+            print("convert: interrupted — nothing was written to --out", file=sys.stderr)
+            return signalled.exit_code
         if args.verbose:
             raise
         from converter.outdir import disk_full
@@ -115,15 +119,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
     else:
-        calibration = [_load_npy(args.calibration_data)] if args.calibration_data is not None else None
         result = api.convert(spec, args.out, options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
-                             parity_data=parity_data, calibration=calibration, force=args.force, isolate=True)
+                             parity_data=parity_data, calibration=args.calibration_data, force=args.force, isolate=True)
     if result.parity is not None:
         from converter.parity import to_markdown
 
         print(to_markdown(result.parity))
         for row in result.parity.failures():
             print(f"convert: parity FAILED for {row.runtime} ({row.precision}): {row.reason}", file=sys.stderr)
+        for warning in result.parity.warnings:
+            print(f"convert: parity FAILED: {warning}", file=sys.stderr)
     if "int8" not in options.precisions and not args.precision and not args.check:
         print("convert: note: full int8 skipped — no real calibration data; pass --calibration-data FILE.npy "
               "(or --parity-data PATH) to build model_int8.tflite", file=sys.stderr)
@@ -165,24 +170,6 @@ def _shapes(items: list[str]) -> list[tuple[int, ...]]:
             raise InputError(f"--input-shape {item!r} has a non-positive dimension", "write e.g. 1,3,224,224")
         shapes.append(dims)
     return shapes
-
-
-def _load_npy(path: Path):
-    """The ``--calibration-data`` array as float32, refused here (before any export) when unreadable, empty or
-    not all finite; its shape is checked against the model's inputs once they are known
-    (:func:`converter.artifacts.check_calibration`), by the same :func:`converter.paritydata.check_samples`."""
-    import numpy as np
-
-    from converter.paritydata import check_samples
-
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
-                         "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
-    what = f"--calibration-data {path}"
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: refused as non-finite
-        return check_samples(check_samples(array, what).astype(np.float32), f"{what} (as float32)")
 
 
 def _recorded_source(args) -> dict:

@@ -60,6 +60,12 @@ def remembered() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def interrupted_by() -> Interrupted | None:
+    """The interrupt that arrived inside :func:`remembered`, if one did: an error raised after it (a library
+    left half-imported by the interrupt, say) is its consequence and is reported as the interrupt."""
+    return Interrupted(_pending) if _pending is not None else None
+
+
 def checkpoint() -> None:
     """Raise :class:`Interrupted` if a signal arrived inside :func:`remembered`, even one something swallowed."""
     if _pending is not None:

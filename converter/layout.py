@@ -84,9 +84,9 @@ def detect_perm(reference: np.ndarray, candidate: np.ndarray) -> Perm | None:
     if reference.size and not np.isfinite(reference).any():
         return fitting[0] if len(fitting) == 1 else None
     best, best_score = None, (np.inf, np.inf)
+    got = np.asarray(candidate, dtype=np.float64)
     for perm in fitting:
         moved = np.transpose(reference, perm).astype(np.float64)
-        got = np.asarray(candidate, dtype=np.float64)
         both = np.isfinite(moved) & np.isfinite(got)
         err = float(np.max(np.abs(moved[both] - got[both]))) if both.any() else 0.0
         score = (int(nonfinite_mismatch(moved, got).sum()), err)

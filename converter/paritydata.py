@@ -132,3 +132,17 @@ def check_samples(array: np.ndarray, what: str, input_shape: Sequence[int] | Non
             raise InputError(f"{what} holds {bad} non-finite values (NaN/Inf) of {array.size}",
                              "replace or drop those samples; every input must be a finite number")
     return array
+
+
+def load_calibration(path: str | Path) -> np.ndarray:
+    """A ``--calibration-data`` ``.npy`` as float32, refused (before any export) when unreadable, empty or not
+    all finite; its shape is checked against the model's inputs once they are known
+    (:func:`converter.artifacts.check_calibration`), by the same :func:`check_samples`."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
+                         "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
+    what = f"--calibration-data {path}"
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: refused as non-finite
+        return check_samples(check_samples(array, what).astype(np.float32), f"{what} (as float32)")

@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
         return interrupts.exit_code(exc)
+    except Exception:
+        signalled = interrupts.interrupted_by()  # an error the interrupt caused (e.g. a half-finished import)
+        if signalled is None:
+            raise
+        print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
+        return signalled.exit_code
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -177,24 +177,10 @@ def _crafted(root: Path) -> Path:
     return d
 
 
-_CONVERT = ["mnist_cnn", "--precision", "fp32", "--parity-samples", SAMPLES]
 _TRAIN = ["--framework", "torch", "--epochs", "1"]
 EXIT_2_CASES = [
     # id, command, args ({d}: the crafted inputs), fragment of the one `<command>: error:` line
-    ("parity-data npy with NaN/Inf", "convert", [*_CONVERT, "--parity-data", "{d}/nan.npy"],
-     "nan.npy holds 3 non-finite values (NaN/Inf) of 7840"),
-    ("parity-data npy empty", "convert", [*_CONVERT, "--parity-data", "{d}/empty.npy"],
-     "empty.npy holds no samples (shape [0, 1, 28, 28])"),
-    ("parity-data IDX dir with 0 images", "convert", [*_CONVERT, "--parity-data", "{d}/idx_empty"],
-     "holds no samples (0 images)"),
-    ("calibration-data empty", "convert", [*_CONVERT, "--calibration-data", "{d}/cal_empty.npy"],
-     "cal_empty.npy holds no samples (shape [0, 3, 8, 8])"),
-    ("calibration-data with NaN/Inf", "convert", [*_CONVERT, "--calibration-data", "{d}/nan.npy"],
-     "--calibration-data {d}/nan.npy holds 3 non-finite values (NaN/Inf) of 7840"),
-    ("calibration-data beyond float32", "convert", [*_CONVERT, "--calibration-data", "{d}/cal_too_big_for_float32.npy"],
-     "(as float32) holds 1568 non-finite values"),
-    ("calibration-data wrong shape", "convert", [*_CONVERT, "--calibration-data", "{d}/cal_wrong_shape.npy"],
-     "--calibration-data holds shape [10, 3, 28, 28] but the model input is [N,1,28,28]"),
+    # the convert rows of these checks are in tests/test_faults.py's table
     ("train-data IDX dir with 0 images", "train-reference", [*_TRAIN, "--train-data", "{d}/idx_empty_train",
                                                             "--eval-data", "embedded"], "holds no samples (0 images)"),
     ("eval-data IDX dir with 0 images", "train-reference", [*_TRAIN, "--train-data", "embedded",

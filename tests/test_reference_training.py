@@ -136,6 +136,7 @@ def test_force_replaces_existing_out_and_options_work(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    (out / "metrics.json").write_text("{}")  # a previous run's output: --force may replace it
     run = run_cli(["--framework", "torch", "--epochs", "1", "--train-data", "embedded", "--eval-data", "embedded",
                    "--force", "--loader", "torchvision", "--lr-schedule", "cosine", "--amp", "--channels-last"], out)
     assert run.returncode == 0, run.stderr[-2000:]
