@@ -1,0 +1,38 @@
+"""torch2tf: PyTorch -> ONNX -> TensorFlow SavedModel + TFLite, with a parity report across every runtime.
+
+The public surface::
+
+    from converter import convert, check, ConvertOptions
+    result = convert("mypkg.nets:build", "out/net", ConvertOptions(), input_shapes=[(1, 3, 224, 224)])
+    result.parity.passed, result.exit_code
+
+Names are imported lazily (PEP 562): ``import converter`` stays cheap, so the ``convert`` command can start its
+PyTorch child before NumPy, ONNX or TensorFlow load.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "convert": "converter.api",
+    "check": "converter.api",
+    "ConversionResult": "converter.api",
+    "ConvertOptions": "converter.options",
+    "ParityReport": "converter.parity.judge",
+    "assert_parity": "converter.testing",
+    "ConverterError": "converter.errors",
+    "InputError": "converter.errors",
+    "ModelLoadError": "converter.errors",
+    "ExportError": "converter.errors",
+    "TensorFlowConversionError": "converter.errors",
+    "ArtifactsChanged": "converter.errors",
+    "ParityFailed": "converter.errors",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'converter' has no attribute {name!r}")

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from converter import artifacts, checks, interrupts, outdir, torchchild, torchstage
+from converter._convert import artifacts, interrupts, outdir, torchchild, torchstage
+from converter.parity import run as checks
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError
 from converter.options import ConvertOptions
-from converter.parity import ParityReport
-from converter.paritydata import ParityData, load_calibration
-from converter.sources import LoadedModel, load_model
-from converter.tensorflow import preload as preload_tensorflow
+from converter.parity.judge import ParityReport
+from converter.parity.data import ParityData, load_calibration
+from converter._convert.sources import LoadedModel, load_model
+from converter._convert.tensorflow import preload as preload_tensorflow
 
 
 @dataclass
@@ -193,12 +194,12 @@ def _diagnose(model, weights, out: Path, manifest: dict, side, report: ParityRep
     if report.passed and not options.localise:
         return
     if isinstance(model, str):
-        from converter.localisechild import localise_in_child
+        from converter.diagnosis.localisechild import localise_in_child
 
         localise_in_child(model, weights, out, manifest, side.data, report, options, calibration,
                           import_cwd=import_cwd)
         return
-    from converter.localise import localise_failures
+    from converter.diagnosis.localise import localise_failures
 
     localise_failures(model, out, manifest, side.data, report, options, calibration=calibration,
                       every_row=options.localise)
@@ -220,7 +221,7 @@ def is_conversion(out: Path) -> bool:
 
 
 def _checked_out_dir(out_dir: str | Path, force: bool, model, weights, parity_data, calibration) -> Path:
-    """``out_dir`` validated (:func:`converter.outdir.check`), after removing what killed runs left beside it."""
+    """``out_dir`` validated (:func:`converter._convert.outdir.check`), after removing what killed runs left beside it."""
     out_dir = Path(out_dir)
     for left in outdir.sweep(out_dir):
         print(f"convert: removed {left.name}, left beside --out by a run that no longer exists", file=sys.stderr)
@@ -230,7 +231,7 @@ def _checked_out_dir(out_dir: str | Path, force: bool, model, weights, parity_da
 
 
 def _outdir_call(fn, *args, **kwargs):
-    """``fn`` with its :class:`converter.outdir.OutDirError` as the CLI's one-line :class:`InputError`."""
+    """``fn`` with its :class:`converter._convert.outdir.OutDirError` as the CLI's one-line :class:`InputError`."""
     try:
         return fn(*args, **kwargs)
     except outdir.OutDirError as exc:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from converter import interrupts, torchchild
+from converter._convert import interrupts, torchchild
 from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
 from converter.options import DEFAULT_OPSET, PRECISIONS, TARGETS, ConvertOptions
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from converter.quiet import quiet_tensorflow
+    from converter._convert.quiet import quiet_tensorflow
 
     quiet_tensorflow(args.verbose)
     try:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             return signalled.exit_code
         if args.verbose:
             raise
-        from converter.outdir import disk_full
+        from converter._convert.outdir import disk_full
 
         if disk_full(exc):
             print("convert: error: the disk is full — free some space or choose an --out on another disk",
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         result = api.convert(spec, args.out, options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
                              parity_data=parity_data, calibration=args.calibration_data, force=args.force, isolate=True)
     if result.parity is not None:
-        from converter.parity import to_markdown
+        from converter.parity.judge import to_markdown
 
         print(to_markdown(result.parity))
         for row in result.parity.failures():
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         print("convert: note: full int8 skipped — no real calibration data; pass --calibration-data FILE.npy "
               "(or --parity-data PATH) to build model_int8.tflite", file=sys.stderr)
     if args.report == "html":
-        from converter.report import write_html
+        from converter.parity.html import write_html
 
         print(f"convert: wrote {write_html(result.out_dir)}", file=sys.stderr)
     print(f"convert: wrote {result.out_dir}", file=sys.stderr)
@@ -185,9 +185,9 @@ def entry() -> None:
     and thread pools takes ~0.9 s on 2 cores (measured: ``cli.main`` returned at 5.05 s, the process ended
     at 5.95 s) and does nothing for the user. The atexit hooks still run (autograph removes its generated
     files in one); only the module teardown is skipped. The process is the command's own, so TensorFlow loads
-    without the optional imports a conversion never uses (:func:`converter.quiet.own_process`). Library callers
+    without the optional imports a conversion never uses (:func:`converter._convert.quiet.own_process`). Library callers
     of :func:`main` are unaffected by both."""
-    from converter.quiet import exit_without_teardown, own_process
+    from converter._convert.quiet import exit_without_teardown, own_process
 
     own_process()
     exit_without_teardown(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 from converter import api
 from converter.errors import ParityFailed
 from converter.options import ConvertOptions
-from converter.parity import ParityReport, to_markdown
-from converter.sources import LoadedModel, load_model
+from converter.parity.judge import ParityReport, to_markdown
+from converter._convert.sources import LoadedModel, load_model
 
 
 def assert_parity(

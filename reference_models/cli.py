@@ -91,13 +91,13 @@ def _check_tf_config(raw: str) -> None:
     try:
         tf_config = json.loads(raw) if raw.strip() else None
     except json.JSONDecodeError as err:
-        raise UsageError(f"TF_CONFIG is not valid JSON ({err.msg}); see README 'Scaling out'") from None
+        raise UsageError(f"TF_CONFIG is not valid JSON ({err.msg}); see reference_models/README.md 'Scaling out'") from None
     if not isinstance(tf_config, dict) or "cluster" not in tf_config or "task" not in tf_config:
-        raise UsageError("--strategy multi-worker needs TF_CONFIG with 'cluster' and 'task'; see README 'Scaling out'")
+        raise UsageError("--strategy multi-worker needs TF_CONFIG with 'cluster' and 'task'; see reference_models/README.md 'Scaling out'")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from converter import interrupts
+    from converter._convert import interrupts
 
     args = build_parser().parse_args(argv)
     try:

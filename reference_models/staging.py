@@ -2,7 +2,7 @@
 
 So a failed or interrupted run leaves nothing half-written: either ``--out`` holds a complete set, or it is
 untouched (the previous contents, if any, survive until the new set is complete). The machinery is the
-converter's (:mod:`converter.outdir`): ``--force`` replaces only a directory this command wrote (one with its
+converter's (:mod:`converter._convert.outdir`): ``--force`` replaces only a directory this command wrote (one with its
 ``metrics.json``), an ``--out`` holding the current directory is refused, and staging directories of killed runs
 are swept by the next run.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from converter import outdir
+from converter._convert import outdir
 from reference_models.errors import UsageError
 
 #: The file every training run writes: its presence is what makes a directory this command's own output.

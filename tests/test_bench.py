@@ -94,7 +94,7 @@ def test_flop_count_of_the_reference_net_is_exact(bench_run):
 
 
 def test_flop_count_without_a_benchmark():
-    from converter.bench_roofline import count_flops
+    from converter.bench.roofline import count_flops
     from reference_models.mnist_cnn import MnistCNN
 
     work = count_flops(MnistCNN().eval(), (4, 1, 28, 28))  # per sample, whatever the batch
@@ -114,7 +114,7 @@ def test_latency_floor_and_machine_rates_are_recorded(bench_run):
 
 
 def test_training_variants_map_to_trainer_flags(tmp_path):
-    from converter.bench_training import TrainingBenchConfig, argv_for
+    from converter.bench.training import TrainingBenchConfig, argv_for
 
     cfg = TrainingBenchConfig(epochs=1, batch_size=32, train_data="embedded", eval_data=None)
     flags = {"--compile", "--batch-size", "--train-data"}
@@ -125,7 +125,7 @@ def test_training_variants_map_to_trainer_flags(tmp_path):
 
 
 def test_training_markdown_shows_ratios_and_device():
-    from converter.bench_training import TrainingBenchConfig, _result, to_markdown
+    from converter.bench.training import TrainingBenchConfig, _result, to_markdown
 
     def run(sps: list[float], acc: float) -> dict:
         proc = {"returncode": 0, "wall_s": 10.0, "peak_tree_rss": 2 ** 30, "tail": ""}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from converter.bench_convert import ConvertBenchConfig, _result, paired_ratios, to_markdown
-from converter.bench_proc import ProcResult, summarise
+from converter.bench.convert import ConvertBenchConfig, _result, paired_ratios, to_markdown
+from converter.bench.proc import ProcResult, summarise
 
 
 def _runs(name: str, walls: list[float], failed: tuple[int, ...] = ()) -> list[ProcResult]:

@@ -102,7 +102,7 @@ def test_every_tflite_file_is_converted_from_the_shipped_saved_model(converted, 
 
     blob = (converted[0] / f"model_{precision}.tflite").read_bytes()
     assert get_conversion_metadata(blob).environment.modelType == metadata.ModelType.TF_SAVED_MODEL
-    from converter.paritydata import load_parity_data
+    from converter.parity.data import load_parity_data
 
     digits = load_parity_data(str(mnist_dir), [(1, 1, 28, 28)], [np.dtype(np.float32)], 8).inputs[0]
     serve = tf.saved_model.load(str(converted[0] / "saved_model")).signatures["serving_default"]
@@ -157,7 +157,7 @@ def test_saved_model_runner_maps_chunks_like_single_calls(converted, mnist_dir):
     eager signature call per chunk, and survive a garbage collection (the signature holds variables weakly)."""
     import gc
 
-    from converter import runtimes
+    from converter.parity import runtimes
     from reference_models.data import normalize_nchw, read_idx_dir
 
     manifest = json.loads((converted[0] / "manifest.json").read_text())

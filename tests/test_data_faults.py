@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter import layout
+from converter._convert import layout
 from converter.errors import InputError
-from converter.parity import compare, reference_warnings, tolerance_for
-from converter.paritydata import check_samples
+from converter.parity.judge import compare, reference_warnings, tolerance_for
+from converter.parity.data import check_samples
 from tests.conftest import run_cli
 
 NAN, INF = float("nan"), float("inf")
@@ -216,8 +216,8 @@ def _samples_with_nan(spec: str, weights: Path | None, shape: tuple[int, ...]) -
     """How many of the seeded parity samples the PyTorch model outputs NaN/Inf for, counted here, independently."""
     import torch
 
-    from converter.paritydata import load_parity_data
-    from converter.sources import load_model
+    from converter.parity.data import load_parity_data
+    from converter._convert.sources import load_model
 
     module = load_model(spec, weights).module.eval()
     data = load_parity_data("random", [shape], [np.dtype(np.float32)], int(SAMPLES), 0).inputs[0]

@@ -153,7 +153,7 @@ def _delete(name: str) -> Callable:
 
 def _float_file_named_int8(tmp: Path, files: Path, converted: Path) -> None:
     """The int8 file replaced by the float one, its hash updated: only the quantisation check can catch it."""
-    from converter.artifacts import digest
+    from converter._convert.artifacts import digest
 
     _copy_converted(tmp, files, converted)
     out = tmp / "out"
@@ -361,7 +361,7 @@ def test_force_replaces_its_own_output(converted: Path, tmp_path: Path) -> None:
 
 
 def test_a_live_runs_staging_directory_is_left_alone(tmp_path: Path) -> None:
-    from converter import outdir
+    from converter._convert import outdir
 
     live = tmp_path / f".out.partial-{os.getpid()}-x"
     live.mkdir()
@@ -477,7 +477,8 @@ def test_ctrl_c_mid_conversion_leaves_nothing(tmp_path, trained_weights):
 
 _SWALLOWED = """
 import os, signal, sys
-from converter import cli, tensorflow
+from converter import cli
+from converter._convert import tensorflow
 real = tensorflow._run_onnx2tf
 
 def swallowing(*args, **kwargs):

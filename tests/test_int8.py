@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converter import layout, tfexport
+from converter._convert import layout, tfexport
 from converter.errors import InputError
-from converter.quantise import Int8Analysis, analyse
-from converter.tensorflow import onnx_to_keras
+from converter.quantization.quantise import Int8Analysis, analyse
+from converter._convert.tensorflow import onnx_to_keras
 
 OUTLIER = 1000.0
 EVAL = 1000
@@ -79,7 +79,7 @@ def _train_here(epochs: int) -> OutlierCNN:
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
-    from converter.zoo import plant_channel_outlier
+    from converter.zoo.models import plant_channel_outlier
 
     return plant_channel_outlier(model, "conv1", ["conv2"], 0, OUTLIER)  # the same function, a 1000x channel
 
@@ -87,8 +87,8 @@ def _train_here(epochs: int) -> OutlierCNN:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, mnist_dir):
     """The trained outlier net through the real route (ONNX -> onnx2tf -> serving module) + official digits."""
-    from converter import export
-    from converter.probes import run_onnxruntime
+    from converter._convert import export
+    from converter.diagnosis.probes import run_onnxruntime
     from reference_models.data import normalize_nchw, read_idx_dir
 
     model = _train()
@@ -155,7 +155,7 @@ def test_layer_table_names_modules(analysis) -> None:
 
 def test_module_names_without_pytorch(setup, analysis) -> None:
     """Without the module list the names come from the ONNX scopes alone, the same for this net."""
-    from converter.tflite_origin import origins
+    from converter.quantization.tflite_origin import origins
 
     found = origins(analysis.calibrated, setup["graph"], setup["onnx_model"], setup["inputs"])
     assert {"conv1", "conv2", "fc1"} <= {module for module, _ in found.values()}
@@ -168,7 +168,7 @@ def test_unknown_module_is_an_input_error(analysis) -> None:
 
 def test_interpreter_failure_is_contained() -> None:
     """A model the interpreter cannot load fails in the child process, not in ours."""
-    from converter import isolated
+    from converter._proc import isolated
 
     with pytest.raises(isolated.InterpreterAborted):
         isolated.run(b"not a flatbuffer", [isolated.Port("input", (0, 2, 3, 1))], [isolated.Port("logits", (0, 1))],
@@ -178,7 +178,7 @@ def test_interpreter_failure_is_contained() -> None:
 def test_background_child_isolates_the_aborting_job(setup, analysis) -> None:
     """Several models in one background child: when one kills the child, the others still give their outputs
     (identical to a child of their own) and only the bad one fails."""
-    from converter import isolated
+    from converter._proc import isolated
 
     ins, outs = isolated.ports(setup["graph"].inputs), isolated.ports(setup["graph"].outputs)
     arrays = [setup["inputs"][0][:20]]

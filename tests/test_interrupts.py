@@ -1,4 +1,4 @@
-"""converter.interrupts: a Ctrl-C swallowed by a bare ``except:`` is raised again at the next checkpoint."""
+"""converter._convert.interrupts: a Ctrl-C swallowed by a bare ``except:`` is raised again at the next checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from converter import interrupts
+from converter._convert import interrupts
 
 
 @pytest.fixture

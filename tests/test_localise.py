@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 
-from converter import export
-from converter.localise import Localiser, describe, localise_failures, plant_fault
-from converter.parity import RuntimeResult
-from converter.paritydata import ParityData
-from converter.probes import scope_of
-from converter.sources import LoadedModel
+from converter._convert import export
+from converter.diagnosis.localise import Localiser, describe, localise_failures, plant_fault
+from converter.parity.judge import RuntimeResult
+from converter.parity.data import ParityData
+from converter.diagnosis.probes import scope_of
+from converter._convert.sources import LoadedModel
 
 
 def _mnist_cnn() -> tuple[torch.nn.Module, list[np.ndarray]]:
@@ -29,7 +29,7 @@ def _mnist_cnn() -> tuple[torch.nn.Module, list[np.ndarray]]:
 def _resnet18() -> tuple[torch.nn.Module, list[np.ndarray]]:
     import torchvision
 
-    from converter import zoo
+    from converter.zoo import models as zoo
 
     def make(n: int, seed: int) -> list[np.ndarray]:
         return [zoo.smooth_images(n, seed, 3, 64)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converter.parity import compare, tolerance_for
+from converter.parity.judge import compare, tolerance_for
 
 # 100 samples over 10 classes; the first `n` samples' top-1 leads the runner-up by `lead` (fraction of max |logit|)
 def _reference(lead: float, n: int) -> np.ndarray:
@@ -68,7 +68,7 @@ WARNING_CASES = [
 def test_reference_warnings(case, reference, labels, count) -> None:
     """A labelled classifier that answers one class for everything (any artifact matches its accuracy by doing
     the same) and outputs too flat for any tolerance both make the report fail with a warning."""
-    from converter.parity import reference_warnings
+    from converter.parity.judge import reference_warnings
 
     _, warnings = reference_warnings([reference], labels)
     assert len(warnings) == count, warnings

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import sys
-from converter.quiet import import_tensorflow, own_process, UNUSED_OPTIONAL_IMPORTS
+from converter._convert.quiet import import_tensorflow, own_process, UNUSED_OPTIONAL_IMPORTS
 if sys.argv[1] == "owned":
     own_process()
 import_tensorflow()
@@ -45,7 +45,7 @@ def test_tensorflow_loads_without_unused_optional_imports_only_in_owned_process(
 def test_gc_paused_restores_the_collector_and_freezes_what_was_built(enabled_before: bool, raises: bool) -> None:
     """The collector is off inside the block (TF's import: -17 % CPU), back to its former state after, even on an
     error; objects alive at the end are frozen, so later collections do not traverse them."""
-    from converter.quiet import gc_paused
+    from converter._convert.quiet import gc_paused
 
     (gc.enable if enabled_before else gc.disable)()
     try:

@@ -2,7 +2,7 @@
 
 One conversion per module (``--precision fp32,dynamic_int8 --parity-samples 100``) and a tiny synthetic
 benchmark result (the benchmark itself is tested in ``test_bench.py``), then headless Chromium
-(Debian package ``chromium``; ``.ci/run`` installs it) dumps the DOM after the page's load event, when
+(Debian package ``chromium``; ``scripts/setup`` installs it) dumps the DOM after the page's load event, when
 the report's inline script has written every image's decoded size into ``#img-check``.
 """
 
@@ -24,8 +24,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def fake_bench() -> dict:
-    """A benchmark result with the shape ``converter.bench.run`` returns (two runtimes, one failed)."""
-    from converter.bench import environment
+    """A benchmark result with the shape ``converter.bench.core.run`` returns (two runtimes, one failed)."""
+    from converter.bench.core import environment
 
     def row(runtime: str, artifact: str, size: int, lat: float, acc: float) -> dict:
         return {"runtime": runtime, "threads": 1, "ok": True, "error": None, "precision": "fp32",
@@ -59,12 +59,12 @@ def converted(tmp_path_factory, mnist_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(converted, tmp_path_factory) -> tuple[Path, str]:
-    from converter.report import write_html
+    from converter.parity.html import write_html
 
     path = write_html(converted, fake_bench())
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.fail("chromium is not installed: apt-get install -y chromium (.ci/run does this)")
+        pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/setup does this)")
     profile = tmp_path_factory.mktemp("chromium-profile")
     dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", path.as_uri()],
                          capture_output=True, text=True, timeout=120)

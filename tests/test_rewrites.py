@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converter import rewrites
+from converter._convert import rewrites
 
 OPSET = 17
 
@@ -522,7 +522,7 @@ def test_erf_as_polynomial_matches_erf_and_uses_only_tflite_builtins():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from converter.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
+    from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 
     graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"], name="erf")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4001])],

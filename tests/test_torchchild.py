@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from converter import cli, torchchild
+from converter import cli
+from converter._convert import torchchild
 from tests.conftest import ROOT
 
 
@@ -78,6 +79,6 @@ def test_an_onnx_source_starts_no_child(spawned, tmp_path) -> None:
 def test_child_given_no_request_exits_on_its_own() -> None:
     """If the parent dies before handing over a request, the child sees end-of-file on stdin and exits (3)
     once torch has imported, instead of waiting forever."""
-    done = subprocess.run([sys.executable, "-m", "converter.torchstage"], stdin=subprocess.DEVNULL,
+    done = subprocess.run([sys.executable, "-m", "converter._convert.torchstage"], stdin=subprocess.DEVNULL,
                           capture_output=True, cwd=ROOT, timeout=120)
     assert done.returncode == 3, done.stderr[-1000:]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converter.zoo import ZOO, ZOO_SAMPLES, ZooEntry, honest_weights, output_scale_ok, run_entry, run_isolated
+from converter.zoo.models import ZOO, ZOO_SAMPLES, ZooEntry, honest_weights, output_scale_ok, run_entry, run_isolated
 
 ENTRIES = list(ZOO.values())
 FAST = [e for e in ENTRIES if e.fast]
@@ -59,7 +59,7 @@ def test_output_scale_ok(outputs: list[np.ndarray], ok: bool) -> None:
 _MOBILENET_CHECK = """
 import torch, torchvision
 from torch import nn
-from converter.zoo import ZOO, honest_weights, output_scale_ok
+from converter.zoo.models import ZOO, honest_weights, output_scale_ok
 entry = ZOO["mobilenet_v3_small"]
 x = torch.from_numpy(entry.make_inputs(4, seed=3)[0])
 torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path) -> None:
 
 def _tinted32(n: int, seed: int) -> list[np.ndarray]:
     """The labelled classifiers' task at 32x32: tinted images (their labels: ``dominant_channel``)."""
-    from converter.zoo import TINT, smooth_images
+    from converter.zoo.models import TINT, smooth_images
 
     return [smooth_images(n, seed, 3, 32, TINT)]
 
@@ -165,7 +165,7 @@ def _tiny_classifier() -> nn.Module:
 def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
     """The image classifiers get seeded training on the dominant-channel task: same seed, same weights; the
     classes are balanced, and the net beats the constant classifier by far (it once only learned the majority)."""
-    from converter.zoo import dominant_channel, train_briefly
+    from converter.zoo.models import dominant_channel, train_briefly
 
     a, b = (train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=0.95, max_steps=120, check_every=20)
             for _ in "ab")
@@ -189,7 +189,7 @@ def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
 ])
 def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, check_every: int,
                                               stops_before_max: bool) -> None:
-    from converter.zoo import dominant_channel, train_briefly
+    from converter.zoo.models import dominant_channel, train_briefly
 
     trained = train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=target, max_steps=max_steps,
                             check_every=check_every)
@@ -201,7 +201,7 @@ def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, che
 
 def test_trained_weights_are_cached_with_their_training_record(tmp_path, monkeypatch) -> None:
     """The first build trains (seeded) and caches weights + how they were trained; the second build loads them."""
-    from converter import zoo
+    from converter.zoo import models as zoo
 
     monkeypatch.setattr(zoo, "TRAINED_CACHE", tmp_path)
     build = zoo._honest(_tiny_classifier, _tinted32, zoo.dominant_channel, name="tiny")
@@ -242,7 +242,7 @@ class _TwoReaders(nn.Module):
 def test_plant_channel_outlier_keeps_the_function(build, producer, consumers, channel) -> None:
     """The same outputs (ReLU and max-pool commute with a positive scale), one channel OUTLIER_FACTOR times
     larger than the others at the producer: what per-tensor int8 activations cannot represent."""
-    from converter.zoo import OUTLIER_FACTOR, plant_channel_outlier
+    from converter.zoo.models import OUTLIER_FACTOR, plant_channel_outlier
 
     torch.manual_seed(0)
     model = build().eval()

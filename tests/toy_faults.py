@@ -44,7 +44,7 @@ def crashes_in_localisation() -> nn.Module:
     """A TinyNet that loads in the PyTorch stage but segfaults in the localisation child, wherever it imports."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "converter.localisechild":
+    if spec is not None and spec.name == "converter.diagnosis.localisechild":
         _segfault("crashing the localisation child")
     torch.manual_seed(0)
     return TinyNet()

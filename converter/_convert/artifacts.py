@@ -1,0 +1,304 @@
+"""Build every artifact into a (temporary) directory and describe it in ``manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converter._convert import export, layout
+from converter.quantization import int8child
+from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
+from converter.options import ConvertOptions
+from converter._convert.quiet import silenced
+from converter._convert.sources import LoadedModel
+
+CALIBRATION_SAMPLES = 200
+
+
+def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None, onnx_path: Path | None = None
+                   ) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
+    """Input shapes (PyTorch layout) and dtypes: the user's, the reference default, or the ONNX file's."""
+    onnx_path = onnx_path or model.onnx_path
+    if onnx_path is not None:
+        proto = export.check_onnx(onnx_path)
+        shapes = input_shapes or export.onnx_input_shapes(proto)
+        dtypes = export.onnx_elem_types(proto)
+        if len(shapes) != len(dtypes):
+            raise InputError(f"{onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
+                             "pass one --input-shape per model input")
+        return [tuple(s) for s in shapes], dtypes
+    shapes = input_shapes or list(model.default_input_shapes)
+    if not shapes:
+        raise InputError(f"no input shape for {model.name}", "pass --input-shape, e.g. --input-shape 1,3,224,224")
+    return [tuple(s) for s in shapes], [np.dtype(np.float32)] * len(shapes)
+
+
+def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
+    if given and len(given) != count:
+        raise InputError(f"{len(given)} --{prefix}-name given for {count} {prefix}s", f"pass one --{prefix}-name per {prefix}")
+    return list(given) or ([prefix if count == 1 else f"{prefix}_{i}" for i in range(count)])
+
+
+def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample) -> tuple[list[str], list[str]]:
+    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT."""
+    import onnx
+
+    from converter.parity.runtimes import onnxruntime_runner
+
+    onnx_path = out / "model.onnx"
+    if model.kind == "onnx":
+        proto = export.check_onnx(model.onnx_path)
+        n_out = len(proto.graph.output)
+        in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else export.graph_input_names(proto)
+        out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
+        onnx.save(export.rename_io(proto, in_names, out_names), str(onnx_path))
+        return in_names, out_names
+    shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
+    n_out = export.probe_outputs(model.module, sample, shapes_text)
+    in_names = io_names(options.input_names, len(shapes), "input")
+    out_names = io_names(options.output_names, n_out, "output")
+    export.export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
+    ort_out = onnxruntime_runner(onnx_path).fn(sample)
+    torch_out = export.run_torch(model.module, sample)
+    worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
+    if worst > 1e-3:
+        raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
+                          "the model is not traceable as is (data-dependent control flow?); check forward()")
+    return in_names, out_names
+
+
+def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dict[str, float]) -> dict:
+    """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest."""
+    from converter._convert.quiet import import_tensorflow
+
+    import_tensorflow(options.verbose)
+    from converter._convert import tfexport
+    from converter.parity.runtimes import onnxruntime_runner
+    from converter._convert.tensorflow import onnx_to_keras
+
+    proto = export.check_onnx(out / "model.onnx")
+    shapes, dtypes = side.shapes, [np.dtype(d) for d in side.dtypes]
+    calibration = check_calibration(calibration, shapes)
+    sample = [take(x, shapes[0][0]) for x in side.data.inputs]
+    try:
+        ort_out = onnxruntime_runner(out / "model.onnx").fn(sample)
+    except Exception as exc:  # the ONNX reference every row is checked against must run
+        raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
+                         "export the model with standard ONNX ops at an opset between 7 and 21") from None
+    manifest = _base_manifest(side, options, ort_out)
+    if not options.wants_saved_model:
+        return manifest
+    t = time.perf_counter()
+    # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
+    recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
+    try:
+        graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout,
+                              options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
+        batch_map = False
+    except TensorFlowConversionError as exc:
+        if not options.dynamic_batch or shapes[0][0] != 1:
+            raise
+        # onnx2tf cannot build this graph with a symbolic batch (seen: nn.MultiheadAttention, whose [T, B, ...]
+        # intermediates it re-lays out as images): build it at batch 1 and map it over the batch
+        graph = onnx_to_keras(export.with_batch(proto, 1), shapes, dtypes, side.output_names, sample, ort_out,
+                              options.layout, options.verbose, unroll_rnn=recurrent)
+        batch_map = True
+        manifest["dynamic_batch_route"] = {"batch_map": True, "why": str(exc)[:300]}
+    module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
+
+    def int8_source():
+        """(module, graph) full int8 is built from: RNNs unrolled (TFLite cannot calibrate through WHILE), reusing
+        the main translation when it already is (a symbolic batch unrolls them, see above)."""
+        if recurrent and (batch_map or not options.dynamic_batch):
+            return _unrolled(proto, side, sample, ort_out, options)
+        return module, graph
+
+    timings["onnx_to_tf"] = time.perf_counter() - t
+    manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
+    manifest["outputs"] = [o.as_manifest() for o in graph.outputs]
+    manifest["rewrites"] = list(graph.applied)
+    if options.dynamic_batch:
+        for entry in (*manifest["inputs"], *manifest["outputs"]):
+            entry["shape"][0] = None
+    t = time.perf_counter()
+    tfexport.save_saved_model(module, out / "saved_model", options.verbose)
+    manifest["artifacts"]["saved_model"] = {"path": "saved_model", "bytes": _dir_bytes(out / "saved_model"),
+                                            "signature": tfexport.SIGNATURE_KEY}
+    timings["saved_model"] = time.perf_counter() - t
+    representative = _representative(calibration, side.data, graph.inputs)
+    for precision in options.tflite_precisions:
+        t = time.perf_counter()
+        extra: dict = {}
+        if precision == "int8" and options.int8_keep_float:
+            blob, extra = _selective_int8(*int8_source(), representative, side, proto, options, out)
+            extra["rnn_unrolled"] = recurrent
+        elif precision == "int8" and representative is not None and recurrent:
+            try:
+                blob, extra = _recurrent_int8(*int8_source(), options, representative, out)
+            except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
+                manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
+                continue
+        else:
+            blob = tfexport.convert_tflite(module, precision, representative, options.verbose, out / "saved_model")
+        name = f"model_{precision}.tflite"
+        (out / name).write_bytes(blob)
+        manifest["artifacts"][f"tflite_{precision}"] = {
+            "path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+            "precision": precision, "signature": tfexport.SIGNATURE_KEY,
+            "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob), "keep_float": [], **extra,
+        }
+        timings[f"tflite_{precision}"] = time.perf_counter() - t
+    if "saved_model" not in options.targets:
+        shutil.rmtree(out / "saved_model")
+        del manifest["artifacts"]["saved_model"]
+    return manifest
+
+
+def _unrolled(proto, side, sample, ort_out, options: ConvertOptions):
+    """(serving module, graph) of a second translation with LSTM/GRU/RNN unrolled: one cell per time step."""
+    from converter._convert import tfexport
+    from converter._convert.tensorflow import onnx_to_keras
+
+    graph = onnx_to_keras(proto, side.shapes, [np.dtype(d) for d in side.dtypes], side.output_names, sample,
+                          ort_out, options.layout, options.verbose, unroll_rnn=True)
+    return tfexport.build_serving_module(graph, options.dynamic_batch), graph
+
+
+def _recurrent_int8(module, graph, options: ConvertOptions, representative, out: Path) -> tuple[bytes, dict]:
+    """Full int8 of a graph with LSTM/GRU/RNN ops, from an *unrolled* translation, calibrated in a child process.
+
+    The float artifacts keep onnx2tf's while loop (compact, any sequence length the export allows); TFLite's
+    calibrator cannot quantise through a WHILE body (it segfaults in ``_feed_tensors``), so the int8 file is
+    built from a second translation with one cell per time step (static sequence length, as exported). The
+    child process stays: a native crash becomes this artifact's failure, not the conversion's.
+    """
+    from converter._convert import tfexport
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".unrolled-") as tmp:
+        tfexport.save_saved_model(module, Path(tmp) / "saved_model", options.verbose)
+        blob = int8child.convert_int8(Path(tmp) / "saved_model", [i.name for i in graph.inputs],
+                                      list(representative()))
+    return blob, {"built_in_child_process": True, "rnn_unrolled": True}
+
+
+def _selective_int8(module, graph, representative, side, proto, options: ConvertOptions, out: Path) -> tuple[bytes, dict]:
+    """Full int8 with the most damaging layers kept in float (``--int8-keep-float auto|N|modules``);
+    the per-layer table goes to ``int8_layers.md``."""
+    from converter.quantization import quantise
+
+    with silenced(options.verbose):  # quantise.analyse refuses a missing representative set, as convert_tflite does
+        choice = quantise.choose_keep_float(module, graph, representative, side.data.inputs, side.data.labels,
+                                            spec=",".join(options.int8_keep_float), onnx_model=proto)
+    (out / "int8_layers.md").write_text(choice.to_markdown() + "\n")
+    return choice.tflite, {"keep_float": choice.kept_modules, "keep_float_nodes": choice.kept_nodes,
+                           "int8_selection": choice.to_json()}
+
+
+def check_calibration(calibration: list[np.ndarray] | None, shapes: list[tuple[int, ...]]
+                      ) -> list[np.ndarray] | None:
+    """Refuse ``--calibration-data`` that does not fit the model's inputs (PyTorch-layout ``shapes``), is empty or
+    holds NaN/Inf, before any translation: TFLite would otherwise fail deep inside its calibrator (an internal
+    ``reshape.cc`` error) or quietly compute int8 ranges from nothing. Same check as the parity data's; returns
+    the arrays, a single sample saved without its batch axis given one."""
+    from converter.parity.data import check_samples
+
+    if calibration is None:
+        return None
+    if len(calibration) != len(shapes):
+        raise InputError(f"--calibration-data feeds {len(calibration)} input(s) but the model has {len(shapes)}",
+                         "calibrate multi-input models through the Python API, one array per input")
+    return [check_samples(np.asarray(array), "--calibration-data", shape) for array, shape in zip(calibration, shapes)]
+
+
+def _representative(calibration, data, inputs):
+    """Full-int8 calibration: the user's arrays, else the real parity inputs (never random noise). Every array
+    was checked (:func:`check_calibration`); the shortest one bounds the sample count."""
+    arrays = calibration if calibration is not None else (data.inputs if data.real else None)
+    if arrays is None:
+        return None
+    count = min(CALIBRATION_SAMPLES, *(len(a) for a in arrays))
+
+    def generator():
+        for k in range(count):  # keyed by signature input name: TFLite does not keep the argument order
+            yield {i.name: layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.float32)
+                   for a, i in zip(arrays, inputs)}
+
+    return generator
+
+
+def _base_manifest(side, options: ConvertOptions, ort_out) -> dict:
+    import onnx2tf
+    import onnxruntime
+
+    dyn = options.dynamic_batch
+    inputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(s)], "dtype": dt,
+               "perm_from_pytorch": list(layout.identity(len(s))), "pytorch_shape": list(s)}
+              for n, s, dt in zip(side.input_names, side.shapes, side.dtypes)]
+    outputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(o.shape)], "dtype": str(o.dtype),
+                "perm_from_pytorch": list(layout.identity(o.ndim)), "pytorch_shape": list(o.shape)}
+               for n, o in zip(side.output_names, ort_out)]
+    return {
+        "format": "torch2tf-manifest/1",
+        "source": dict(side.source),
+        "layout": options.layout,
+        "dynamic_batch": dyn,
+        "opset": options.opset,
+        "inputs": inputs,
+        "outputs": outputs,
+        "onnx": {"inputs": json.loads(json.dumps(inputs)), "outputs": json.loads(json.dumps(outputs))},
+        "artifacts": {"onnx": {"path": "model.onnx"}},
+        "versions": {"onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write ``manifest.json``, recording every artifact's sha256 (``--check`` verifies them first)."""
+    onnx_file = out / "model.onnx"
+    if onnx_file.exists():
+        manifest["artifacts"]["onnx"]["bytes"] = onnx_file.stat().st_size
+    for art in manifest["artifacts"].values():
+        if (out / art["path"]).exists():
+            art["sha256"] = digest(out / art["path"])
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file, or of a directory tree (each file's relative path and bytes, in sorted order)."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    tree = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        tree.update(item.relative_to(path).as_posix().encode() + b"\0")
+        tree.update(hashlib.sha256(item.read_bytes()).digest())
+    return tree.hexdigest()
+
+
+def changed_files(out: Path, manifest: dict) -> list[str]:
+    """The artifacts whose bytes differ from the sha256 recorded in the manifest (or that are gone)."""
+    changed = []
+    for art in manifest["artifacts"].values():
+        if not isinstance(art, dict) or "sha256" not in art:
+            continue
+        path = out / str(art.get("path", ""))
+        if not path.exists() or digest(path) != art["sha256"]:
+            changed.append(str(art.get("path")))
+    return changed
+
+
+def take(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first ``batch`` samples (repeated if there are fewer), contiguous."""
+    if len(x) >= batch:
+        return np.ascontiguousarray(x[:batch])
+    return np.ascontiguousarray(np.concatenate([x] * (batch // len(x) + 1))[:batch])
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

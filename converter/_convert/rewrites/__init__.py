@@ -1,0 +1,107 @@
+"""Graph rewrites that let onnx2tf 1.28.8 convert real architectures, and an offline guard for onnx2tf.
+
+Every mechanism is a small pure function ``ModelProto -> ModelProto`` that keeps the graph valid and numerically
+identical in onnxruntime; each docstring says what fails in onnx2tf without it and why the fix is general (it keys
+on graph structure, never on a model's name). ``prepare_for_onnx2tf`` runs them in a fixed order, records which
+ones changed something, and derives the onnx2tf keyword arguments the rewritten graph needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx
+
+from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
+from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
+from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
+from converter._convert.rewrites.fold import fold_constants
+from converter._convert.rewrites.graph import _input_dependent  # noqa: F401 (used as rewrites._input_dependent)
+from converter._convert.rewrites.names import _VALID_NAME, sanitize_names  # noqa: F401 (rewrites._VALID_NAME)
+from converter._convert.rewrites.offline import NetworkBlockedError, patch_onnx2tf_offline
+from converter._convert.rewrites.outputs import anchor_constant_outputs
+from converter._convert.rewrites.pooling import zero_pad_nonnegative_maxpool
+from converter._convert.rewrites.recurrent import materialize_lstm_states
+from converter._convert.rewrites.shapes import infer_shapes
+
+__all__ = [
+    "MAX_ABS_ERROR",
+    "REWRITES",
+    "NetworkBlockedError",
+    "Prepared",
+    "Rewrite",
+    "anchor_constant_outputs",
+    "erf_as_polynomial",
+    "fold_constants",
+    "full_rank_broadcast_constants",
+    "infer_shapes",
+    "materialize_lstm_states",
+    "onnx2tf_kwargs_for",
+    "patch_onnx2tf_offline",
+    "patchwise_conv_transpose",
+    "prepare_for_onnx2tf",
+    "sanitize_names",
+    "shuffle_as_gather",
+    "wildcard_dynamic_reshape",
+    "zero_pad_nonnegative_maxpool",
+]
+
+Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A graph ready for onnx2tf, the names of the rewrites that changed it, and the onnx2tf options it needs."""
+
+    model: onnx.ModelProto
+    applied: tuple[str, ...]
+    onnx2tf_kwargs: dict
+
+
+REWRITES: tuple[tuple[str, Rewrite], ...] = (
+    ("fold_constants", fold_constants),
+    ("erf_as_polynomial", erf_as_polynomial),
+    ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),
+    ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
+    ("shuffle_as_gather", shuffle_as_gather),
+    ("patchwise_conv_transpose", patchwise_conv_transpose),
+    ("full_rank_broadcast_constants", full_rank_broadcast_constants),
+    ("materialize_lstm_states", materialize_lstm_states),
+    ("anchor_constant_outputs", anchor_constant_outputs),
+    ("sanitize_names", sanitize_names),
+    ("infer_shapes", infer_shapes),
+)
+
+
+def onnx2tf_kwargs_for(model: onnx.ModelProto) -> dict:
+    """The onnx2tf keyword arguments a prepared graph needs.
+
+    ``not_use_onnxsim``: the rewrites above already do what onnx-simplifier would, and onnx2tf can only run
+    onnxsim on a file (with an in-memory graph it spawns a doomed ``onnxsim '' ''`` subprocess). No RNN flag is
+    needed: with constant zero states, LSTM/GRU convert without ``enable_rnn_unroll`` (measured, see docs/design.md).
+    """
+    del model  # every graph gets the same options today; the signature leaves room for graph-driven ones
+    return {"not_use_onnxsim": True}
+
+
+def _fingerprint(model: onnx.ModelProto) -> bytes:
+    """Everything a rewrite may change, without the weights' bytes (rewrites never edit an initializer's values
+    in place: new values get new names)."""
+    graph = model.graph
+    parts = [m.SerializeToString(deterministic=True) for m in [*graph.node, *graph.value_info, *graph.input,
+                                                                  *graph.output]]
+    parts += [f"{t.name}:{t.data_type}:{list(t.dims)}".encode() for t in graph.initializer]
+    return b"\x00".join(parts)
+
+
+def prepare_for_onnx2tf(model: onnx.ModelProto) -> Prepared:
+    """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function."""
+    applied = []
+    for name, rewrite in REWRITES:
+        before = _fingerprint(model)
+        model = rewrite(model)
+        if _fingerprint(model) != before:
+            applied.append(name)
+    onnx.checker.check_model(model)
+    return Prepared(model=model, applied=tuple(applied), onnx2tf_kwargs=onnx2tf_kwargs_for(model))

@@ -1,0 +1,212 @@
+"""ONNX -> TensorFlow: onnx2tf builds the graph, we own the SavedModel signature and the TFLite files.
+
+onnx2tf is used only as the op-by-op ONNX -> TF translator (``disable_model_save=True``); it runs in a
+throw-away working directory (it writes there), with the network patched out, and its console output is
+captured. The serving function wraps its Keras model so every artifact exposes the user's input/output
+names and order, and the layout chosen by :mod:`converter._convert.layout`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from converter._convert import interrupts, layout
+from converter.errors import TensorFlowConversionError
+from converter._convert.quiet import silenced
+
+Perm = layout.Perm
+
+
+@dataclass
+class TensorSpecInfo:
+    """One input or output of the converted graph."""
+
+    name: str
+    torch_shape: tuple[int | None, ...]
+    dtype: str
+    keras_perm: Perm  # PyTorch layout -> layout of the onnx2tf Keras model
+    artifact_perm: Perm  # PyTorch layout -> layout the SavedModel/TFLite signature uses
+
+    @property
+    def artifact_shape(self) -> list[int | None]:
+        return [self.torch_shape[i] for i in self.artifact_perm]
+
+    def as_manifest(self) -> dict:
+        return {"name": self.name, "shape": self.artifact_shape, "dtype": self.dtype,
+                "perm_from_pytorch": list(self.artifact_perm), "pytorch_shape": list(self.torch_shape)}
+
+
+@dataclass
+class TFGraph:
+    """The Keras model onnx2tf built plus the I/O contract around it."""
+
+    keras_model: object
+    inputs: list[TensorSpecInfo]
+    outputs: list[TensorSpecInfo]
+    applied: tuple[str, ...] = field(default_factory=tuple)
+
+
+def preload(verbose: bool = False) -> None:
+    """Import TensorFlow and onnx2tf now (quietly), e.g. while a PyTorch child process exports."""
+    from converter._convert.quiet import import_tensorflow
+
+    import_tensorflow(verbose)
+
+
+def unsupported_ops(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(op_type, node name) of every node onnx2tf has no translator for — checked before converting,
+    so the user hears which op and which node, not a stack trace from deep inside onnx2tf."""
+    missing = []
+    for node in model.graph.node:
+        known = node.domain in ("", "ai.onnx") and importlib.util.find_spec(f"onnx2tf.ops.{node.op_type}") is not None
+        if not known:
+            missing.append((node.op_type if not node.domain else f"{node.domain}::{node.op_type}", node.name))
+    return missing
+
+
+def onnx_to_keras(
+    model: onnx.ModelProto,
+    input_shapes: Sequence[tuple[int, ...]],
+    input_dtypes: Sequence[np.dtype],
+    output_names: Sequence[str],
+    sample: list[np.ndarray],
+    reference: list[np.ndarray],
+    layout_mode: str,
+    verbose: bool = False,
+    unroll_rnn: bool = False,
+) -> TFGraph:
+    """Translate with onnx2tf and work out the layout of every input and output.
+
+    ``unroll_rnn``: LSTM/GRU/RNN become one cell per time step (onnx2tf's ``enable_rnn_unroll``) instead of a
+    while loop — what full-int8 calibration needs (see :func:`converter._convert.artifacts.build_tf`).
+
+    ``sample``/``reference`` (PyTorch-layout inputs and the ONNX outputs for them) let us *measure* which
+    layout onnx2tf gave each output instead of guessing from shapes.
+    """
+    from converter._convert import rewrites
+
+    missing = unsupported_ops(model)
+    if missing:
+        op, node = missing[0]
+        raise TensorFlowConversionError(
+            f"op {op} (node {node!r}) cannot be converted to TensorFlow: onnx2tf has no translator for it",
+            "replace that op in the PyTorch model or export it differently (another --opset)")
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    input_names = [i.name for i in prepared.model.graph.input
+                   if i.name not in {t.name for t in prepared.model.graph.initializer}]
+    keep_absolutely = [n for n, s, d in zip(input_names, input_shapes, input_dtypes) if not layout.is_image(s, d)]
+    kwargs = dict(
+        onnx_graph=prepared.model,
+        disable_model_save=True,
+        non_verbose=not verbose,
+        verbosity="info" if verbose else "error",
+        keep_shape_absolutely_input_names=keep_absolutely or None,
+    )
+    kwargs.update(prepared.onnx2tf_kwargs)
+    if unroll_rnn:
+        kwargs["enable_rnn_unroll"] = True
+    keras_model = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
+    interrupts.checkpoint()  # onnx2tf's bare ``except:`` clauses can swallow a Ctrl-C
+    inputs = [
+        TensorSpecInfo(n, tuple(s), str(np.dtype(d)),
+                       layout.channels_last(4) if layout.is_image(s, d) else layout.identity(len(s)),
+                       layout.artifact_input_perm(s, d, layout_mode))
+        for n, s, d in zip(input_names, input_shapes, input_dtypes)
+    ]
+    for info, kin in zip(inputs, keras_model.inputs):
+        expect = [info.torch_shape[i] for i in info.keras_perm]
+        if list(kin.shape)[1:] != expect[1:]:
+            raise TensorFlowConversionError(
+                f"onnx2tf gave input {info.name!r} shape {list(kin.shape)}, expected {expect}",
+                "report this model; try --layout keep")
+    tf_out = run_keras(keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(sample, inputs)])
+    if len(tf_out) != len(reference):
+        raise TensorFlowConversionError(f"the TF graph has {len(tf_out)} outputs, ONNX has {len(reference)}",
+                                        "report this model")
+    outputs = []
+    for name, ref, got in zip(output_names, reference, tf_out):
+        perm = layout.detect_perm(ref, got)
+        fits = tuple(got.shape) in {tuple(ref.shape), np.transpose(ref, layout.channels_last(ref.ndim)).shape}
+        if perm is None and fits and ref.size and not np.isfinite(ref).any():
+            # the shapes fit both layouts and NaN/Inf values cannot tell them apart: not a shape mismatch
+            raise TensorFlowConversionError(
+                f"output {name!r} is NaN/Inf everywhere on the sample input, so which layout TF returns it in "
+                f"cannot be measured (TF shape {list(got.shape)}, ONNX shape {list(ref.shape)})",
+                "fix the model or its weights so it outputs finite values")
+        if perm is None:
+            raise TensorFlowConversionError(
+                f"output {name!r}: TF shape {list(got.shape)} does not match ONNX shape {list(ref.shape)}",
+                "report this model; try --layout keep")
+        shape = tuple(ref.shape)
+        outputs.append(TensorSpecInfo(name, shape, str(ref.dtype), perm, layout.artifact_output_perm(perm, layout_mode)))
+    return TFGraph(keras_model, inputs, outputs, prepared.applied)
+
+
+def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    out = keras_model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(o) for o in out]
+
+
+def _calibration(sample: list[np.ndarray]) -> np.ndarray | None:
+    """onnx2tf's stand-in test images for RGB inputs: the user's own sample, channels-last."""
+    x = sample[0] if sample else None
+    if x is None or x.ndim != 4 or x.shape[1] != 3:
+        return None
+    return layout.to_layout(x.astype(np.float32), layout.channels_last(4))
+
+
+def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
+    import onnx2tf
+
+    from converter._convert import rewrites
+
+    old_cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as work, silenced(verbose) as log:
+        kwargs = {**kwargs, "output_folder_path": os.path.join(work, "out")}
+        try:
+            os.chdir(work)  # onnx2tf writes into the current directory
+            with rewrites.patch_onnx2tf_offline(calibration):
+                return onnx2tf.convert(**kwargs)
+        except SystemExit:
+            problem = _explain(log.getvalue(), "onnx2tf stopped")
+        except Exception as exc:
+            problem = _explain(log.getvalue(), f"{type(exc).__name__}: {exc}")
+        finally:
+            os.chdir(old_cwd)
+    raise TensorFlowConversionError(*problem)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+#: onnx2tf's generic advice after every failure: never the explanation of this one.
+_BOILERPLATE = re.compile(r"Read this and deal with it|Alternatively, if the input OP|If the input OP of ONNX|"
+                          r"Also, for models that include|The trace log is below|input_onnx_file_path")
+#: The lines that say what actually went wrong (TensorFlow's shape errors, a Python exception).
+_CAUSE = re.compile(r"Dimensions must be equal|^\w+(Error|Exception): ")
+
+
+def _explain(log: str, fallback: str) -> tuple[str, str]:
+    """Turn onnx2tf's console output into (problem, fix), naming the failing op and node."""
+    text = _ANSI.sub("", log)
+    op = re.findall(r"onnx_op_type:\s*(\S+)", text)
+    node = re.findall(r"onnx_op_name:\s*(\S+)", text)
+    lines = [ln.strip() for ln in text.splitlines()]
+    cause = [ln for ln in lines if _CAUSE.search(ln)]
+    errors = [ln for ln in lines if ("ERROR" in ln or "Error" in ln) and not _BOILERPLATE.search(ln)]
+    detail = (cause[-1] if cause else fallback if fallback != "onnx2tf stopped" or not errors else errors[-1])[:240]
+    if op or node:
+        what = f"op {op[-1]} (node {node[-1] if node else '?'})" if op else f"node {node[-1]}"
+        return (f"onnx2tf failed on {what}: {detail}",
+                "rerun with --verbose for onnx2tf's trace; replace that op or export with another --opset")
+    return (f"onnx2tf failed: {detail}", "rerun with --verbose for onnx2tf's trace")

@@ -1,0 +1,232 @@
+"""The PyTorch side of a conversion: load, export to ONNX, and compute the PyTorch rows of the report.
+
+It runs in-process for API callers that hand over a live ``nn.Module``, and in a child process for the
+CLI (:func:`start_isolated`; the command starts that child before anything else, :mod:`converter._convert.torchchild`):
+the child imports torch, then takes its request, writes ``model.onnx`` and the reference outputs,
+and exits before the parent builds anything in TensorFlow (the parent only imports TensorFlow meanwhile),
+so the two frameworks never work in one process's memory or thread pools. ``.onnx`` sources need no torch at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converter._convert import export
+from converter._convert import torchchild as child
+from converter.errors import ConverterError, ExportError, InputError
+from converter.options import ConvertOptions
+from converter.parity.data import ParityData, load_parity_data
+from converter._convert.sources import LoadedModel
+
+#: With ``--dynamic-batch`` every runtime is fed at these batch sizes (the reference at the first).
+DYNAMIC_BATCHES = (1, 3)
+#: Chunk size for runtimes that take any batch when the artifacts have a fixed batch.
+FREE_CHUNK = 64
+_STAGE_FILE = ".torch_stage"
+
+
+@dataclass
+class TorchSide:
+    """Everything the TF side needs from PyTorch, as plain arrays (picklable to a file)."""
+
+    kind: str
+    input_names: list[str]
+    output_names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    data: ParityData
+    #: runtime -> batch chunk -> outputs, for ``pytorch`` (also the reference) and ``torchscript``
+    outputs: dict[str, dict[int, list[np.ndarray]]] = field(default_factory=dict)
+    #: the reference net's weights (numpy state_dict) for the ``keras_native`` route
+    keras_state: dict[str, np.ndarray] | None = None
+    reference_name: str | None = None
+    source: dict = field(default_factory=dict)
+
+    def chunks(self, dynamic: bool) -> tuple[int, ...]:
+        return DYNAMIC_BATCHES if dynamic else (FREE_CHUNK,)
+
+
+def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, parity_data,
+        *, export_onnx: bool = True) -> TorchSide:
+    """Export ``model`` into ``out/model.onnx`` (unless ``export_onnx`` is False, for ``--check``) and
+    compute its PyTorch outputs on the parity data."""
+    from converter._convert import artifacts
+
+    shapes, dtypes = artifacts.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
+    if model.module is not None:  # a wrong --input-shape is the model's complaint, not the data's
+        export.probe_outputs(model.module, [np.zeros(s, d) for s, d in zip(shapes, dtypes)],
+                             " ".join(",".join(map(str, s)) for s in shapes))
+    data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
+        parity_data, shapes, dtypes, options.parity_samples, options.seed)
+    sample = [artifacts.take(x, shapes[0][0]) for x in data.inputs]
+    if export_onnx:
+        in_names, out_names = artifacts.export_model(model, out, options, shapes, sample)
+    else:
+        manifest = json.loads((out / "manifest.json").read_text())
+        in_names = [i["name"] for i in manifest["inputs"]]
+        out_names = [o["name"] for o in manifest["outputs"]]
+    side = TorchSide(model.kind, in_names, out_names, [tuple(s) for s in shapes], [str(np.dtype(d)) for d in dtypes],
+                     data, reference_name=model.reference_name,
+                     source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights})
+    if model.module is not None and options.parity:
+        # an ExportedProgram is specialised to the batch it was exported at: feed it exactly that
+        fixed = shapes[0][0] if model.kind == "exported_program" else None
+        side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch), fixed)
+        if model.reference_name == "mnist_cnn":
+            side.keras_state = {k: v.detach().cpu().numpy() for k, v in model.module.state_dict().items()}
+    return side
+
+
+def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: int | None
+                   ) -> dict[str, dict[int, list[np.ndarray]]]:
+    from converter.parity import runtimes
+
+    eager = runtimes.torch_runner(model.module, batch=fixed)
+    scripted = runtimes.torchscript_runner(model.module, sample, fixed)
+    return {r.runtime: {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in (eager, scripted)}
+
+
+# ----------------------------------------------------------------------------------------- child process
+
+class IsolatedStage:
+    """A running PyTorch child (:func:`start_isolated`); :meth:`result` waits for it.
+
+    The CLI imports TensorFlow while the child exports: the two imports are the largest fixed costs of a
+    conversion and overlap on two cores. The child has written everything and exited before the parent
+    builds anything in TensorFlow, so only the imports share memory, never two working frameworks.
+    """
+
+    def __init__(self, stage: Path, proc: subprocess.Popen, log) -> None:
+        self.stage, self.proc, self._log = stage, proc, log
+
+    def result(self) -> TorchSide:
+        try:
+            returncode = self.proc.wait()
+            if returncode != 0:
+                message = _read_error(self.stage / "error.json")
+                if message is not None:
+                    raise ConverterError(message)
+                self._log.seek(0)
+                lines = self._log.read().decode(errors="replace").strip().splitlines()
+                tail = (lines or ["(no output)"])[-1]
+                raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
+                                  "rerun with --verbose; check the model runs on CPU")
+            return _read_side(self.stage)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the child if it still runs (an error or Ctrl-C in the parent) and remove its files."""
+        import shutil
+
+        child.stop(self.proc, self._log)
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOptions, input_shapes,
+                   parity_data: str, *, export_onnx: bool = True, import_cwd: bool = True) -> IsolatedStage:
+    """Run :func:`run` in a child process (the prestarted one, else a new one); its ConverterError comes back
+    from ``result()`` as the same one-line error."""
+    request = {"spec": spec, "weights": weights, "out": str(out), "options": options.to_json(),
+               "input_shapes": input_shapes, "parity_data": parity_data, "export_onnx": export_onnx}
+    stage = out / _STAGE_FILE
+    stage.mkdir(exist_ok=True)
+    (stage / "request.json").write_text(json.dumps(request))
+    proc, log = child.take(import_cwd)
+    try:
+        proc.stdin.write(f"{stage}\n".encode())
+        proc.stdin.close()
+    except BrokenPipeError:  # it died importing torch: result() reports its stderr
+        pass
+    return IsolatedStage(stage, proc, log)
+
+
+def _read_error(path: Path) -> str | None:
+    """The child's one-line error, if it managed to write it whole (a full disk can leave the file empty)."""
+    try:
+        return str(json.loads(path.read_text())["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_side(stage: Path, side: TorchSide) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for i, x in enumerate(side.data.inputs):
+        arrays[f"input/{i}"] = x
+    if side.data.labels is not None:
+        arrays["labels"] = side.data.labels
+    for runtime, by_chunk in side.outputs.items():
+        for chunk, outs in by_chunk.items():
+            for i, o in enumerate(outs):
+                arrays[f"out/{runtime}/{chunk}/{i}"] = o
+    for k, v in (side.keras_state or {}).items():
+        arrays[f"keras/{k}"] = v
+    np.savez(stage / "side.npz", **arrays)
+    meta = {"kind": side.kind, "input_names": side.input_names, "output_names": side.output_names,
+            "shapes": side.shapes, "dtypes": side.dtypes, "description": side.data.description,
+            "real": side.data.real, "reference_name": side.reference_name,
+            "has_keras": side.keras_state is not None, "source": side.source}
+    (stage / "side.json").write_text(json.dumps(meta))
+
+
+def _read_side(stage: Path) -> TorchSide:
+    meta = json.loads((stage / "side.json").read_text())
+    with np.load(stage / "side.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    inputs = [arrays[f"input/{i}"] for i in range(len(meta["shapes"]))]
+    data = ParityData(inputs, arrays.get("labels"), meta["description"], meta["real"])
+    outputs: dict[str, dict[int, list[np.ndarray]]] = {}
+    for key in sorted(k for k in arrays if k.startswith("out/")):
+        _, runtime, chunk, index = key.split("/")
+        outputs.setdefault(runtime, {}).setdefault(int(chunk), []).append((int(index), arrays[key]))
+    outputs = {r: {c: [a for _, a in sorted(v)] for c, v in by.items()} for r, by in outputs.items()}
+    keras = {k[len("keras/"):]: v for k, v in arrays.items() if k.startswith("keras/")} if meta["has_keras"] else None
+    return TorchSide(meta["kind"], meta["input_names"], meta["output_names"], [tuple(s) for s in meta["shapes"]],
+                     meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"])
+
+
+def _child() -> int:
+    from converter._proc.children import die_with_parent
+    from converter._convert.quiet import gc_paused, quiet_tensorflow
+    from converter._convert.sources import load_model
+
+    die_with_parent()
+    with gc_paused():  # the child's CPU is the parent's TF import's competition on 2 cores
+        import torch
+        import torch.onnx  # noqa: F401
+    line = sys.stdin.readline().strip()  # the stage directory, once the parent has written the request
+    if not line:
+        return 3  # the parent gave up before the PyTorch stage (or died): nothing to do
+    stage = Path(line)
+    request = json.loads((stage / "request.json").read_text())
+    options = ConvertOptions.from_json(request["options"])
+    quiet_tensorflow(options.verbose)
+
+    # the parent imports TensorFlow meanwhile (single-threaded): leave it a core (2 cores: TF import 3.6 -> 3.2 s)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    try:
+        model = load_model(request["spec"], request["weights"], allow_pickle=options.allow_pickle)
+        shapes = [tuple(s) for s in request["input_shapes"]] if request["input_shapes"] else None
+        side = run(model, Path(request["out"]), options, shapes, request["parity_data"],
+                   export_onnx=request["export_onnx"])
+        _write_side(stage, side)
+    except ConverterError as exc:
+        print(exc, file=sys.stderr, flush=True)  # the parent's fallback if the file below cannot be written
+        (stage / "error.json").write_text(json.dumps({"message": str(exc)}))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    from converter._convert.quiet import exit_without_teardown
+
+    # torch's teardown takes ~0.33 s after the last file is written, on the conversion's critical path: the
+    # parent waits for this process to end before it builds anything in TF
+    exit_without_teardown(_child())

@@ -1,0 +1,133 @@
+"""One benchmark child: builds one runtime, then times it on request from the parent (``converter.bench.core``).
+
+Run as ``python -m converter.bench.child --runtime NAME --dir OUT_DIR --threads T``. It prints one JSON
+line when ready (setup time, batch-64 mode, accuracy, RSS), then answers JSON commands read from stdin:
+
+- ``{"cmd": "time", "batch": 1 | 64, "n": N, "warmup": W}`` -> ``{"times_s": [...]}`` (W untimed calls
+  first: the process sat idle while other children ran, so its caches are cold);
+- ``{"cmd": "quit"}``.
+
+The protocol uses a private duplicate of stdout; fd 1 is pointed at stderr so that whatever TF, XNNPACK
+or inductor print can never corrupt it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 64
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench_child")
+    p.add_argument("--runtime", required=True)
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--raw-tflite", type=Path)
+    p.add_argument("--data", help="IDX directory of labelled digits for the accuracy column")
+    p.add_argument("--accuracy-samples", type=int, default=10_000)
+    args = p.parse_args(argv)
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        info, bench1, bench64, sample = _setup(args)
+    except Exception as exc:  # report, don't hang the parent
+        proto.write(json.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"[:500]}) + "\n")
+        return 1
+    proto.write(json.dumps(info) + "\n")
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        bench = bench1 if cmd["batch"] == 1 else bench64
+        x = bench.prepare(sample[:cmd["batch"]])
+        for _ in range(cmd.get("warmup", 5)):
+            bench.call(x)
+        proto.write(json.dumps({"times_s": _time_calls(bench.call, x, cmd["n"])}) + "\n")
+    return 0
+
+
+def _time_calls(call, x, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call(x)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _setup(args):
+    import psutil
+
+    from converter.bench import runtimes as br
+
+    manifest = json.loads((args.dir / "manifest.json").read_text())
+    images, labels = _data(args, manifest)
+    t0 = time.perf_counter()
+    bench1 = br.build(args.runtime, args.dir, manifest, args.threads, args.raw_tflite)
+    bench64 = br.with_batch64(bench1, images[:BATCH], _resizable(br, bench1, args, manifest))
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x1, x64 = bench1.prepare(images[:1]), bench64.prepare(images[:BATCH])
+    for _ in range(20):
+        bench1.call(x1)
+    for _ in range(3):
+        bench64.call(x64)
+    warmup_s = time.perf_counter() - t0
+    accuracy = _accuracy(bench64, images, labels, args.accuracy_samples) if labels is not None else None
+    info = {"ready": True, "runtime": args.runtime, "precision": bench1.precision, "artifact": bench1.artifact,
+            "threads": args.threads, "batch64_mode": bench64.batch64_mode, "build_s": build_s,
+            "warmup_s": warmup_s, "accuracy": accuracy,
+            "accuracy_samples": None if labels is None else min(len(labels), args.accuracy_samples),
+            "rss_bytes": psutil.Process().memory_info().rss}
+    return info, bench1, bench64, images[:BATCH]
+
+
+def _resizable(br, bench1, args, manifest):
+    """The candidate batch-64 runner: the same object where the runtime takes any batch."""
+    if bench1.runtime.startswith("tflite"):
+        perm = br.RAW_ONNX2TF_PERM if bench1.runtime == "tflite_onnx2tf_raw" else tuple(manifest["inputs"][0]["perm_from_pytorch"])
+        path = args.raw_tflite if bench1.runtime == "tflite_onnx2tf_raw" else args.dir / str(bench1.artifact)
+        try:
+            return br.tflite_at(path, bench1.precision, args.threads, bench1.runtime, perm, batch=BATCH)
+        except RuntimeError:  # e.g. XNNPACK cannot reshape a graph whose Reshape bakes in batch 1: loop
+            return None
+    return bench1
+
+
+def _data(args, manifest) -> tuple[np.ndarray, np.ndarray | None]:
+    """NCHW float32 digits + labels when labelled data fits the model; else seeded random inputs."""
+    shape = tuple(manifest["inputs"][0]["pytorch_shape"][1:])
+    if args.data and shape == (1, 28, 28):
+        from reference_models.data import normalize_nchw, read_idx_dir
+
+        arrays = read_idx_dir(args.data)
+        return normalize_nchw(arrays.images), np.asarray(arrays.labels)
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((BATCH, *shape), dtype=np.float32), None
+
+
+def _accuracy(bench, images: np.ndarray, labels: np.ndarray, limit: int) -> float:
+    """Top-1 on the first ``limit`` digits, fed in batches of 64 (the last one padded, padding dropped)."""
+    n = min(limit, len(labels))
+    correct = 0
+    for start in range(0, n, BATCH):
+        part = images[start:min(start + BATCH, n)]
+        real = len(part)
+        if real < BATCH:
+            part = np.concatenate([part, np.zeros((BATCH - real, *part.shape[1:]), part.dtype)])
+        logits = bench.call(bench.prepare(part))[:real]
+        correct += int((np.argmax(logits, axis=1) == labels[start:start + real]).sum())
+    return correct / n
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The inputs every runtime sees: real MNIST digits, a user's ``.npy``/IDX directory, or seeded noise.
+
+All arrays are in the PyTorch layout, float32 (or the model's input dtype), with the batch axis first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converter.errors import InputError
+
+
+@dataclass(frozen=True)
+class ParityData:
+    inputs: list[np.ndarray]  # one [N, ...] array per model input
+    labels: np.ndarray | None
+    description: str
+    real: bool = True  # False for seeded noise: never used to calibrate int8
+
+
+def load_parity_data(
+    source: str,
+    input_shapes: list[tuple[int, ...]],
+    input_dtypes: list[np.dtype],
+    samples: int,
+    seed: int = 0,
+) -> ParityData:
+    """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH (IDX directory or ``.npy``)."""
+    if samples < 1:  # else a ZeroDivisionError in the metrics, or numpy's complaint about a negative size
+        raise InputError(f"--parity-samples {samples} is not a positive number of samples",
+                         "pass at least 1 (default: 1000 for mnist_cnn, 100 otherwise), or --no-parity")
+    if source == "random":
+        return _random(input_shapes, input_dtypes, samples, seed)
+    if source == "mnist":
+        from reference_models.data import DataError, load_mnist
+
+        try:
+            arrays = load_mnist("auto", "eval")
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        return _mnist(arrays, input_shapes, samples, seed)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"--parity-data {source} does not exist",
+                         "pass mnist, random, an IDX directory or a .npy file")
+    if path.is_dir():
+        from reference_models.data import DataError, read_idx_dir
+
+        try:
+            arrays = read_idx_dir(path)
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        return _mnist(arrays, input_shapes, samples, seed)
+    if path.suffix == ".npy":
+        return _npy(path, input_shapes, input_dtypes, samples)
+    raise InputError(f"--parity-data {source} is neither a directory nor a .npy file",
+                     "pass mnist, random, an IDX directory or a .npy file")
+
+
+def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
+    from reference_models.data import normalize_nchw
+
+    if len(input_shapes) != 1 or tuple(input_shapes[0][1:]) != (1, 28, 28):
+        shapes = " ".join(",".join(map(str, s)) for s in input_shapes)
+        raise InputError(f"MNIST parity data has shape [N,1,28,28] but the model takes {shapes}",
+                         "pass --parity-data random or a .npy file of the model's input shape")
+    count = min(samples, len(arrays.labels))
+    # a fixed, seeded subset so the same seed always compares the same digits
+    index = np.sort(np.random.default_rng(seed).permutation(len(arrays.labels))[:count])
+    images = check_samples(normalize_nchw(arrays.images[index]), f"--parity-data {arrays.source}")
+    return ParityData([images], arrays.labels[index].astype(np.int64), f"{count} real MNIST digits: {arrays.source}")
+
+
+def _random(input_shapes, input_dtypes, samples: int, seed: int) -> ParityData:
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for shape, dtype in zip(input_shapes, input_dtypes):
+        full = (samples, *shape[1:])
+        if np.issubdtype(dtype, np.integer):
+            inputs.append(rng.integers(0, 2, size=full).astype(dtype))
+        elif np.issubdtype(dtype, np.bool_):
+            inputs.append(rng.integers(0, 2, size=full).astype(bool))
+        else:
+            inputs.append(rng.standard_normal(full).astype(dtype))
+    return ParityData(inputs, None, f"{samples} seeded N(0,1) samples (seed {seed})", real=False)
+
+
+def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
+    if len(input_shapes) != 1:
+        raise InputError(f"a .npy parity file feeds one input but the model has {len(input_shapes)}",
+                         "pass --parity-data random for multi-input models")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read {path}: {type(exc).__name__}", "pass a file written by numpy.save") from None
+    array = check_samples(array, str(path), input_shapes[0])
+    with np.errstate(over="ignore"):  # checked again once cast: a float64 beyond float32's range becomes Inf
+        array = check_samples(array[:samples].astype(input_dtypes[0], copy=False), f"{path} (as {input_dtypes[0]})")
+    return ParityData([np.ascontiguousarray(array)], None, f"{len(array)} samples from {path.name}")
+
+
+def check_samples(array: np.ndarray, what: str, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """The one check of user-supplied model inputs (``--parity-data`` and ``--calibration-data``), in the order a
+    user fixes them: the shape (when ``input_shape``, the model input's PyTorch shape, is known), then at least
+    one sample, then every value finite. Returns ``array``, with a batch axis added when it holds exactly one
+    sample without one. ``what`` names the data in the message (e.g. ``--calibration-data x.npy``).
+
+    Why refuse rather than carry on: no samples divides by zero in the metrics (or leaves TFLite nothing to
+    calibrate on), and a NaN/Inf input makes every runtime's output NaN/Inf where parity cannot judge it, or
+    poisons every int8 range; both would surface far from their cause, or pass vacuously.
+    """
+    if input_shape is not None:
+        want = tuple(input_shape[1:])
+        if array.ndim == len(want) and tuple(array.shape) == want:
+            array = array[None]
+        if tuple(array.shape[1:]) != want:
+            raise InputError(f"{what} holds shape {list(array.shape)} but the model input is [N,{','.join(map(str, want))}]",
+                             "save the inputs as one array of shape [N, *input_shape[1:]] in the PyTorch layout")
+    if array.ndim == 0 or array.size == 0:
+        raise InputError(f"{what} holds no samples (shape {list(array.shape)})",
+                         "save at least one sample, as an array of shape [N, *input_shape[1:]]")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise InputError(f"{what} holds {array.dtype} values, not numbers",
+                         "save the inputs as a numeric array with numpy.save")
+    if np.issubdtype(array.dtype, np.inexact):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(f"{what} holds {bad} non-finite values (NaN/Inf) of {array.size}",
+                             "replace or drop those samples; every input must be a finite number")
+    return array
+
+
+def load_calibration(path: str | Path) -> np.ndarray:
+    """A ``--calibration-data`` ``.npy`` as float32, refused (before any export) when unreadable, empty or not
+    all finite; its shape is checked against the model's inputs once they are known
+    (:func:`converter._convert.artifacts.check_calibration`), by the same :func:`check_samples`."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
+                         "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
+    what = f"--calibration-data {path}"
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: refused as non-finite
+        return check_samples(check_samples(array, what).astype(np.float32), f"{what} (as float32)")

@@ -1,0 +1,329 @@
+"""Parity metrics, the tolerance table, and the report (JSON + Markdown).
+
+Every runtime is compared with the reference (PyTorch eval mode; onnxruntime for ``.onnx`` sources) on the
+same real inputs, in the PyTorch layout. Metrics are scale-aware: ``max_rel_err`` divides each sample's
+worst absolute error by that sample's largest reference magnitude, so a 1e-4 error means the same on
+logits of 0.1 and of 100.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converter._convert.layout import nonfinite_mismatch
+
+#: Default pass criteria per precision (README "Parity tolerances" shows this same table).
+#: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1.
+#: fp16: top-1 agreement and per-sample cosine. int8: accuracy drop vs the reference (labels) or, without
+#: labels, top-1 agreement and cosine.
+#: ``tie_margin`` (reduced precisions only): a prediction whose reference top-1 lead over the runner-up is at
+#: most this fraction of the sample's largest |output| is a *near-tie* — within the rounding that precision
+#: is allowed, so its flip says nothing about the conversion. Agreement is judged on the other (decisive)
+#: predictions; the report still shows agreement over all of them and how many were near-ties. A trained
+#: classifier has almost no near-ties; random-weight zoo nets have many. fp32 never excuses a flip.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"atol": 1e-4, "rtol": 1e-4, "top1_agreement": 1.0, "cosine_min": 0.99999},
+    "fp16": {"top1_agreement": 0.999, "cosine_min": 0.999, "tie_margin": 0.01},
+    "dynamic_int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05},
+    "int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05},
+}
+#: A reference whose largest magnitude is below this makes any absolute comparison vacuous.
+DEGENERATE_SCALE = 1e-6
+#: labelled samples from which one predicted class for all of them flags a degenerate classifier
+MIN_VARIED = 20
+
+
+@dataclass
+class RuntimeResult:
+    runtime: str
+    precision: str
+    artifact: str | None
+    max_abs_err: float
+    mean_abs_err: float
+    max_rel_err: float
+    cosine_min: float
+    top1_agreement: float | None
+    accuracy: float | None
+    tolerance: dict
+    passed: bool
+    reason: str = ""
+    #: predictions whose reference lead is within ``tie_margin`` (excluded from the judged agreement)
+    near_ties: int | None = None
+    #: top-1 agreement over the decisive predictions (what ``tie_margin`` precisions are judged on)
+    decisive_agreement: float | None = None
+    batch_sizes: list[int] = field(default_factory=list)
+    size_bytes: int | None = None
+    localisation: dict | None = None
+
+
+@dataclass
+class ParityReport:
+    passed: bool
+    reference: str
+    samples: int
+    runtimes: list[RuntimeResult]
+    reference_accuracy: float | None = None
+    reference_scale: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    data: str = ""
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        return json.loads(json.dumps(out, default=_jsonable), parse_constant=lambda c: None)
+
+    def failures(self) -> list[RuntimeResult]:
+        return [r for r in self.runtimes if not r.passed]
+
+    def write(self, out_dir: Path) -> None:
+        (out_dir / "parity.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+        (out_dir / "parity.md").write_text(to_markdown(self) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value))
+
+
+def failed_row(runtime: str, precision: str, artifact: str | None, tolerance: dict, reason: str) -> RuntimeResult:
+    """The row of a runtime that produced no outputs at all (artifact not built, or not runnable)."""
+    return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, None, None, tolerance,
+                         False, reason)
+
+
+def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> dict:
+    tol = dict(TOLERANCES[precision])
+    if atol is not None:
+        tol["atol"] = atol
+    if rtol is not None:
+        tol["rtol"] = rtol
+    return tol
+
+
+def top1(output: np.ndarray) -> np.ndarray | None:
+    """Class predictions: last axis for [N, C] and [N, T, C]; channel axis for [N, C, H, W]."""
+    if output.ndim < 2:
+        return None
+    axis = 1 if output.ndim == 4 else -1
+    if output.shape[axis] < 2:
+        return None
+    return np.argmax(output, axis=axis)
+
+
+def compare(
+    runtime: str,
+    precision: str,
+    artifact: str | None,
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    labels: np.ndarray | None,
+    reference_accuracy: float | None,
+    tolerance: dict,
+) -> RuntimeResult:
+    """All metrics for one runtime (every output; the worst output decides).
+
+    NaN/Inf (nobuco-style): the NaN, +Inf and -Inf masks of reference and runtime are compared before any value.
+    A position that is NaN/Inf on one side only, or a different kind of non-finite on the two sides, fails the
+    row, and the reason counts each kind of mismatch (NaN != NaN, so a value comparison would pass or crash).
+    Where the masks agree, the errors, cosine and tolerances are computed on the finite positions only: a
+    runtime that reproduces the reference's NaN exactly passes this row, and the report still fails through
+    :func:`reference_warnings`, which refuses a reference that outputs NaN/Inf at all.
+    """
+    ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
+    got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
+    accuracy = accuracy_of(candidate[0], labels)
+    agreement = top1_agreement(reference, candidate)
+    near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
+    mismatch = _nonfinite_mismatch(ref, got)
+    if mismatch:
+        return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
+                             tolerance, False, mismatch, near_ties, decisive)
+    mask = np.isfinite(ref)  # == np.isfinite(got) here
+    ref, got = np.where(mask, ref, 0.0), np.where(mask, got, 0.0)
+    diff = np.abs(got - ref)
+    scale = np.maximum(np.max(np.abs(ref), axis=1), 1e-30)
+    per_sample = np.max(diff, axis=1)
+    max_abs = float(per_sample.max())
+    mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
+    max_rel = float((per_sample / scale).max())
+    cosine = cosine_min(ref, got)
+    judged = agreement if near_ties is None else decisive
+    passed, reason = _judge(precision, tolerance, per_sample, scale, cosine, judged, accuracy, reference_accuracy)
+    if reason.startswith("top-1") and near_ties is not None:
+        reason += f" on decisive predictions ({near_ties} near-ties excluded)"
+    return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
+                         tolerance, passed, reason, near_ties, decisive)
+
+
+def _nonfinite_mismatch(ref: np.ndarray, got: np.ndarray) -> str:
+    """Why the NaN/Inf masks of ``ref`` and ``got`` ([N, features]) differ, or "" when they agree."""
+    wrong = nonfinite_mismatch(ref, got)
+    if not wrong.any():
+        return ""
+    ref_ok, got_ok = np.isfinite(ref), np.isfinite(got)
+    counts = [(int((wrong & ref_ok).sum()), "NaN/Inf values where the reference is finite"),
+              (int((wrong & got_ok).sum()), "finite values where the reference is NaN/Inf"),
+              (int((wrong & ~ref_ok & ~got_ok).sum()), "NaN/Inf values of another kind than the reference's")]
+    first = int(np.flatnonzero(wrong.any(axis=1))[0])
+    return "; ".join(f"{n} {what}" for n, what in counts if n) + f" (first on sample {first})"
+
+
+def _judge(precision, tol, per_sample, scale, cosine, agreement, accuracy, reference_accuracy) -> tuple[bool, str]:
+    if "atol" in tol:
+        bound = tol["atol"] + tol.get("rtol", 0.0) * scale
+        worst = int(np.argmax(per_sample - bound))
+        if per_sample[worst] > bound[worst]:
+            return False, (f"|Δ| {per_sample[worst]:.3g} > {bound[worst]:.3g} "
+                           f"(atol {tol['atol']:g} + rtol {tol.get('rtol', 0):g}·|ref|) on sample {worst}")
+    drop_limit = tol.get("accuracy_drop_pp")
+    if drop_limit is not None and accuracy is not None and reference_accuracy is not None:
+        drop = (reference_accuracy - accuracy) * 100
+        if drop > drop_limit + 1e-9:  # 1 sample in 100 is exactly 1 pp, not more
+            return False, f"accuracy drop {drop:.2f} pp > {drop_limit:g} pp"
+        return True, ""
+    need = tol.get("top1_agreement")
+    if need is not None and agreement is not None and agreement < need:
+        return False, f"top-1 agreement {agreement:.4f} < {need:g}"
+    need = tol.get("cosine_min")
+    if need is not None and cosine < need:
+        return False, f"cosine {cosine:.6f} < {need:g}"
+    return True, ""
+
+
+def cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
+    num = np.sum(ref * got, axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    both_zero = (den == 0) & (np.abs(ref).max(axis=1) == 0) & (np.abs(got).max(axis=1) == 0)
+    cos = np.where(both_zero, 1.0, num / np.where(den == 0, 1.0, den))
+    return float(cos.min())
+
+
+def top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
+    """The lowest, over outputs with a class axis, fraction of samples whose top-1 class matches the reference."""
+    scores = []
+    for r, c in zip(reference, candidate):
+        a, b = top1(r), top1(c)
+        if a is not None and b is not None:
+            scores.append(float(np.mean(a == b)))
+    return min(scores) if scores else None
+
+
+def decisive_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], tie_margin: float | None
+                        ) -> tuple[int | None, float | None]:
+    """(near-ties, agreement over the decisive predictions) for outputs with a class axis; (None, None) when
+    ``tie_margin`` is None or no output has classes. A prediction is decisive when the reference's top-1 leads the
+    runner-up by more than ``tie_margin`` x that sample's largest |reference output|."""
+    if tie_margin is None:
+        return None, None
+    ties, scores = 0, []
+    for r, c in zip(reference, candidate):
+        a, b = top1(r), top1(c)
+        if a is None or b is None:
+            continue
+        axis = 1 if r.ndim == 4 else r.ndim - 1
+        ranked = np.sort(np.moveaxis(r, axis, -1), axis=-1)
+        lead = ranked[..., -1] - ranked[..., -2]
+        scale = np.abs(r.reshape(r.shape[0], -1)).max(axis=1).reshape((-1,) + (1,) * (lead.ndim - 1))
+        decisive = lead > tie_margin * scale
+        ties += int((~decisive).sum())
+        if decisive.any():
+            scores.append(float(np.mean(a[decisive] == b[decisive])))
+    if not scores and not ties:
+        return None, None
+    return ties, (min(scores) if scores else None)
+
+
+def accuracy_of(output: np.ndarray, labels: np.ndarray | None) -> float | None:
+    pred = top1(output)
+    if labels is None or pred is None or pred.ndim != 1:
+        return None
+    return float(np.mean(pred == labels[: len(pred)]))
+
+
+def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = None, *,
+                       reference_name: str | None = None, output_names: Sequence[str] | None = None
+                       ) -> tuple[float, list[str]]:
+    """The reference's scale (its largest finite magnitude), and a warning when it makes the comparison
+    meaningless: outputs too flat for any tolerance to matter, outputs that are NaN/Inf for some samples (no
+    tolerance can judge those positions, and the NaN usually means broken weights or inputs outside the model's
+    domain, not something to convert faithfully), or (on labelled data) a classifier that predicts the same
+    class for every sample, whose accuracy and agreement any artifact matches by answering that class too.
+
+    ``reference_name`` (e.g. ``pytorch``) and ``output_names`` only make the NaN/Inf warning name them."""
+    finite = [np.abs(r[np.isfinite(r)]) for r in reference]
+    scale = max((float(f.max()) for f in finite if f.size), default=0.0)
+    warnings = []
+    for k, r in enumerate(reference):
+        bad = int((~np.isfinite(r.reshape(r.shape[0], -1))).any(axis=1).sum()) if r.ndim and r.size else 0
+        if bad:
+            who = f"the reference ({reference_name})" if reference_name else "the reference"
+            which = repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
+            warnings.append(f"{who} outputs NaN/Inf for {bad} of {len(r)} samples (output {which}): parity cannot "
+                            "judge them — fix the model or its weights")
+    # all NaN/Inf: the warning above says why; "peaks at 0" would only mislead
+    nothing_finite = any(r.size for r in reference) and not any(f.size for f in finite)
+    if scale < DEGENERATE_SCALE and not nothing_finite:
+        warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
+                        "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
+    predicted = top1(reference[0]) if reference else None
+    if labels is not None and predicted is not None and predicted.ndim == 1 and len(predicted) >= MIN_VARIED \
+            and len(np.unique(predicted)) == 1 and len(np.unique(labels[:len(predicted)])) > 1:
+        warnings.append(f"the reference predicts class {int(predicted[0])} for all {len(predicted)} labelled samples: "
+                        "accuracy and top-1 agreement prove nothing — train the model (or use varied data)")
+    return scale, warnings
+
+
+def to_markdown(report: ParityReport) -> str:
+    """The report as a table, worst first (failures, then by relative error)."""
+    rows = sorted(report.runtimes, key=lambda r: (r.passed, -_finite(r.max_rel_err)))
+    head = (f"Parity vs **{report.reference}** on {report.samples} samples ({report.data}): "
+            f"**{'PASSED' if report.passed else 'FAILED'}**")
+    if report.reference_accuracy is not None:
+        head += f" — reference accuracy {report.reference_accuracy:.2%}"
+    lines = [head, "",
+             "| runtime | precision | artifact | size | max abs err | mean abs err | max rel err | cosine min | top-1 agree | accuracy | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.runtime} | {r.precision} | {r.artifact or '-'} | {_size(r.size_bytes)} | {r.max_abs_err:.3g} | {r.mean_abs_err:.3g} | "
+            f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_agreement_cell(r)} | {_pct(r.accuracy)} | "
+            f"{'yes' if r.passed else 'NO: ' + r.reason} |")
+    lines += [f"> warning: {w}" for w in report.warnings]
+    lines += [_localisation_line(r) for r in rows if r.localisation]
+    return "\n".join(lines)
+
+
+def _localisation_line(row: RuntimeResult) -> str:
+    loc = row.localisation or {}
+    where = f"{row.runtime} ({row.precision})"
+    if loc.get("module"):
+        inputs = ", ".join(f"{e:.2g}" for e in loc.get("rel_err_inputs") or []) or "-"
+        return (f"> localised: {where} first diverges at module `{loc['module']}` ({loc.get('op', '?')}, ONNX node "
+                f"`{loc.get('onnx_node', '?')}`): relative error {loc.get('rel_err_output', float('nan')):.3g} at its "
+                f"output, {inputs} at its inputs")
+    reason = loc.get("skipped") or loc.get("error") or loc.get("note") or "no single module exceeds the tolerance"
+    return f"> localised: {where}: {reason}"
+
+
+def _agreement_cell(row: RuntimeResult) -> str:
+    if not row.near_ties:
+        return _pct(row.top1_agreement)
+    return f"{_pct(row.top1_agreement)} ({_pct(row.decisive_agreement)} of decisive; {row.near_ties} near-ties)"
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else (f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 1e300

@@ -1,0 +1,166 @@
+"""Run the same inputs through every runtime of an output directory and compare with the reference.
+
+The PyTorch rows arrive precomputed from :mod:`converter._convert.torchstage` (so this module never imports
+torch); everything else runs here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from converter._proc import isolated
+from converter.parity import judge as parity, runtimes
+from converter.options import ConvertOptions
+from converter._convert.quiet import silenced
+from converter._convert.torchstage import TorchSide
+
+
+def tflite_jobs(out: Path, manifest: dict) -> dict[tuple[str, str], tuple[str, isolated.Job]]:
+    """(runtime, precision) -> (artifact, job) for every TFLite file. Their interpreters live in a child process
+    (quantised graphs can abort LiteRT's kernels), which :func:`run_parity` starts first and collects last: the
+    TFLite rows run on the other core while this process runs the TensorFlow and onnxruntime rows."""
+    fixed = _fixed_batch(manifest)
+    return {("tflite", art["precision"]): (art["path"], runtimes.tflite_job(out / art["path"], manifest, fixed))
+            for art in manifest["artifacts"].values() if art.get("precision")}
+
+
+def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
+                  workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
+    """In-process runners for every artifact in ``out`` but the TFLite files (the PyTorch rows are not runners:
+    precomputed), and the rows whose runtime could not even load its artifact, with why."""
+    fixed = _fixed_batch(manifest)
+    arts = manifest["artifacts"]
+    makers: list[tuple[tuple[str, str], object]] = [
+        (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
+                                                                      batch=fixed))]
+    if "saved_model" in arts:
+        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed)))
+    if side.keras_state is not None:
+        def keras_native() -> runtimes.Runner:
+            import tf_keras  # already loaded by onnx2tf; Keras 3 would cost a ~3 s import for one small net
+
+            from reference_models.port import state_to_keras
+
+            return runtimes.keras_native_runner(state_to_keras(side.keras_state, tf_keras), manifest["inputs"])
+
+        makers.append((("keras_native", "fp32"), keras_native))
+    if "saved_model" in arts:
+        makers.append((("tf2onnx_roundtrip", "fp32"), lambda: runtimes.tf2onnx_roundtrip_runner(
+            out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose)))
+    found, crashed = [], {}
+    for key, make in makers:
+        try:
+            found.append(make())
+        except Exception as exc:  # e.g. ORT rejecting tf2onnx's graph: a failed row, not a dead conversion
+            crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return found, crashed
+
+
+def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions) -> parity.ParityReport:
+    """Compare every runtime with the reference on the same data; the report says who passed and by how much."""
+    from converter._convert.quiet import import_tensorflow
+
+    import_tensorflow(options.verbose)
+    data = side.data
+    chunks = side.chunks(manifest["dynamic_batch"])
+    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks)
+    for runtime, by_chunk in side.outputs.items():
+        outputs[(runtime, "fp32")] = by_chunk
+    if "pytorch" in side.outputs:
+        reference_name, ref_out = "pytorch", side.outputs["pytorch"][chunks[0]]
+    else:
+        reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
+    ref_acc = parity.accuracy_of(ref_out[0], data.labels)
+    scale, warnings = parity.reference_warnings(ref_out, data.labels, reference_name=reference_name,
+                                                output_names=[o["name"] for o in manifest["outputs"]])
+    rows = []
+    for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):
+        tol = parity.tolerance_for(precision, options.atol, options.rtol)
+        worst = None
+        for got in by_chunk.values():
+            row = parity.compare(runtime, precision, artifacts.get((runtime, precision)), ref_out, got, data.labels,
+                                 ref_acc, tol)
+            if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
+                worst = row
+        worst.batch_sizes = list(by_chunk)
+        worst.size_bytes = _artifact_bytes(manifest, worst.artifact)
+        rows.append(worst)
+    for (runtime, precision), reason in crashed.items():
+        rows.append(parity.failed_row(runtime, precision, artifacts.get((runtime, precision)),
+                                      parity.tolerance_for(precision, options.atol, options.rtol),
+                                      f"cannot run: {reason}"))
+    rows.sort(key=lambda r: _ORDER.index(r.runtime))
+    for row in rows:
+        _require_quantised(out, row)
+    for key, reason in manifest.get("failed_artifacts", {}).items():
+        precision = key.removeprefix("tflite_")
+        rows.append(parity.failed_row("tflite", precision, f"model_{precision}.tflite",
+                                      parity.tolerance_for(precision), f"not built: {reason}"))
+    passed = all(r.passed for r in rows) and not warnings
+    return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
+                               data.description)
+
+
+def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
+                  ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
+                             dict[tuple[str, str], str | None]]:
+    """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
+    row's artifact. The TFLite rows start first in a background child and are collected after the in-process rows."""
+    inputs = side.data.inputs
+    tflite = tflite_jobs(out, manifest)
+    jobs = [(key, c, replace(job, batch=job.batch or c)) for key, (_, job) in tflite.items() for c in chunks]
+    background = isolated.Background([job for _, _, job in jobs], inputs) if jobs else None
+    outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
+    try:
+        # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
+        with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
+            runners, crashed = build_runners(out, manifest, side, options, Path(work))
+            for r in runners:
+                try:
+                    outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, inputs, c) for c in chunks}
+                except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
+                    crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        for k, (key, c, _) in enumerate(jobs):
+            if key in crashed:  # an earlier chunk size of this file already failed: one row says so
+                continue
+            try:
+                outputs.setdefault(key, {})[c] = background.result(k)
+            except isolated.InterpreterAborted as exc:
+                outputs.pop(key, None)
+                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    finally:
+        if background is not None:
+            background.close()
+    artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
+    return outputs, crashed, {**artifacts, **{key: path for key, (path, _) in tflite.items()}}
+
+
+def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
+    """An int8 row passes only if its file really is quantised: a converter that quietly fell back to float
+    (seen: full int8 calibrated on an empty set) would otherwise pass every accuracy check."""
+    if row.runtime != "tflite" or row.precision not in ("int8", "dynamic_int8") or not row.passed:
+        return
+    from converter._convert.tfexport import unquantised
+
+    why = unquantised(out / row.artifact, row.precision)
+    if why is not None:
+        row.passed = False
+        row.reason = f"{row.artifact} is not quantised: {why}"
+
+
+def _fixed_batch(manifest: dict) -> int | None:
+    return None if manifest["dynamic_batch"] else manifest["inputs"][0]["pytorch_shape"][0]
+
+
+_ORDER = ["pytorch", "torchscript", "onnxruntime", "saved_model", "tflite", "keras_native", "tf2onnx_roundtrip"]
+
+
+def _artifact_bytes(manifest: dict, artifact: str | None) -> int | None:
+    for art in manifest["artifacts"].values():
+        if art.get("path") == artifact:
+            return art.get("bytes")
+    return None

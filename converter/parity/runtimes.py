@@ -1,0 +1,202 @@
+"""One runner per runtime. Every runner takes and returns arrays in the *PyTorch* layout, so the parity
+engine compares like with like; each runner converts to and from its artifact's layout itself.
+
+A runner may only accept a fixed batch (``batch``); :func:`run_batched` feeds it in chunks.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converter._convert import layout
+
+Fn = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class Runner:
+    """``fn`` maps PyTorch-layout inputs of ``batch`` samples (any count when None) to outputs."""
+
+    runtime: str
+    precision: str
+    artifact: str | None
+    fn: Fn
+    batch: int | None = None
+    #: set for runners that take every chunk in one call (the SavedModel, see ``_mapped_signature``):
+    #: (all inputs, chunk) -> outputs
+    feed_all: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None
+
+
+def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
+    """Run ``inputs`` ([N, ...] each) through the runner ``chunk`` samples at a time.
+
+    A runner with a fixed batch gets exactly that many: the last chunk is padded with copies of its
+    first sample and the padding dropped from the outputs.
+    """
+    if runner.feed_all is not None:
+        return runner.feed_all(list(inputs), runner.batch or chunk)
+    n = inputs[0].shape[0]
+    size = runner.batch or chunk
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, n, size):
+        part = [x[start:start + size] for x in inputs]
+        real = part[0].shape[0]
+        if runner.batch and real < size:
+            part = [np.concatenate([p, np.repeat(p[:1], size - real, axis=0)]) for p in part]
+        outs = runner.fn(part)
+        pieces.append([o[:real] for o in outs])
+    return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+
+
+def torch_runner(module, runtime: str = "pytorch", batch: int | None = None) -> Runner:
+    from converter._convert.export import run_torch
+
+    return Runner(runtime, "fp32", None, lambda xs: run_torch(module, xs), batch)
+
+
+def torchscript_runner(module, sample: list[np.ndarray], batch: int | None) -> Runner:
+    """Trace, serialise and reload: the row proves the TorchScript file a user would ship works."""
+    import torch
+
+    from converter._convert.export import run_torch, traceable
+
+    args = tuple(torch.from_numpy(x) for x in sample)
+    with torch.no_grad():
+        traced = module if isinstance(module, torch.jit.ScriptModule) else \
+            torch.jit.trace(traceable(module, args), args, check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    reloaded = torch.jit.load(buffer, map_location="cpu").eval()
+    return Runner("torchscript", "fp32", None, lambda xs: run_torch(reloaded, xs), batch)
+
+
+def onnxruntime_runner(path: Path, runtime: str = "onnxruntime", artifact: str | None = None,
+                       batch: int | None = None) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, dict(zip(names, xs)))
+
+    return Runner(runtime, "fp32", artifact or path.name, fn, batch)
+
+
+def saved_model_runner(path: Path, manifest: dict, batch: int | None) -> Runner:
+    """The SavedModel's ``serving_default`` signature, fed all chunks in one call (:func:`_mapped_signature`):
+    1000 eager calls of a batch-1 signature cost ~1.5 s of Python overhead."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # a signature holds its variables weakly: keep ``loaded`` referenced
+    ins, outs = manifest["inputs"], manifest["outputs"]
+
+    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {i["name"]: tf.constant(layout.to_layout(x, tuple(i["perm_from_pytorch"]))) for i, x in zip(ins, xs)}
+        result = loaded.signatures["serving_default"](**feed)
+        return [layout.from_layout(result[o["name"]].numpy(), tuple(o["perm_from_pytorch"])) for o in outs]
+
+    mapped = _mapped_signature(loaded, [i["name"] for i in ins], [o["name"] for o in outs])
+
+    def feed_all(xs: list[np.ndarray], size: int) -> list[np.ndarray]:
+        n = len(xs[0])
+        pad = -n % size  # the last chunk padded with copies of the first sample, dropped after
+        moved = [layout.to_layout(np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x,
+                                  tuple(i["perm_from_pytorch"])) for i, x in zip(ins, xs)]
+        result = mapped(*(tf.constant(m.reshape(-1, size, *m.shape[1:])) for m in moved))
+        return [layout.from_layout(r.numpy().reshape(-1, *r.shape[2:])[:n], tuple(o["perm_from_pytorch"]))
+                for r, o in zip(result, outs)]
+
+    return Runner("saved_model", "fp32", path.name, fn, batch, feed_all)
+
+
+def _mapped_signature(loaded, in_names: list[str], out_names: list[str]):
+    """A ``tf.function`` taking each input as [chunks, batch, ...] and running the loaded SavedModel's
+    ``serving_default`` once per chunk inside the graph (``tf.map_fn``): the same concrete function, without
+    a Python round trip per chunk."""
+    import tensorflow as tf
+
+    specs = loaded.signatures["serving_default"].structured_outputs
+    out_spec = tuple(tf.TensorSpec(specs[o].shape, specs[o].dtype) for o in out_names)
+
+    @tf.function(autograph=False)
+    def mapped(*chunks):
+        def one(parts):
+            result = loaded.signatures["serving_default"](**dict(zip(in_names, parts)))
+            return tuple(result[o] for o in out_names)
+
+        return tf.map_fn(one, tuple(chunks), fn_output_signature=out_spec)
+
+    return mapped
+
+
+def tflite_job(path: Path, manifest: dict, batch: int | None):
+    """An :class:`isolated.Job` for a TFLite file: its interpreter runs in a child process, since some int8 graphs
+    make LiteRT's reference kernels abort the whole process (SIGABRT); there that becomes a failed row."""
+    from converter._proc import isolated
+
+    ins = [isolated.Port(i["name"], tuple(i["perm_from_pytorch"])) for i in manifest["inputs"]]
+    outs = [isolated.Port(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]
+    return isolated.Job(path.read_bytes(), ins, outs, batch)
+
+
+def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:
+    """The reference net rebuilt natively in Keras with ported weights: an independent second route
+    to TF that shares no code with ONNX/onnx2tf."""
+
+    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
+        nhwc = [layout.to_layout(x, layout.channels_last(x.ndim)) if x.ndim == 4 else x for x in xs]
+        out = keras_model(nhwc if len(nhwc) > 1 else nhwc[0], training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o) for o in out]
+
+    return Runner("keras_native", "fp32", None, fn, None)
+
+
+def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, workdir: Path,
+                             batch: int | None, verbose: bool = False) -> Runner:
+    """SavedModel -> ONNX with tf2onnx -> onnxruntime: proves the TF graph is a faithful, portable graph
+    (variables frozen first, since a loaded signature captures them as extra inputs).
+
+    Control flow stays functional (``lower_control_flow=False``, as tf2onnx's own ``from_function`` does): lowered
+    to v1 Enter/Exit frames, a Keras RNN's while loop leaves a ``TensorListReserve`` that tf2onnx emits with an
+    undefined dtype and onnxruntime refuses to load ("Invalid tensor data type 0")."""
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from converter._convert.quiet import silenced
+
+    loaded = tf.saved_model.load(str(saved_model))  # keep alive: the signature only references its variables
+    signature = loaded.signatures["serving_default"]
+    with silenced(verbose):
+        frozen = convert_variables_to_constants_v2(signature, lower_control_flow=False, aggressive_inlining=True)
+        in_names = [t.name for t in frozen.inputs]
+        out_names = [t.name for t in frozen.outputs]
+        model_proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(), input_names=in_names, output_names=out_names, opset=opset)
+    path = workdir / "tf2onnx_roundtrip.onnx"
+    path.write_bytes(model_proto.SerializeToString())
+    inner = onnxruntime_runner(path, batch=batch)
+    # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
+    flat_order = sorted(o["name"] for o in manifest["outputs"])
+    in_order = [in_names.index(f"{i['name']}:0") for i in manifest["inputs"]]
+    ins, outs = manifest["inputs"], manifest["outputs"]
+
+    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
+        moved = [layout.to_layout(x, tuple(i["perm_from_pytorch"])) for i, x in zip(ins, xs)]
+        feed = [None] * len(moved)
+        for src, dst in enumerate(in_order):
+            feed[dst] = moved[src]
+        result = inner.fn(feed)
+        return [layout.from_layout(result[flat_order.index(o["name"])], tuple(o["perm_from_pytorch"])) for o in outs]
+
+    return Runner("tf2onnx_roundtrip", "fp32", "saved_model (via tf2onnx)", fn, batch)
