@@ -23,6 +23,7 @@ from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, Inpu
 from converter.options import ConvertOptions
 from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
+from converter._convert.side import TorchSide
 from converter._convert.sources import LoadedModel, load_model
 from converter._convert.tensorflow import preload as preload_tensorflow
 
@@ -168,7 +169,7 @@ def _describe_source(spec: str, weights: str | None) -> str:
 
 
 def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, isolate: bool,
-                export_onnx: bool, import_cwd: bool = True) -> torchstage.TorchSide:
+                export_onnx: bool, import_cwd: bool = True) -> TorchSide:
     if isinstance(model, str):
         if isolate and not isinstance(parity_data, ParityData) and torchchild.has_torch_side(model):
             stage = torchstage.start_isolated(model, None if weights is None else str(weights), out, options,

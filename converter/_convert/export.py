@@ -15,6 +15,9 @@ if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never
     import torch
     from torch import nn
 
+    from converter._convert.sources import LoadedModel
+    from converter.options import ConvertOptions
+
 
 def flatten_outputs(out: object) -> list[torch.Tensor]:
     """Model outputs as a flat list of tensors (tuple / list / dict / single tensor)."""
@@ -208,3 +211,55 @@ def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
             dims[0].dim_value = batch
     del fixed.graph.value_info[:]
     return fixed
+
+
+def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None, onnx_path: Path | None = None
+                   ) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
+    """Input shapes (PyTorch layout) and dtypes: the user's, the reference default, or the ONNX file's."""
+    onnx_path = onnx_path or model.onnx_path
+    if onnx_path is not None:
+        proto = check_onnx(onnx_path)
+        shapes = input_shapes or onnx_input_shapes(proto)
+        dtypes = onnx_elem_types(proto)
+        if len(shapes) != len(dtypes):
+            raise InputError(f"{onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
+                             "pass one --input-shape per model input")
+        return [tuple(s) for s in shapes], dtypes
+    shapes = input_shapes or list(model.default_input_shapes)
+    if not shapes:
+        raise InputError(f"no input shape for {model.name}", "pass --input-shape, e.g. --input-shape 1,3,224,224")
+    return [tuple(s) for s in shapes], [np.dtype(np.float32)] * len(shapes)
+
+
+def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
+    if given and len(given) != count:
+        raise InputError(f"{len(given)} --{prefix}-name given for {count} {prefix}s", f"pass one --{prefix}-name per {prefix}")
+    return list(given) or ([prefix if count == 1 else f"{prefix}_{i}" for i in range(count)])
+
+
+def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample) -> tuple[list[str], list[str]]:
+    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT."""
+    import onnx
+
+    from converter.parity.runtimes import onnxruntime_runner
+
+    onnx_path = out / "model.onnx"
+    if model.kind == "onnx":
+        proto = check_onnx(model.onnx_path)
+        n_out = len(proto.graph.output)
+        in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else graph_input_names(proto)
+        out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
+        onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
+        return in_names, out_names
+    shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
+    n_out = probe_outputs(model.module, sample, shapes_text)
+    in_names = io_names(options.input_names, len(shapes), "input")
+    out_names = io_names(options.output_names, n_out, "output")
+    export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
+    ort_out = onnxruntime_runner(onnx_path).fn(sample)
+    torch_out = run_torch(model.module, sample)
+    worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
+    if worst > 1e-3:
+        raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
+                          "the model is not traceable as is (data-dependent control flow?); check forward()")
+    return in_names, out_names

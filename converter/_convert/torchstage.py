@@ -13,61 +13,34 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from converter._convert import export
+from converter._convert.side import TorchSide, take
 from converter._convert import torchchild as child
 from converter.errors import ConverterError, ExportError, InputError
 from converter.options import ConvertOptions
 from converter.parity.data import ParityData, load_parity_data
 from converter._convert.sources import LoadedModel
 
-#: With ``--dynamic-batch`` every runtime is fed at these batch sizes (the reference at the first).
-DYNAMIC_BATCHES = (1, 3)
-#: Chunk size for runtimes that take any batch when the artifacts have a fixed batch.
-FREE_CHUNK = 64
 _STAGE_FILE = ".torch_stage"
-
-
-@dataclass
-class TorchSide:
-    """Everything the TF side needs from PyTorch, as plain arrays (picklable to a file)."""
-
-    kind: str
-    input_names: list[str]
-    output_names: list[str]
-    shapes: list[tuple[int, ...]]
-    dtypes: list[str]
-    data: ParityData
-    #: runtime -> batch chunk -> outputs, for ``pytorch`` (also the reference) and ``torchscript``
-    outputs: dict[str, dict[int, list[np.ndarray]]] = field(default_factory=dict)
-    #: the reference net's weights (numpy state_dict) for the ``keras_native`` route
-    keras_state: dict[str, np.ndarray] | None = None
-    reference_name: str | None = None
-    source: dict = field(default_factory=dict)
-
-    def chunks(self, dynamic: bool) -> tuple[int, ...]:
-        return DYNAMIC_BATCHES if dynamic else (FREE_CHUNK,)
 
 
 def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, parity_data,
         *, export_onnx: bool = True) -> TorchSide:
     """Export ``model`` into ``out/model.onnx`` (unless ``export_onnx`` is False, for ``--check``) and
     compute its PyTorch outputs on the parity data."""
-    from converter._convert import artifacts
-
-    shapes, dtypes = artifacts.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
+    shapes, dtypes = export.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
     if model.module is not None:  # a wrong --input-shape is the model's complaint, not the data's
         export.probe_outputs(model.module, [np.zeros(s, d) for s, d in zip(shapes, dtypes)],
                              " ".join(",".join(map(str, s)) for s in shapes))
     data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
         parity_data, shapes, dtypes, options.parity_samples, options.seed)
-    sample = [artifacts.take(x, shapes[0][0]) for x in data.inputs]
+    sample = [take(x, shapes[0][0]) for x in data.inputs]
     if export_onnx:
-        in_names, out_names = artifacts.export_model(model, out, options, shapes, sample)
+        in_names, out_names = export.export_model(model, out, options, shapes, sample)
     else:
         manifest = json.loads((out / "manifest.json").read_text())
         in_names = [i["name"] for i in manifest["inputs"]]

@@ -16,7 +16,7 @@ from converter._proc import isolated
 from converter.parity import judge as parity, runtimes
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
-from converter._convert.torchstage import TorchSide
+from converter._convert.side import TorchSide
 
 
 def tflite_jobs(out: Path, manifest: dict) -> dict[tuple[str, str], tuple[str, isolated.Job]]:

@@ -1,0 +1,47 @@
+"""What the PyTorch side hands the TensorFlow side: the contract between the two stages (NumPy only).
+
+:mod:`converter._convert.torchstage` fills a :class:`TorchSide` (in the PyTorch child, or in-process for a live
+module); :mod:`converter._convert.artifacts` and :mod:`converter.parity.run` read it. Neither side imports the
+other's framework through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from converter.parity.data import ParityData
+
+#: With ``--dynamic-batch`` every runtime is fed at these batch sizes (the reference at the first).
+DYNAMIC_BATCHES = (1, 3)
+#: Chunk size for runtimes that take any batch when the artifacts have a fixed batch.
+FREE_CHUNK = 64
+
+
+@dataclass
+class TorchSide:
+    """Everything the TF side needs from PyTorch, as plain arrays (picklable to a file)."""
+
+    kind: str
+    input_names: list[str]
+    output_names: list[str]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    data: ParityData
+    #: runtime -> batch chunk -> outputs, for ``pytorch`` (also the reference) and ``torchscript``
+    outputs: dict[str, dict[int, list[np.ndarray]]] = field(default_factory=dict)
+    #: the reference net's weights (numpy state_dict) for the ``keras_native`` route
+    keras_state: dict[str, np.ndarray] | None = None
+    reference_name: str | None = None
+    source: dict = field(default_factory=dict)
+
+    def chunks(self, dynamic: bool) -> tuple[int, ...]:
+        return DYNAMIC_BATCHES if dynamic else (FREE_CHUNK,)
+
+
+def take(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first ``batch`` samples (repeated if there are fewer), contiguous."""
+    if len(x) >= batch:
+        return np.ascontiguousarray(x[:batch])
+    return np.ascontiguousarray(np.concatenate([x] * (batch // len(x) + 1))[:batch])
