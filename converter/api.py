@@ -19,10 +19,11 @@ import numpy as np
 
 from converter._convert import artifacts, interrupts, outdir, torchchild, torchstage
 from converter.parity import run as checks
-from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError
+from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError, first_line
 from converter.options import ConvertOptions
 from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
+from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide
 from converter._convert.sources import LoadedModel, load_model
 from converter._convert.tensorflow import preload as preload_tensorflow
@@ -31,7 +32,7 @@ from converter._convert.tensorflow import preload as preload_tensorflow
 @dataclass
 class ConversionResult:
     out_dir: Path
-    manifest: dict
+    manifest: Manifest
     parity: ParityReport | None
 
     @property
@@ -83,7 +84,7 @@ def convert(
             report.write(tmp)
             timings["parity"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - start
-        manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        manifest.timings_s = {k: round(v, 3) for k, v in timings.items()}
         artifacts.write_manifest(tmp, manifest)
         interrupts.checkpoint()  # an interrupt a library swallowed still means: nothing in --out
         _outdir_call(outdir.move_into_place, tmp, out_dir, force=force, owned=is_conversion, what="manifest.json")
@@ -112,11 +113,11 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
                                "from manifest.json)", "restore the files, or convert again with --force")
     import_cwd = model is not None
     if model is None:
-        model, weights = manifest["source"]["spec"], manifest["source"].get("weights")
+        model, weights = manifest.source.spec, manifest.source.weights
         print(f"convert: --check loads {_describe_source(model, weights)}, as recorded in {out_dir}/manifest.json",
               file=sys.stderr)
-    options = _replace(options, dynamic_batch=manifest["dynamic_batch"], opset=manifest["opset"])
-    shapes = [tuple(i["pytorch_shape"]) for i in manifest["onnx"]["inputs"]]
+    options = _replace(options, dynamic_batch=manifest.dynamic_batch, opset=manifest.opset)
+    shapes = [tuple(i.pytorch_shape) for i in manifest.onnx_inputs]
     side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False,
                        import_cwd=import_cwd)
     report = checks.run_parity(out_dir, manifest, side, options)
@@ -132,23 +133,16 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     return ConversionResult(out_dir, manifest, report)
 
 
-def read_manifest(out_dir: Path) -> dict:
-    """``out_dir/manifest.json``, with the keys ``--check`` reads; a one-line error if it is not one of ours."""
+def read_manifest(out_dir: Path) -> Manifest:
+    """``out_dir/manifest.json``; a one-line error if it is missing or not one of ours."""
     path = out_dir / "manifest.json"
     if not path.is_file():
         raise InputError(f"{out_dir} has no manifest.json", "pass a directory written by convert --out")
     try:
-        manifest = json.loads(path.read_text())
-        source, inputs = manifest["source"], manifest["onnx"]["inputs"]
-        ok = isinstance(source.get("spec"), str) and all("pytorch_shape" in i for i in inputs) \
-            and "dynamic_batch" in manifest and "opset" in manifest and isinstance(manifest["artifacts"], dict)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} is not a convert manifest ({type(exc).__name__})",
+        return Manifest.read(out_dir)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is not a convert manifest ({first_line(exc, 120)})",
                          "pass a directory written by convert --out, or convert again") from None
-    if not ok:
-        raise InputError(f"{path} is not a convert manifest (a required entry is missing)",
-                         "pass a directory written by convert --out, or convert again")
-    return manifest
 
 
 def _describe_source(spec: str, weights: str | None) -> str:
@@ -185,7 +179,7 @@ def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, i
     return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
 
 
-def _diagnose(model, weights, out: Path, manifest: dict, side, report: ParityReport, options: ConvertOptions,
+def _diagnose(model, weights, out: Path, manifest: Manifest, side, report: ParityReport, options: ConvertOptions,
               calibration, import_cwd: bool = True) -> None:
     """On a parity failure (or ``--localise``) name the first PyTorch module where each runtime diverges.
 
@@ -202,7 +196,7 @@ def _diagnose(model, weights, out: Path, manifest: dict, side, report: ParityRep
         return
     from converter.diagnosis.localise import localise_failures
 
-    localise_failures(model, out, manifest, side.data, report, options, calibration=calibration,
+    localise_failures(model, out, manifest.layout, side.data, report, options, calibration=calibration,
                       every_row=options.localise)
 
 
@@ -215,9 +209,9 @@ def _replace(options: ConvertOptions, **changes) -> ConvertOptions:
 def is_conversion(out: Path) -> bool:
     """Whether ``out`` holds a conversion this toolkit wrote (a ``manifest.json`` in its format)."""
     try:
-        manifest = json.loads((Path(out) / "manifest.json").read_text())
-        return str(manifest.get("format", "")).startswith("torch2tf-manifest/")
-    except (OSError, ValueError, AttributeError):
+        Manifest.read(out)
+        return True
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
 
 

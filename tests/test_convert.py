@@ -51,9 +51,10 @@ def test_nothing_written_outside_out(converted, convert_tmpdir):
     assert [p.name for p in convert_tmpdir.iterdir() if p.name != ".ses"] == []
 
 
-def test_parity_json_schema_and_every_runtime_passes(converted):
+def test_parity_json_schema_and_every_runtime_passes(converted, mnist_official):
     report = json.loads((converted[0] / "parity.json").read_text())
-    assert report["passed"] is True and report["reference"] == "pytorch" and report["samples"] == 1000
+    samples = 1000 if mnist_official else 500  # --parity-samples 1000 of the 500 embedded digits: all of them
+    assert report["passed"] is True and report["reference"] == "pytorch" and report["samples"] == samples
     assert {r["runtime"] for r in report["runtimes"]} == RUNTIMES
     assert {r["precision"] for r in report["runtimes"] if r["runtime"] == "tflite"} == {"fp32", "fp16", "dynamic_int8", "int8"}
     for row in report["runtimes"]:
@@ -72,9 +73,10 @@ def test_fp32_runtimes_match_pytorch_tightly(converted, runtime):
     assert row["top1_agreement"] == 1.0 and row["cosine_min"] > 0.99999
 
 
-def test_reference_accuracy_and_quantised_drop(converted):
+def test_reference_accuracy_and_quantised_drop(converted, mnist_official):
     report = json.loads((converted[0] / "parity.json").read_text())
-    assert report["reference_accuracy"] >= 0.90  # 3 epochs on 4,500 digits, official test digits
+    # 3 epochs on 4,500 digits: measured XX on 1,000 official test digits, XX on the 500 embedded eval digits
+    assert report["reference_accuracy"] >= (0.90 if mnist_official else 0.90), report["data"]
     for row in report["runtimes"]:
         if row["precision"] in ("int8", "dynamic_int8"):
             assert report["reference_accuracy"] - row["accuracy"] <= 0.01
@@ -157,10 +159,11 @@ def test_saved_model_runner_maps_chunks_like_single_calls(converted, mnist_dir):
     eager signature call per chunk, and survive a garbage collection (the signature holds variables weakly)."""
     import gc
 
+    from converter._convert.manifest import Manifest
     from converter.parity import runtimes
     from reference_models.data import normalize_nchw, read_idx_dir
 
-    manifest = json.loads((converted[0] / "manifest.json").read_text())
+    manifest = Manifest.read(converted[0])
     runner = runtimes.saved_model_runner(converted[0] / "saved_model", manifest, batch=1)
     gc.collect()
     digits = normalize_nchw(read_idx_dir(mnist_dir).images[:50])

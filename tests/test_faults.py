@@ -396,14 +396,18 @@ def _descendants(pid: int) -> list:
     return psutil.Process(pid).children(recursive=True)
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
-    proc = _start(tmp_path)
+def _terminated_mid_run(proc: subprocess.Popen, tmp_path: Path) -> None:
+    """SIGTERM once the run is well inside its work: exit 143, one line, nothing left."""
     _wait_for_partial(proc, tmp_path, 1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
+    _terminated_mid_run(_start(tmp_path), tmp_path)
 
 
 def test_sigkill_takes_the_children_along_and_the_next_run_sweeps(tmp_path: Path) -> None:
@@ -513,9 +517,4 @@ def test_train_reference_sigterm_leaves_nothing(tmp_path: Path) -> None:
                              "embedded", "--eval-data", "embedded", "--out", str(tmp_path / "out")], cwd=tmp_path,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for_partial(proc, tmp_path, 1.0)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert "interrupted" in err and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    _terminated_mid_run(proc, tmp_path)

@@ -127,7 +127,7 @@ def test_localise_failures_fills_failed_rows(models, tmp_path: Path) -> None:
         runtimes = [row("onnxruntime", False), row("torchscript", False), row("tflite", True)]
 
     report = Report()
-    localise_failures(LoadedModel("m", "callable", module), tmp_path, {"layout": "nhwc"},
+    localise_failures(LoadedModel("m", "callable", module), tmp_path, "nhwc",
                       ParityData(inputs, None, "noise", real=False), report, None)
     assert report.runtimes[0].localisation["module"] == "fc1"
     json.dumps(report.runtimes[0].localisation)  # goes into parity.json as is

@@ -19,9 +19,9 @@ def spawned(monkeypatch) -> list[subprocess.Popen]:
     real_spawn = torchchild.spawn
 
     def recording_spawn(import_cwd: bool = True):
-        proc, log = real_spawn(import_cwd)
-        procs.append(proc)
-        return proc, log
+        child = real_spawn(import_cwd)
+        procs.append(child.proc)
+        return child
 
     monkeypatch.setattr(torchchild, "spawn", recording_spawn)
     monkeypatch.chdir(ROOT)
@@ -39,17 +39,17 @@ def test_prestarted_child_is_taken_once_then_new_ones_are_spawned(spawned) -> No
     assert len(spawned) == 1
     first = torchchild.take()
     second = torchchild.take()
-    assert first[0] is spawned[0] and second[0] is spawned[1] and len(spawned) == 2
-    for proc, log in (first, second):
-        torchchild.stop(proc, log)
-        assert proc.poll() is not None and log.closed
+    assert first.proc is spawned[0] and second.proc is spawned[1] and len(spawned) == 2
+    for child in (first, second):
+        child.close()
+        assert child.proc.poll() is not None and child.log.closed
 
 
 def test_discard_kills_a_child_nobody_took(spawned) -> None:
     torchchild.prestart()
     torchchild.discard()
     assert spawned[0].poll() is not None
-    assert torchchild.take()[0] is spawned[1]  # nothing prestarted is left to hand out
+    assert torchchild.take().proc is spawned[1]  # nothing prestarted is left to hand out
 
 
 @pytest.mark.parametrize("argv", [

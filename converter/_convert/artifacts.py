@@ -19,12 +19,13 @@ from converter.quantization import int8child
 from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
-from converter._convert.side import take
+from converter._convert.manifest import Artifact, Manifest, Source, TensorInfo
+from converter._convert.side import TorchSide, take
 
 CALIBRATION_SAMPLES = 200
 
 
-def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dict[str, float]) -> dict:
+def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float]) -> Manifest:
     """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest."""
     from converter._convert.quiet import import_tensorflow
 
@@ -60,7 +61,7 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         graph = onnx_to_keras(export.with_batch(proto, 1), shapes, dtypes, side.output_names, sample, ort_out,
                               options.layout, options.verbose, unroll_rnn=recurrent)
         batch_map = True
-        manifest["dynamic_batch_route"] = {"batch_map": True, "why": str(exc)[:300]}
+        manifest.dynamic_batch_route = {"batch_map": True, "why": str(exc)[:300]}
     module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
 
     def int8_source():
@@ -71,16 +72,16 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
         return module, graph
 
     timings["onnx_to_tf"] = time.perf_counter() - t
-    manifest["inputs"] = [i.as_manifest() for i in graph.inputs]
-    manifest["outputs"] = [o.as_manifest() for o in graph.outputs]
-    manifest["rewrites"] = list(graph.applied)
+    manifest.inputs = [i.as_manifest() for i in graph.inputs]
+    manifest.outputs = [o.as_manifest() for o in graph.outputs]
+    manifest.rewrites = list(graph.applied)
     if options.dynamic_batch:
-        for entry in (*manifest["inputs"], *manifest["outputs"]):
-            entry["shape"][0] = None
+        for entry in (*manifest.inputs, *manifest.outputs):
+            entry.shape[0] = None
     t = time.perf_counter()
     tfexport.save_saved_model(module, out / "saved_model", options.verbose)
-    manifest["artifacts"]["saved_model"] = {"path": "saved_model", "bytes": _dir_bytes(out / "saved_model"),
-                                            "signature": tfexport.SIGNATURE_KEY}
+    manifest.artifacts["saved_model"] = Artifact("saved_model", _dir_bytes(out / "saved_model"),
+                                                 details={"signature": tfexport.SIGNATURE_KEY})
     timings["saved_model"] = time.perf_counter() - t
     representative = _representative(calibration, side.data, graph.inputs)
     for precision in options.tflite_precisions:
@@ -93,21 +94,19 @@ def build_tf(side, out: Path, options: ConvertOptions, calibration, timings: dic
             try:
                 blob, extra = _recurrent_int8(*int8_source(), options, representative, out)
             except TensorFlowConversionError as exc:  # the other artifacts stand; parity reports this one
-                manifest.setdefault("failed_artifacts", {})[f"tflite_{precision}"] = str(exc)
+                manifest.failed_artifacts[f"tflite_{precision}"] = str(exc)
                 continue
         else:
             blob = tfexport.convert_tflite(module, precision, representative, options.verbose, out / "saved_model")
         name = f"model_{precision}.tflite"
         (out / name).write_bytes(blob)
-        manifest["artifacts"][f"tflite_{precision}"] = {
-            "path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-            "precision": precision, "signature": tfexport.SIGNATURE_KEY,
-            "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob), "keep_float": [], **extra,
-        }
+        manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), hashlib.sha256(blob).hexdigest(), precision, {
+            "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
+            "keep_float": [], **extra})
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")
-        del manifest["artifacts"]["saved_model"]
+        del manifest.artifacts["saved_model"]
     return manifest
 
 
@@ -183,41 +182,37 @@ def _representative(calibration, data, inputs):
     return generator
 
 
-def _base_manifest(side, options: ConvertOptions, ort_out) -> dict:
+def _base_manifest(side: TorchSide, options: ConvertOptions, ort_out) -> Manifest:
     import onnx2tf
     import onnxruntime
 
     dyn = options.dynamic_batch
-    inputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(s)], "dtype": dt,
-               "perm_from_pytorch": list(layout.identity(len(s))), "pytorch_shape": list(s)}
-              for n, s, dt in zip(side.input_names, side.shapes, side.dtypes)]
-    outputs = [{"name": n, "shape": [None if dyn and a == 0 else d for a, d in enumerate(o.shape)], "dtype": str(o.dtype),
-                "perm_from_pytorch": list(layout.identity(o.ndim)), "pytorch_shape": list(o.shape)}
-               for n, o in zip(side.output_names, ort_out)]
-    return {
-        "format": "torch2tf-manifest/1",
-        "source": dict(side.source),
-        "layout": options.layout,
-        "dynamic_batch": dyn,
-        "opset": options.opset,
-        "inputs": inputs,
-        "outputs": outputs,
-        "onnx": {"inputs": json.loads(json.dumps(inputs)), "outputs": json.loads(json.dumps(outputs))},
-        "artifacts": {"onnx": {"path": "model.onnx"}},
-        "versions": {"onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
-                     "python": platform.python_version()},
-    }
+
+    def entries() -> tuple[list[TensorInfo], list[TensorInfo]]:  # in the PyTorch layout, as ONNX has them
+        inputs = [TensorInfo(n, [None if dyn and a == 0 else d for a, d in enumerate(s)], dt,
+                             list(layout.identity(len(s))), list(s))
+                  for n, s, dt in zip(side.input_names, side.shapes, side.dtypes)]
+        outputs = [TensorInfo(n, [None if dyn and a == 0 else d for a, d in enumerate(o.shape)], str(o.dtype),
+                              list(layout.identity(o.ndim)), list(o.shape))
+                   for n, o in zip(side.output_names, ort_out)]
+        return inputs, outputs
+
+    (inputs, outputs), (onnx_inputs, onnx_outputs) = entries(), entries()
+    return Manifest(Source.from_json(side.source), options.layout, dyn, options.opset, inputs, outputs,
+                    onnx_inputs, onnx_outputs, {"onnx": Artifact("model.onnx")},
+                    {"onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
+                     "python": platform.python_version()})
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    """Write ``manifest.json``, recording every artifact's sha256 (``--check`` verifies them first)."""
+def write_manifest(out: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json``, recording every artifact's size and sha256 (``--check`` verifies them first)."""
     onnx_file = out / "model.onnx"
     if onnx_file.exists():
-        manifest["artifacts"]["onnx"]["bytes"] = onnx_file.stat().st_size
-    for art in manifest["artifacts"].values():
-        if (out / art["path"]).exists():
-            art["sha256"] = digest(out / art["path"])
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest.artifacts["onnx"].bytes = onnx_file.stat().st_size
+    for art in manifest.artifacts.values():
+        if (out / art.path).exists():
+            art.sha256 = digest(out / art.path)
+    manifest.write(out)
 
 
 def digest(path: Path) -> str:
@@ -231,16 +226,10 @@ def digest(path: Path) -> str:
     return tree.hexdigest()
 
 
-def changed_files(out: Path, manifest: dict) -> list[str]:
+def changed_files(out: Path, manifest: Manifest) -> list[str]:
     """The artifacts whose bytes differ from the sha256 recorded in the manifest (or that are gone)."""
-    changed = []
-    for art in manifest["artifacts"].values():
-        if not isinstance(art, dict) or "sha256" not in art:
-            continue
-        path = out / str(art.get("path", ""))
-        if not path.exists() or digest(path) != art["sha256"]:
-            changed.append(str(art.get("path")))
-    return changed
+    return [a.path for a in manifest.artifacts.values()
+            if a.sha256 is not None and (not (out / a.path).exists() or digest(out / a.path) != a.sha256)]
 
 
 def _dir_bytes(path: Path) -> int:

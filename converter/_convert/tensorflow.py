@@ -21,6 +21,7 @@ import onnx
 
 from converter._convert import interrupts, layout
 from converter.errors import TensorFlowConversionError
+from converter._convert.manifest import TensorInfo
 from converter._convert.quiet import silenced
 
 Perm = layout.Perm
@@ -40,9 +41,8 @@ class TensorSpecInfo:
     def artifact_shape(self) -> list[int | None]:
         return [self.torch_shape[i] for i in self.artifact_perm]
 
-    def as_manifest(self) -> dict:
-        return {"name": self.name, "shape": self.artifact_shape, "dtype": self.dtype,
-                "perm_from_pytorch": list(self.artifact_perm), "pytorch_shape": list(self.torch_shape)}
+    def as_manifest(self) -> TensorInfo:
+        return TensorInfo(self.name, self.artifact_shape, self.dtype, list(self.artifact_perm), list(self.torch_shape))
 
 
 @dataclass

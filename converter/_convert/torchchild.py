@@ -7,13 +7,9 @@ stdin; :func:`converter._convert.torchstage.start_isolated` writes the request t
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
-from typing import IO
-
 from converter._proc import children
 
-Child = tuple[subprocess.Popen, IO[bytes]]
+Child = children.Spawned
 
 #: The child :func:`prestart` started, until :func:`take` hands it out (at most one per process).
 _prestarted: Child | None = None
@@ -25,27 +21,9 @@ def has_torch_side(spec: str) -> bool:
 
 
 def spawn(import_cwd: bool = True) -> Child:
-    """A new child and the file its stderr goes to: an anonymous temporary file (a file, not a pipe, so a
-    chatty child never blocks on a full pipe; nothing is left on disk).
-
-    ``import_cwd``: see :func:`converter._proc.children.python_child`; the child dies with this process."""
-    argv, env = children.python_child("converter._convert.torchstage", import_cwd=import_cwd)
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
-    return proc, log
-
-
-def stop(proc: subprocess.Popen, log: IO[bytes]) -> None:
-    """Kill the child if it still runs; close its pipe and log."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    if proc.stdin is not None and not proc.stdin.closed:
-        try:
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-    log.close()
+    """A new PyTorch child (:func:`converter._proc.children.start`: dies with this process, stderr in an
+    anonymous file); ``import_cwd``: see :func:`converter._proc.children.python_child`."""
+    return children.start("converter._convert.torchstage", import_cwd=import_cwd, stdin=True)
 
 
 def prestart() -> None:
@@ -68,5 +46,5 @@ def discard() -> None:
     """Stop a prestarted child that was never taken (the command failed before its PyTorch stage)."""
     global _prestarted
     if _prestarted is not None:
-        stop(*_prestarted)
+        _prestarted.close()
         _prestarted = None

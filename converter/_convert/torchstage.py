@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from converter._convert import export
+from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide, take
 from converter._convert import torchchild as child
 from converter.errors import ConverterError, ExportError, InputError
@@ -42,9 +43,9 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
     if export_onnx:
         in_names, out_names = export.export_model(model, out, options, shapes, sample)
     else:
-        manifest = json.loads((out / "manifest.json").read_text())
-        in_names = [i["name"] for i in manifest["inputs"]]
-        out_names = [o["name"] for o in manifest["outputs"]]
+        manifest = Manifest.read(out)
+        in_names = [i.name for i in manifest.inputs]
+        out_names = [o.name for o in manifest.outputs]
     side = TorchSide(model.kind, in_names, out_names, [tuple(s) for s in shapes], [str(np.dtype(d)) for d in dtypes],
                      data, reference_name=model.reference_name,
                      source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights})
@@ -76,19 +77,17 @@ class IsolatedStage:
     builds anything in TensorFlow, so only the imports share memory, never two working frameworks.
     """
 
-    def __init__(self, stage: Path, proc: subprocess.Popen, log) -> None:
-        self.stage, self.proc, self._log = stage, proc, log
+    def __init__(self, stage: Path, spawned: child.Child) -> None:
+        self.stage, self.spawned = stage, spawned
 
     def result(self) -> TorchSide:
         try:
-            returncode = self.proc.wait()
+            returncode = self.spawned.wait()
             if returncode != 0:
                 message = _read_error(self.stage / "error.json")
                 if message is not None:
                     raise ConverterError(message)
-                self._log.seek(0)
-                lines = self._log.read().decode(errors="replace").strip().splitlines()
-                tail = (lines or ["(no output)"])[-1]
+                tail = self.spawned.last_line() or "(no output)"
                 raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
                                   "rerun with --verbose; check the model runs on CPU")
             return _read_side(self.stage)
@@ -99,7 +98,7 @@ class IsolatedStage:
         """Stop the child if it still runs (an error or Ctrl-C in the parent) and remove its files."""
         import shutil
 
-        child.stop(self.proc, self._log)
+        self.spawned.close()
         shutil.rmtree(self.stage, ignore_errors=True)
 
 
@@ -112,13 +111,13 @@ def start_isolated(spec: str, weights: str | None, out: Path, options: ConvertOp
     stage = out / _STAGE_FILE
     stage.mkdir(exist_ok=True)
     (stage / "request.json").write_text(json.dumps(request))
-    proc, log = child.take(import_cwd)
+    spawned = child.take(import_cwd)
     try:
-        proc.stdin.write(f"{stage}\n".encode())
-        proc.stdin.close()
+        spawned.proc.stdin.write(f"{stage}\n".encode())
+        spawned.proc.stdin.close()
     except BrokenPipeError:  # it died importing torch: result() reports its stderr
         pass
-    return IsolatedStage(stage, proc, log)
+    return IsolatedStage(stage, spawned)
 
 
 def _read_error(path: Path) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -76,37 +75,27 @@ class Background:
         self._work = tempfile.TemporaryDirectory(prefix="tflite-run-")
         self._dir = Path(self._work.name)
         (self._dir / "request.pkl").write_bytes(pickle.dumps((jobs, arrays), protocol=pickle.HIGHEST_PROTOCOL))
-        self._stderr = open(self._dir / "stderr.log", "w+")
-        self._proc = subprocess.Popen([sys.executable, "-m", "converter._proc.isolated", str(self._dir)],
-                                      stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                      env=children.child_env(dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")),
-                                      cwd=str(Path(__file__).resolve().parents[2]))
+        self._child = children.start("converter._proc.isolated", str(self._dir), extra_env={"TF_CPP_MIN_LOG_LEVEL": "3"})
         self._returncode: int | None = None
 
     def result(self, index: int) -> list[np.ndarray]:
         """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it."""
         reply = self._dir / f"reply-{index}.pkl"
         if self._returncode is None:
-            try:  # ``timeout`` is per job: the child runs them one after another
-                self._returncode = self._proc.wait(timeout=self.timeout * len(self.jobs))
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._returncode = self._proc.wait()
+            # ``timeout`` is per job: the child runs them one after another
+            code = self._child.wait(self.timeout * len(self.jobs))
+            self._returncode = code if code is not None else self._child.proc.returncode
         if reply.exists():
             return pickle.loads(reply.read_bytes())
         if len(self.jobs) > 1:  # the shared child died before this job: alone, it fails only for its own sake
             job = self.jobs[index]
             return run(job.model, job.inputs, job.outputs, self.arrays, job.batch, timeout=self.timeout)
-        self._stderr.seek(0)
-        last = (self._stderr.read().strip().splitlines() or [f"exit status {self._returncode}"])[-1]
+        last = self._child.last_line() or f"exit status {self._returncode}"
         raise InterpreterAborted(f"the TFLite interpreter failed on this model: {last[:200]}")
 
     def close(self) -> None:
         """Stop the child if it still runs and remove its files."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self._stderr.close()
+        self._child.close()
         self._work.cleanup()
 
 

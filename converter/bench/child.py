@@ -22,10 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from converter._convert.batches import chunks
+
 BATCH = 64
 
 
 def main(argv: list[str] | None = None) -> int:
+    from converter._proc.children import die_with_parent
+
+    die_with_parent()
     p = argparse.ArgumentParser(prog="bench_child")
     p.add_argument("--runtime", required=True)
     p.add_argument("--dir", required=True, type=Path)
@@ -118,14 +123,11 @@ def _data(args, manifest) -> tuple[np.ndarray, np.ndarray | None]:
 def _accuracy(bench, images: np.ndarray, labels: np.ndarray, limit: int) -> float:
     """Top-1 on the first ``limit`` digits, fed in batches of 64 (the last one padded, padding dropped)."""
     n = min(limit, len(labels))
-    correct = 0
-    for start in range(0, n, BATCH):
-        part = images[start:min(start + BATCH, n)]
-        real = len(part)
-        if real < BATCH:
-            part = np.concatenate([part, np.zeros((BATCH - real, *part.shape[1:]), part.dtype)])
+    correct = done = 0
+    for real, (part,) in chunks([images[:n]], BATCH):
         logits = bench.call(bench.prepare(part))[:real]
-        correct += int((np.argmax(logits, axis=1) == labels[start:start + real]).sum())
+        correct += int((np.argmax(logits, axis=1) == labels[done:done + real]).sum())
+        done += real
     return correct / n
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converter._proc import children as child_procs
 from converter.bench import roofline as bench_roofline
 from converter.bench.proc import rotated
 from converter.bench.runtimes import RUNTIMES
@@ -56,19 +57,22 @@ class Child:
     """One runtime in its own process, driven by JSON lines (see :mod:`converter.bench.child`)."""
 
     def __init__(self, runtime: str, cfg: BenchConfig, threads: int, raw: Path | None, log_dir: Path) -> None:
-        argv = [sys.executable, "-m", "converter.bench.child", "--runtime", runtime, "--dir", str(cfg.out_dir),
-                "--threads", str(threads), "--accuracy-samples", str(cfg.accuracy_samples)]
+        args = ["--runtime", runtime, "--dir", str(cfg.out_dir), "--threads", str(threads),
+                "--accuracy-samples", str(cfg.accuracy_samples)]
         if raw is not None:
-            argv += ["--raw-tflite", str(raw)]
+            args += ["--raw-tflite", str(raw)]
         if cfg.data:
-            argv += ["--data", cfg.data]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   OPENBLAS_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
-                   TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=_pythonpath())
+            args += ["--data", cfg.data]
+        threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                       "OPENBLAS_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
+                       "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        # the one child-process rule (converter._proc.children): environment, dies with this process; JSON lines
+        # on stdout, so the pipes are set up here
+        argv, env = child_procs.python_child("converter.bench.child", *args, extra_env=threads_env)
         self.runtime, self.threads = runtime, threads
         self.stderr = open(log_dir / f"{runtime}-t{threads}.log", "w")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     text=True, bufsize=1, cwd=log_dir)
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1, cwd=log_dir)
 
     def read(self, timeout_s: float) -> dict:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
@@ -95,11 +99,6 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self.stderr.close()
-
-
-def _pythonpath() -> str:
-    root = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
 
 
 class RawBaseline:

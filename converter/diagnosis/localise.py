@@ -140,13 +140,13 @@ def _largest_jump(table: list[dict]) -> dict | None:
     return {"module": best["module"], "rel_err_output": best["rel_err_output"], "rel_err_inputs": best["rel_err_inputs"]}
 
 
-def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, options,
+def localise_failures(model, out_dir: str | Path, layout_mode: str, data, report, options,
                       calibration: Sequence[np.ndarray] | None = None, every_row: bool = False) -> None:
     """Fill ``row.localisation`` for every failed row of ``report`` whose route can be replayed
     (every row with ``every_row``: ``convert --localise`` on a passing report shows where error grows).
 
     ``model`` is the :class:`converter._convert.sources.LoadedModel`; ``data`` the :class:`ParityData` parity used;
-    ``options`` the :class:`ConvertOptions` (only ``verbose`` is read). Rows of other runtimes (pytorch,
+    ``layout_mode`` the conversion's ``--layout``; ``options`` the :class:`ConvertOptions` (only ``verbose`` is read). Rows of other runtimes (pytorch,
     torchscript, keras_native) get ``{"skipped": why}``; a localisation that itself fails, ``{"error": why}``.
     ``calibration``: what the int8 artifact was calibrated on (``--calibration-data``), else the parity inputs.
     """
@@ -156,7 +156,7 @@ def localise_failures(model, out_dir: str | Path, manifest: dict, data, report, 
     try:
         inputs = [x[:SAMPLES] for x in data.inputs]
         localiser = Localiser(getattr(model, "module", None), onnx.load(str(Path(out_dir) / "model.onnx")), inputs,
-                              layout_mode=manifest.get("layout", "nhwc"),
+                              layout_mode=layout_mode,
                               calibration=calibration if calibration is not None else data.inputs)
     except Exception as exc:  # a diagnosis must never break the conversion
         for row in failed:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from converter._convert.manifest import Manifest
 
 #: Seconds the child may take: a TFLite int8 replay of a large model takes minutes on 2 cores.
 TIMEOUT_S = 900.0
@@ -32,7 +33,7 @@ MODULE = "converter.diagnosis.localisechild"
 _CRASHED = "the localisation child process crashed"
 
 
-def localise_in_child(spec: str, weights: str | Path | None, out_dir: Path, manifest: dict, data, report, options,
+def localise_in_child(spec: str, weights: str | Path | None, out_dir: Path, manifest: Manifest, data, report, options,
                       calibration=None, *, import_cwd: bool = True, timeout: float = TIMEOUT_S) -> None:
     """Fill ``row.localisation`` as :func:`converter.diagnosis.localise.localise_failures` would, from a child process.
 
@@ -47,50 +48,39 @@ def localise_in_child(spec: str, weights: str | Path | None, out_dir: Path, mani
     wanted = [row for row in rows if every_row or not row.passed]
     if not wanted:
         return
-    with tempfile.TemporaryDirectory(prefix="localise-") as tmp, tempfile.TemporaryFile() as log:
+    from converter._proc import children
+
+    with tempfile.TemporaryDirectory(prefix="localise-") as tmp:
         work = Path(tmp)
         request = {"spec": spec, "weights": None if weights is None else str(weights), "out_dir": str(out_dir),
-                   "options": options.to_json(), "layout": manifest.get("layout", "nhwc"),
+                   "options": options.to_json(), "layout": manifest.layout,
                    "rows": [[r.runtime, r.precision, bool(r.passed)] for r in rows], "every_row": every_row}
         (work / "request.json").write_text(json.dumps(request))
         arrays = {f"input/{i}": np.asarray(x) for i, x in enumerate(data.inputs)}
         arrays.update({f"calibration/{i}": np.asarray(x) for i, x in enumerate(calibration or [])})
         np.savez(work / "arrays.npz", **arrays)
-        failure = _run(work, log, timeout, import_cwd)
-        if options.verbose:
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace"))
+        child = children.start(MODULE, str(work), import_cwd=import_cwd)  # imports as the PyTorch stage did
+        try:  # an interrupt in the parent: close() kills the child, it must not outlive the command
+            code = child.wait(timeout)
+            last = child.last_line()
+            if options.verbose:
+                child.log.seek(0)
+                sys.stderr.write(child.log.read().decode(errors="replace"))
+        finally:
+            child.close()
         result = work / "result.json"
-        if failure is None and result.is_file():
+        if code == 0 and result.is_file():
             for row, found in zip(rows, json.loads(result.read_text())):
                 if found is not None:
                     row.localisation = found
             return
-        log.seek(0)
-        lines = log.read().decode(errors="replace").strip().splitlines()
-        error = (failure or f"{_CRASHED} (exit 0, no result)") + (f": {lines[-1][:200]}" if lines else "")
+        how = "no result" if code == 0 else children.exit_reason(code, timeout)
+        if code is not None and code < 0:
+            how = f"exit {code}, {how.removeprefix('signal ')}"
+        error = f"{_CRASHED if code is not None else 'the localisation child process'} ({how})" + \
+            (f": {last[:200]}" if last else "")
     for row in wanted:
         row.localisation = {"error": error}
-
-
-def _run(work: Path, log: IO[bytes], timeout: float, import_cwd: bool) -> str | None:
-    """Run the child to its end; None when it exited 0, else why it did not (a crash, a timeout)."""
-    from converter._proc.children import python_child
-
-    argv, env = python_child(MODULE, str(work), import_cwd=import_cwd)  # imports as the PyTorch stage did
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        code = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return f"the localisation child process timed out after {timeout:g} s"
-    finally:
-        if proc.poll() is None:  # a timeout, or Ctrl-C in the parent: the child must not outlive the command
-            proc.kill()
-            proc.wait()
-    if code == 0:
-        return None
-    name = f", {signal.Signals(-code).name}" if -code in signal.valid_signals() else ""
-    return f"{_CRASHED} (exit {code}{name})"
 
 
 # ----------------------------------------------------------------------------------------- child process
@@ -142,7 +132,7 @@ def _child(work: Path) -> int:
         # hooks: imports a forward makes on first use (HF models probe torch._dynamo) also precede TensorFlow's
         from converter.diagnosis.localise import localise_failures
 
-        localise_failures(model, request["out_dir"], {"layout": request["layout"]},
+        localise_failures(model, request["out_dir"], request["layout"],
                           ParityData(inputs, None, "parity inputs"), report, options,
                           calibration=calibration or None, every_row=request["every_row"])
     done = work / "result.json.partial"

@@ -16,24 +16,25 @@ from converter._proc import isolated
 from converter.parity import judge as parity, runtimes
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
+from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide
 
 
-def tflite_jobs(out: Path, manifest: dict) -> dict[tuple[str, str], tuple[str, isolated.Job]]:
+def tflite_jobs(out: Path, manifest: Manifest) -> dict[tuple[str, str], tuple[str, isolated.Job]]:
     """(runtime, precision) -> (artifact, job) for every TFLite file. Their interpreters live in a child process
     (quantised graphs can abort LiteRT's kernels), which :func:`run_parity` starts first and collects last: the
     TFLite rows run on the other core while this process runs the TensorFlow and onnxruntime rows."""
-    fixed = _fixed_batch(manifest)
-    return {("tflite", art["precision"]): (art["path"], runtimes.tflite_job(out / art["path"], manifest, fixed))
-            for art in manifest["artifacts"].values() if art.get("precision")}
+    fixed = manifest.fixed_batch
+    return {("tflite", art.precision): (art.path, runtimes.tflite_job(out / art.path, manifest, fixed))
+            for art in manifest.tflite_artifacts()}
 
 
-def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions,
+def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
                   workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
     """In-process runners for every artifact in ``out`` but the TFLite files (the PyTorch rows are not runners:
     precomputed), and the rows whose runtime could not even load its artifact, with why."""
-    fixed = _fixed_batch(manifest)
-    arts = manifest["artifacts"]
+    fixed = manifest.fixed_batch
+    arts = manifest.artifacts
     makers: list[tuple[tuple[str, str], object]] = [
         (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
                                                                       batch=fixed))]
@@ -45,7 +46,7 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
 
             from reference_models.port import state_to_keras
 
-            return runtimes.keras_native_runner(state_to_keras(side.keras_state, tf_keras), manifest["inputs"])
+            return runtimes.keras_native_runner(state_to_keras(side.keras_state, tf_keras), manifest.inputs)
 
         makers.append((("keras_native", "fp32"), keras_native))
     if "saved_model" in arts:
@@ -60,13 +61,13 @@ def build_runners(out: Path, manifest: dict, side: TorchSide, options: ConvertOp
     return found, crashed
 
 
-def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions) -> parity.ParityReport:
+def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions) -> parity.ParityReport:
     """Compare every runtime with the reference on the same data; the report says who passed and by how much."""
     from converter._convert.quiet import import_tensorflow
 
     import_tensorflow(options.verbose)
     data = side.data
-    chunks = side.chunks(manifest["dynamic_batch"])
+    chunks = side.chunks(manifest.dynamic_batch)
     outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks)
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
@@ -76,7 +77,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
         reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
     ref_acc = parity.accuracy_of(ref_out[0], data.labels)
     scale, warnings = parity.reference_warnings(ref_out, data.labels, reference_name=reference_name,
-                                                output_names=[o["name"] for o in manifest["outputs"]])
+                                                output_names=[o.name for o in manifest.outputs])
     rows = []
     for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):
         tol = parity.tolerance_for(precision, options.atol, options.rtol)
@@ -87,7 +88,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
             if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
                 worst = row
         worst.batch_sizes = list(by_chunk)
-        worst.size_bytes = _artifact_bytes(manifest, worst.artifact)
+        worst.size_bytes = manifest.artifact_bytes(worst.artifact)
         rows.append(worst)
     for (runtime, precision), reason in crashed.items():
         rows.append(parity.failed_row(runtime, precision, artifacts.get((runtime, precision)),
@@ -96,7 +97,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
     rows.sort(key=lambda r: _ORDER.index(r.runtime))
     for row in rows:
         _require_quantised(out, row)
-    for key, reason in manifest.get("failed_artifacts", {}).items():
+    for key, reason in manifest.failed_artifacts.items():
         precision = key.removeprefix("tflite_")
         rows.append(parity.failed_row("tflite", precision, f"model_{precision}.tflite",
                                       parity.tolerance_for(precision), f"not built: {reason}"))
@@ -105,7 +106,7 @@ def run_parity(out: Path, manifest: dict, side: TorchSide, options: ConvertOptio
                                data.description)
 
 
-def _run_runtimes(out: Path, manifest: dict, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
+def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
                   ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
@@ -152,15 +153,4 @@ def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
         row.reason = f"{row.artifact} is not quantised: {why}"
 
 
-def _fixed_batch(manifest: dict) -> int | None:
-    return None if manifest["dynamic_batch"] else manifest["inputs"][0]["pytorch_shape"][0]
-
-
 _ORDER = ["pytorch", "torchscript", "onnxruntime", "saved_model", "tflite", "keras_native", "tf2onnx_roundtrip"]
-
-
-def _artifact_bytes(manifest: dict, artifact: str | None) -> int | None:
-    for art in manifest["artifacts"].values():
-        if art.get("path") == artifact:
-            return art.get("bytes")
-    return None

@@ -10,10 +10,14 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from converter._convert import layout
+
+if TYPE_CHECKING:
+    from converter._convert.manifest import Manifest, TensorInfo
 
 Fn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -91,28 +95,28 @@ def onnxruntime_runner(path: Path, runtime: str = "onnxruntime", artifact: str |
     return Runner(runtime, "fp32", artifact or path.name, fn, batch)
 
 
-def saved_model_runner(path: Path, manifest: dict, batch: int | None) -> Runner:
+def saved_model_runner(path: Path, manifest: Manifest, batch: int | None) -> Runner:
     """The SavedModel's ``serving_default`` signature, fed all chunks in one call (:func:`_mapped_signature`):
     1000 eager calls of a batch-1 signature cost ~1.5 s of Python overhead."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))  # a signature holds its variables weakly: keep ``loaded`` referenced
-    ins, outs = manifest["inputs"], manifest["outputs"]
+    ins, outs = manifest.inputs, manifest.outputs
 
     def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
-        feed = {i["name"]: tf.constant(layout.to_layout(x, tuple(i["perm_from_pytorch"]))) for i, x in zip(ins, xs)}
+        feed = {i.name: tf.constant(layout.to_layout(x, tuple(i.perm_from_pytorch))) for i, x in zip(ins, xs)}
         result = loaded.signatures["serving_default"](**feed)
-        return [layout.from_layout(result[o["name"]].numpy(), tuple(o["perm_from_pytorch"])) for o in outs]
+        return [layout.from_layout(result[o.name].numpy(), tuple(o.perm_from_pytorch)) for o in outs]
 
-    mapped = _mapped_signature(loaded, [i["name"] for i in ins], [o["name"] for o in outs])
+    mapped = _mapped_signature(loaded, [i.name for i in ins], [o.name for o in outs])
 
     def feed_all(xs: list[np.ndarray], size: int) -> list[np.ndarray]:
         n = len(xs[0])
         pad = -n % size  # the last chunk padded with copies of the first sample, dropped after
         moved = [layout.to_layout(np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x,
-                                  tuple(i["perm_from_pytorch"])) for i, x in zip(ins, xs)]
+                                  tuple(i.perm_from_pytorch)) for i, x in zip(ins, xs)]
         result = mapped(*(tf.constant(m.reshape(-1, size, *m.shape[1:])) for m in moved))
-        return [layout.from_layout(r.numpy().reshape(-1, *r.shape[2:])[:n], tuple(o["perm_from_pytorch"]))
+        return [layout.from_layout(r.numpy().reshape(-1, *r.shape[2:])[:n], tuple(o.perm_from_pytorch))
                 for r, o in zip(result, outs)]
 
     return Runner("saved_model", "fp32", path.name, fn, batch, feed_all)
@@ -138,17 +142,17 @@ def _mapped_signature(loaded, in_names: list[str], out_names: list[str]):
     return mapped
 
 
-def tflite_job(path: Path, manifest: dict, batch: int | None):
+def tflite_job(path: Path, manifest: Manifest, batch: int | None):
     """An :class:`isolated.Job` for a TFLite file: its interpreter runs in a child process, since some int8 graphs
     make LiteRT's reference kernels abort the whole process (SIGABRT); there that becomes a failed row."""
     from converter._proc import isolated
 
-    ins = [isolated.Port(i["name"], tuple(i["perm_from_pytorch"])) for i in manifest["inputs"]]
-    outs = [isolated.Port(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]
+    ins = [isolated.Port(i.name, tuple(i.perm_from_pytorch)) for i in manifest.inputs]
+    outs = [isolated.Port(o.name, tuple(o.perm_from_pytorch)) for o in manifest.outputs]
     return isolated.Job(path.read_bytes(), ins, outs, batch)
 
 
-def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:
+def keras_native_runner(keras_model, manifest_inputs: list[TensorInfo]) -> Runner:
     """The reference net rebuilt natively in Keras with ported weights: an independent second route
     to TF that shares no code with ONNX/onnx2tf."""
 
@@ -161,7 +165,7 @@ def keras_native_runner(keras_model, manifest_inputs: list[dict]) -> Runner:
     return Runner("keras_native", "fp32", None, fn, None)
 
 
-def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, workdir: Path,
+def tf2onnx_roundtrip_runner(saved_model: Path, manifest: Manifest, opset: int, workdir: Path,
                              batch: int | None, verbose: bool = False) -> Runner:
     """SavedModel -> ONNX with tf2onnx -> onnxruntime: proves the TF graph is a faithful, portable graph
     (variables frozen first, since a loaded signature captures them as extra inputs).
@@ -187,16 +191,16 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: dict, opset: int, work
     path.write_bytes(model_proto.SerializeToString())
     inner = onnxruntime_runner(path, batch=batch)
     # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
-    flat_order = sorted(o["name"] for o in manifest["outputs"])
-    in_order = [in_names.index(f"{i['name']}:0") for i in manifest["inputs"]]
-    ins, outs = manifest["inputs"], manifest["outputs"]
+    flat_order = sorted(o.name for o in manifest.outputs)
+    in_order = [in_names.index(f"{i.name}:0") for i in manifest.inputs]
+    ins, outs = manifest.inputs, manifest.outputs
 
     def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
-        moved = [layout.to_layout(x, tuple(i["perm_from_pytorch"])) for i, x in zip(ins, xs)]
+        moved = [layout.to_layout(x, tuple(i.perm_from_pytorch)) for i, x in zip(ins, xs)]
         feed = [None] * len(moved)
         for src, dst in enumerate(in_order):
             feed[dst] = moved[src]
         result = inner.fn(feed)
-        return [layout.from_layout(result[flat_order.index(o["name"])], tuple(o["perm_from_pytorch"])) for o in outs]
+        return [layout.from_layout(result[flat_order.index(o.name)], tuple(o.perm_from_pytorch)) for o in outs]
 
     return Runner("tf2onnx_roundtrip", "fp32", "saved_model (via tf2onnx)", fn, batch)

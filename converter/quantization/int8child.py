@@ -7,7 +7,6 @@ quantised here instead; a crash becomes a :class:`TensorFlowConversionError` nam
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,12 +32,10 @@ def convert_int8(saved_model: Path, names: list[str], calibration: list[dict[str
         arrays = {f"{k}/{name}": sample[name] for k, sample in enumerate(calibration) for name in names}
         np.savez(Path(work) / "calibration.npz", **arrays)
         result = Path(work) / "model.tflite"
-        done = subprocess.run([sys.executable, "-m", "converter.quantization.int8child", str(saved_model), work, str(len(calibration)),
-                               *names], capture_output=True, text=True, timeout=timeout, env=children.child_env(),
-                              cwd=str(Path(__file__).resolve().parents[2]))
-        if done.returncode != 0 or not result.is_file():
-            why = f"signal {-done.returncode}" if done.returncode < 0 else \
-                (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:200]
+        code, last = children.run("converter.quantization.int8child", str(saved_model), work, str(len(calibration)),
+                                   *names, timeout=timeout)
+        if code != 0 or not result.is_file():
+            why = children.exit_reason(code, timeout) + (f": {last[:200]}" if last else "")
             raise TensorFlowConversionError(f"TFLite int8 calibration crashed ({why})",
                                             "drop int8 with --precision fp32,fp16,dynamic_int8")
         return result.read_bytes()

@@ -41,6 +41,8 @@ TRAINED_CACHE = Path(os.environ.get("TORCH2TF_ZOO_CACHE", Path.home() / ".cache"
 #: (a weakly trained net has many) flip either way in int8: regnet_y_400mf's dynamic-range row measured -2 pp on
 #: 100 samples and +0.2 pp on 500 (full int8 -0.4 pp), for the same artifact. 500 costs ~4 s of parity per model.
 ZOO_SAMPLES = 500
+#: One zoo model's conversion in its child process (the slowest, convnext_tiny, took ~14 min with every precision).
+ZOO_TIMEOUT_S = 1800
 
 MIN_OUTPUT_STD = 1e-2  # below this a reference output is too flat for a relative error to mean anything
 # A zoo model passes when every row of its parity report passes, quantized ones included (see run_entry).
@@ -531,11 +533,11 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
             f"converter crashed{_where(exc)}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return {**row, "convert_s": round(time.perf_counter() - start, 1), "passed": False, "error": error,
                 "rewrites": [], "runtimes": []}
-    timings = result.manifest.get("timings_s", {})
+    timings = result.manifest.timings_s
     row["reference_accuracy"] = result.parity.reference_accuracy
     row["training"] = training_record(entry.trained_as or entry.name) if entry.task is not None else None
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),
-            "rewrites": result.manifest.get("rewrites", []), "runtimes": _runtime_rows(result.parity),
+            "rewrites": result.manifest.rewrites, "runtimes": _runtime_rows(result.parity),
             "warnings": list(result.parity.warnings),  # e.g. a classifier answering one class: nothing proven
             "passed": row["scale_ok"] and result.parity.passed, "error": ""}
 
@@ -590,19 +592,17 @@ def _why(row: dict) -> str:
 def run_isolated(name: str, out_root, precisions: tuple[str, ...], samples: int, dynamic_batch: bool = False) -> dict:
     """``run_entry`` in a child process, so that a crash in native code (TFLite's int8 calibrator segfaults on
     recurrent graphs) or a leak costs one row, not the whole scoreboard."""
-    import signal
-    import subprocess
-    import sys
+    from converter._proc import children
 
     row_file = out_root / f"{name}.row.json"
     row_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "converter.zoo.models", name, "--out", str(out_root), "--precisions", ",".join(precisions),
-           "--samples", str(samples), "--row-file", str(row_file), *(["--dynamic-batch"] if dynamic_batch else [])]
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    code, last = children.run("converter.zoo.models", name, "--out", str(out_root), "--precisions", ",".join(precisions),
+                              "--samples", str(samples), "--row-file", str(row_file),
+                              *(["--dynamic-batch"] if dynamic_batch else []), timeout=ZOO_TIMEOUT_S)
     if row_file.is_file():
         return json.loads(row_file.read_text())
-    how = (f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0
-           else f"exit code {done.returncode}: {' '.join(done.stderr.split()[-30:])}")
+    how = children.exit_reason(code, ZOO_TIMEOUT_S) + (f": {last[:300]}" if last else "")
     return {"model": name, "params": 0, "output_std": float("nan"), "scale_ok": False, "convert_s": 0.0,
             "passed": False, "rewrites": [], "runtimes": [],
             "error": f"conversion process died ({how})"}
