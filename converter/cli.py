@@ -175,7 +175,7 @@ def _shapes(items: list[str]) -> list[tuple[int, ...]]:
 def _recorded_source(args) -> dict:
     from converter.api import read_manifest
 
-    return read_manifest(args.out)["source"]
+    return read_manifest(args.out).source.to_json()
 
 
 def entry() -> None:

@@ -97,8 +97,11 @@ def _check_tf_config(raw: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``train-reference`` command; its process is the command's own (warning filters may be set)."""
     from converter._convert import interrupts
+    from reference_models.quiet import own_process
 
+    own_process()
     args = build_parser().parse_args(argv)
     try:
         with interrupts.remembered():  # SIGTERM too: staged output is removed, exit 143

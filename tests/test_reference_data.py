@@ -13,6 +13,7 @@ import pytest
 
 from reference_models import data as data_mod
 from reference_models.data import DataError, load_mnist, normalize_nchw, normalize_nhwc, read_idx_dir
+from tests.conftest import NO_SHARED_MNIST_ENV, SHARED_MNIST, write_embedded_eval_idx
 
 
 def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray, *, gz: bool = True) -> None:
@@ -104,10 +105,26 @@ def test_bad_split_raises() -> None:
         load_mnist("embedded", "test")
 
 
-def test_official_test_set(mnist_dir: Path) -> None:
+def test_official_test_set(mnist_dir: Path, mnist_official: bool) -> None:
+    if not mnist_official:  # mnist_dir holds the 500 embedded eval digits: checked by the test below
+        pytest.skip(f"official MNIST test set not found at {SHARED_MNIST} (or {NO_SHARED_MNIST_ENV} is set): "
+                    "this test checks its 10,000 digits and class counts")
     arrays = load_mnist(str(mnist_dir), "eval")
     assert arrays.images.shape == (10000, 28, 28) and arrays.images.dtype == np.uint8
     assert np.bincount(arrays.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_dir_fallback_is_the_embedded_eval_split_as_plain_idx(tmp_path: Path) -> None:
+    """Without the official set, ``mnist_dir`` is the product's own 500 held-out digits, written as plain IDX."""
+    write_embedded_eval_idx(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    images, labels = (tmp_path / "t10k-images-idx3-ubyte").read_bytes(), (tmp_path / "t10k-labels-idx1-ubyte").read_bytes()
+    assert images[:16] == struct.pack(">IIII", 0x00000803, 500, 28, 28) and len(images) == 16 + 500 * 28 * 28
+    assert labels[:8] == struct.pack(">II", 0x00000801, 500) and len(labels) == 8 + 500
+    back, evals = read_idx_dir(tmp_path, "eval"), load_mnist("embedded", "eval")
+    np.testing.assert_array_equal(back.images, evals.images)
+    np.testing.assert_array_equal(back.labels, evals.labels)
+    assert np.bincount(back.labels).tolist() == [50] * 10
 
 
 def test_embedded_split_is_stratified_deterministic_and_disjoint() -> None:

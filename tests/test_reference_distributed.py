@@ -29,7 +29,13 @@ def _run_all(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, s
                 p.wait()
 
 
-def test_torch_ddp_two_processes_agree_and_reach_95_percent(tmp_path: Path, mnist_dir: Path) -> None:
+#: the single-process bars of test_reference_training.py: 95 % on the official 10k test digits (two-process DDP
+#: measured 95.56 %), 94 % on the 500 embedded eval digits the tests fall back to without them
+ACCURACY_BAR = {"official": 0.95, "embedded": 0.94}
+
+
+def test_torch_ddp_two_processes_agree_and_reach_the_accuracy_bar(tmp_path: Path, mnist_dir: Path,
+                                                                  mnist_official: bool) -> None:
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
@@ -43,7 +49,9 @@ def test_torch_ddp_two_processes_agree_and_reach_95_percent(tmp_path: Path, mnis
     assert metrics["world_size"] == 2
     assert len(metrics["rank_weights_sha256"]) == 2
     assert len(set(metrics["rank_weights_sha256"])) == 1, "ranks ended with different weights"
-    assert metrics["test_accuracy"] >= 0.95, metrics["test_accuracy"]
+    assert metrics["eval_samples"] == (10000 if mnist_official else 500), metrics["eval_source"]
+    bar = ACCURACY_BAR["official" if mnist_official else "embedded"]
+    assert metrics["test_accuracy"] >= bar, (metrics["test_accuracy"], metrics["eval_source"])
     assert stdout.count("wrote") == 1  # rank 0 alone reports and writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
 

@@ -67,11 +67,9 @@ def load_model(spec: str, weights: str | Path | None = None, *, allow_pickle: bo
 def _load(spec: str, weights: str | Path | None, allow_pickle: bool) -> LoadedModel:
     path = Path(spec)
     if spec in REFERENCE_MODELS:
-        import torch  # lazily: the TF side of a conversion never imports torch
-
         factory, shape = REFERENCE_MODELS[spec]
-        torch.manual_seed(0)
-        module = factory()
+        with seeded_init():
+            module = factory()
         if weights is not None:
             load_state_dict_file(module, weights)
         return LoadedModel(spec, "reference", module.eval(), default_input_shapes=(shape,))
@@ -97,6 +95,24 @@ def _load(spec: str, weights: str | Path | None, allow_pickle: bool) -> LoadedMo
         f"cannot resolve model {spec!r}",
         f"pass a reference name ({names}), package.module:callable, a TorchScript/.pt2 file or an .onnx file",
     )
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = 0) -> Iterator[None]:
+    """torch's random generator seeded inside the block (a factory's random init is the same every run, so reports
+    are reproducible), and the caller's generator state back after it: loading a model must not change what the
+    caller's next ``torch.rand`` returns.
+
+    The CPU generator always; CUDA's only where the caller already initialised CUDA (saving its state would
+    initialise it: seconds, and GPU memory, for a model that is converted on the CPU)."""
+    import torch  # lazily: the TF side of a conversion never imports torch
+
+    cuda = torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
 
 
 def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
@@ -158,9 +174,9 @@ def _call_factory(spec: str) -> nn.Module:
     if not callable(factory) and not isinstance(factory, torch.nn.Module):
         raise ModelLoadError(f"{spec} is a {type(factory).__name__}, not a callable",
                              "name a function or class that returns an nn.Module (or an nn.Module instance)")
-    torch.manual_seed(0)  # same random init every run, so reports are reproducible
     try:
-        model = factory if isinstance(factory, torch.nn.Module) else factory()
+        with seeded_init():
+            model = factory if isinstance(factory, torch.nn.Module) else factory()
     except Exception as exc:
         raise ModelLoadError(f"{spec} raised {type(exc).__name__}: {exc}",
                              "make the callable work without arguments") from None

@@ -22,7 +22,7 @@ import onnx
 from converter._convert import interrupts, layout
 from converter.errors import TensorFlowConversionError
 from converter._convert.manifest import TensorInfo
-from converter._convert.quiet import silenced
+from converter._convert.quiet import global_rngs_kept, silenced
 
 Perm = layout.Perm
 
@@ -171,7 +171,7 @@ def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
     from converter._convert import rewrites
 
     old_cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as work, silenced(verbose) as log:
+    with tempfile.TemporaryDirectory(prefix="onnx2tf-") as work, silenced(verbose) as log, global_rngs_kept():
         kwargs = {**kwargs, "output_folder_path": os.path.join(work, "out")}
         try:
             os.chdir(work)  # onnx2tf writes into the current directory

@@ -122,8 +122,14 @@ def saved_model_converter(path: str | Path):
     from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
     from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
 
+    # what from_saved_model does: a class attribute the constructor reads into the file's metadata; put back
+    # after, so the next converter anyone in this process builds does not inherit it
+    previous = TFLiteConverterBase._original_model_type  # noqa: SLF001
     TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # noqa: SLF001
-    return TFLiteSavedModelConverterV2(str(path), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
+    try:
+        return TFLiteSavedModelConverterV2(str(path), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
+    finally:
+        TFLiteConverterBase._original_model_type = previous  # noqa: SLF001
 
 
 def positional(module, representative: Callable[[], Iterable]) -> Callable[[], Iterable[list[np.ndarray]]]:

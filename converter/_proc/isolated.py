@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converter._convert.batches import chunks
 from converter._proc import children
 
 
@@ -104,14 +105,8 @@ def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=model).get_signature_runner("serving_default")
-    n = len(arrays[0])
-    size = batch or n
     pieces = []
-    for start in range(0, n, size):
-        part = [x[start:start + size] for x in arrays]
-        real = len(part[0])
-        if real < size:
-            part = [np.concatenate([p, np.repeat(p[:1], size - real, axis=0)]) for p in part]
+    for real, part in chunks(arrays, batch):
         result = runner(**{p.name: np.ascontiguousarray(np.transpose(x, p.perm)).astype(np.float32)
                            for p, x in zip(inputs, part)})
         pieces.append([np.transpose(np.asarray(result[o.name]), np.argsort(o.perm))[:real] for o in outputs])

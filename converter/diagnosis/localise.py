@@ -21,9 +21,12 @@ import onnx
 
 from converter.diagnosis import probes as P
 from converter._convert.quiet import silenced
+from converter.parity.judge import TOLERANCES
+from converter.parity.metrics import relative_error
 
-#: Relative error (max |Δ| / max |ref| per sample) at which a module's output counts as diverged.
-THRESHOLDS: dict[str, float] = {"fp32": 1e-3, "fp16": 1e-2, "dynamic_int8": 0.05, "int8": 0.05}
+#: Relative error (max |Δ| / max |ref| per sample) at which a module's output counts as diverged: the parity
+#: table's ``localise_rel_err`` per precision (unknown precisions: fp32's).
+THRESHOLDS: dict[str, float] = {precision: tol["localise_rel_err"] for precision, tol in TOLERANCES.items()}
 #: How many parity inputs localisation replays (a few are enough to see a divergence).
 SAMPLES = 4
 #: Runtimes whose route can be replayed with probes -> the route.
@@ -95,10 +98,10 @@ class Localiser:
         route = ROUTES.get(runtime, runtime)
         got = self.replay(route, precision)
         outputs = [o.name for o in self.model.graph.output][:len(self.reference_outputs)]
-        final = max(P.rel_err(r, got[n]) for r, n in zip(self.reference_outputs, outputs))
-        adapted = threshold is None and ADAPT_ABOVE < final <= THRESHOLDS.get(precision, 1e-3)
+        final = max(relative_error(r, got[n]) for r, n in zip(self.reference_outputs, outputs))
+        adapted = threshold is None and ADAPT_ABOVE < final <= THRESHOLDS.get(precision, THRESHOLDS["fp32"])
         if threshold is None:
-            threshold = final / 2 if adapted else THRESHOLDS.get(precision, 1e-3)
+            threshold = final / 2 if adapted else THRESHOLDS.get(precision, THRESHOLDS["fp32"])
         table = [_judge(p, got) for p in self.probes]
         culprit = next((k for k, row in enumerate(table) if row["rel_err_output"] > threshold), None)
         result: dict = {
@@ -125,10 +128,10 @@ class Localiser:
 
 
 def _judge(probe: P.Probe, got: dict[str, np.ndarray]) -> dict:
-    inputs = [P.rel_err(ref, got[probe.input_name(k)]) for k, ref in enumerate(probe.input_references)
+    inputs = [relative_error(ref, got[probe.input_name(k)]) for k, ref in enumerate(probe.input_references)
               if ref is not None]
     return {"module": probe.module, "onnx_node": probe.onnx_node, "op": probe.op, "fused": list(probe.fused),
-            "rel_err_output": P.rel_err(probe.reference, got[probe.output_name]), "rel_err_inputs": inputs}
+            "rel_err_output": relative_error(probe.reference, got[probe.output_name]), "rel_err_inputs": inputs}
 
 
 def _largest_jump(table: list[dict]) -> dict | None:
@@ -191,21 +194,3 @@ def plant_fault(model: onnx.ModelProto, node_name: str, scale: float = 1.5) -> o
         raise KeyError(f"input 1 of {node_name!r} is not an initializer")
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(scale), weight.name))
     return copy
-
-
-def describe(localisation: dict | None) -> str:
-    """One line for ``parity.md`` / the terminal, e.g. ``first diverging module: layer3.1.conv2 (Conv
-    /layer3/layer3.1/conv2/Conv, + layer3.1.bn2) — rel err 0.58 at its output, 2.4e-06 at its input``."""
-    if not localisation:
-        return ""
-    if "skipped" in localisation or "error" in localisation:
-        return f"localisation {'skipped' if 'skipped' in localisation else 'failed'}: " \
-               f"{localisation.get('skipped') or localisation.get('error')}"
-    if localisation.get("module") is None:
-        jump = localisation.get("largest_jump") or {}
-        return (f"no module exceeds rel err {localisation['threshold']:.2g} in the replay "
-                f"(largest jump: {jump.get('module', '-')}): {localisation.get('note', '')}")
-    fused = f", + {', '.join(localisation['fused'])}" if localisation.get("fused") else ""
-    inputs = ", ".join(f"{e:.2g}" for e in localisation.get("rel_err_inputs") or []) or "-"
-    return (f"first diverging module: {localisation['module']} ({localisation['op']} {localisation['onnx_node']}"
-            f"{fused}) — rel err {localisation['rel_err_output']:.2g} at its output, {inputs} at its input(s)")

@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 
 from converter._convert import layout
+from converter._convert.batches import chunks
+from converter.parity.metrics import relative_error
 
 #: Calibration samples for an int8 replay (ranges only need to be representative, not exact).
 CALIBRATION_SAMPLES = 64
@@ -242,7 +244,7 @@ def attach_references(probes: list[Probe], calls: list[ModuleCall], clean: dict[
             if nxt.output.shape != got.shape:
                 break
             options.append((nxt.output, [*options[-1][1], nxt.path]))
-        errors = [rel_err(ref, got) for ref, _ in options]
+        errors = [relative_error(ref, got) for ref, _ in options]
         best = int(np.argmin(errors))
         p.reference, p.fused = options[best]
         module_inputs = calls[p.index].inputs
@@ -250,18 +252,6 @@ def attach_references(probes: list[Probe], calls: list[ModuleCall], clean: dict[
                               for k in range(len(p.input_tensors))]
         kept.append(p)
     return kept
-
-
-def rel_err(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Worst per-sample max |Δ| divided by that sample's max |reference| (the parity report's metric)."""
-    if reference.shape != candidate.shape:
-        return float("inf")
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    diff = np.abs(candidate.reshape(len(candidate), -1).astype(np.float64) - ref)
-    if not np.isfinite(diff).all():
-        return float("inf")
-    scale = np.maximum(np.abs(ref).max(axis=1), 1e-12) if ref.size else np.ones(len(ref))
-    return float((diff.max(axis=1) / scale).max()) if diff.size else 0.0
 
 
 def _tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -282,18 +272,6 @@ def graph_batch(model: onnx.ModelProto) -> int | None:
     """The fixed batch size of the graph's first input, or None when it is symbolic."""
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     return dim.dim_value if dim.HasField("dim_value") else None
-
-
-def chunks(inputs: Sequence[np.ndarray], batch: int | None):
-    """Yield (real count, inputs padded to ``batch``) over the samples."""
-    n = len(inputs[0])
-    size = batch or n
-    for start in range(0, n, size):
-        part = [x[start:start + size] for x in inputs]
-        real = len(part[0])
-        if real < size:
-            part = [np.concatenate([p, np.repeat(p[:1], size - real, axis=0)]) for p in part]
-        yield real, part
 
 
 def _gather(pieces: list[tuple[int, list[np.ndarray]]], names: list[str]) -> dict[str, np.ndarray]:

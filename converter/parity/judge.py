@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converter._convert.layout import nonfinite_mismatch
+from converter.parity import metrics
 
 #: Default pass criteria per precision (README "Parity tolerances" shows this same table).
 #: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1.
@@ -27,12 +28,20 @@ from converter._convert.layout import nonfinite_mismatch
 #: is allowed, so its flip says nothing about the conversion. Agreement is judged on the other (decisive)
 #: predictions; the report still shows agreement over all of them and how many were near-ties. A trained
 #: classifier has almost no near-ties; random-weight zoo nets have many. fp32 never excuses a flip.
+#: ``localise_rel_err`` is no pass criterion (:func:`tolerance_for` leaves it out of the rows): the relative error
+#: (:func:`converter.parity.metrics.relative_error`) at which localisation counts one module's output as
+#: diverged at that precision (:mod:`converter.diagnosis.localise`). The int8 keep-float search aims above this
+#: table's int8 row (:data:`converter.quantization.quantise.MIN_AGREEMENT` says by how much and why).
 TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"atol": 1e-4, "rtol": 1e-4, "top1_agreement": 1.0, "cosine_min": 0.99999},
-    "fp16": {"top1_agreement": 0.999, "cosine_min": 0.999, "tie_margin": 0.01},
-    "dynamic_int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05},
-    "int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05},
+    "fp32": {"atol": 1e-4, "rtol": 1e-4, "top1_agreement": 1.0, "cosine_min": 0.99999, "localise_rel_err": 1e-3},
+    "fp16": {"top1_agreement": 0.999, "cosine_min": 0.999, "tie_margin": 0.01, "localise_rel_err": 1e-2},
+    "dynamic_int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05,
+                     "localise_rel_err": 0.05},
+    "int8": {"accuracy_drop_pp": 1.0, "top1_agreement": 0.97, "cosine_min": 0.98, "tie_margin": 0.05,
+             "localise_rel_err": 0.05},
 }
+#: Keys of :data:`TOLERANCES` that other stages read and the pass/fail judge does not.
+DIAGNOSIS_KEYS = ("localise_rel_err",)
 #: A reference whose largest magnitude is below this makes any absolute comparison vacuous.
 DEGENERATE_SCALE = 1e-6
 #: labelled samples from which one predicted class for all of them flags a degenerate classifier
@@ -98,7 +107,8 @@ def failed_row(runtime: str, precision: str, artifact: str | None, tolerance: di
 
 
 def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> dict:
-    tol = dict(TOLERANCES[precision])
+    """The pass criteria of ``precision`` (a row's ``tolerance``), with the fp32 bound's overrides."""
+    tol = {k: v for k, v in TOLERANCES[precision].items() if k not in DIAGNOSIS_KEYS}
     if atol is not None:
         tol["atol"] = atol
     if rtol is not None:
@@ -125,8 +135,10 @@ def compare(
     labels: np.ndarray | None,
     reference_accuracy: float | None,
     tolerance: dict,
+    output_names: Sequence[str] | None = None,
 ) -> RuntimeResult:
-    """All metrics for one runtime (every output; the worst output decides).
+    """All metrics for one runtime (every output; the worst output decides, and a failure's reason names it:
+    ``output #1 'boxes': ...``, numbered from 0 in the model's order; ``output_names`` label them).
 
     NaN/Inf (nobuco-style): the NaN, +Inf and -Inf masks of reference and runtime are compared before any value.
     A position that is NaN/Inf on one side only, or a different kind of non-finite on the two sides, fails the
@@ -143,22 +155,51 @@ def compare(
     mismatch = _nonfinite_mismatch(ref, got)
     if mismatch:
         return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
-                             tolerance, False, mismatch, near_ties, decisive)
+                             tolerance, False, _mismatched_outputs(reference, candidate, output_names) + mismatch,
+                             near_ties, decisive)
     mask = np.isfinite(ref)  # == np.isfinite(got) here
     ref, got = np.where(mask, ref, 0.0), np.where(mask, got, 0.0)
-    diff = np.abs(got - ref)
-    scale = np.maximum(np.max(np.abs(ref), axis=1), 1e-30)
-    per_sample = np.max(diff, axis=1)
+    per_sample, scale = metrics.per_sample(ref, got)
     max_abs = float(per_sample.max())
-    mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
-    max_rel = float((per_sample / scale).max())
+    mean_abs = float(np.abs(got - ref)[mask].mean()) if mask.any() else 0.0
+    max_rel = float((per_sample / scale).max())  # == metrics.relative_error(ref, got): these are its parts
     cosine = cosine_min(ref, got)
     judged = agreement if near_ties is None else decisive
     passed, reason = _judge(precision, tolerance, per_sample, scale, cosine, judged, accuracy, reference_accuracy)
     if reason.startswith("top-1") and near_ties is not None:
         reason += f" on decisive predictions ({near_ties} near-ties excluded)"
+    if not passed:
+        reason = _which_output(reason, precision, reference, candidate, labels, reference_accuracy, tolerance,
+                               output_names)
     return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
                          tolerance, passed, reason, near_ties, decisive)
+
+
+def _which_output(reason: str, precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
+                  output_names: Sequence[str] | None) -> str:
+    """``reason`` prefixed with the first output that fails when judged alone (the row judges them together);
+    unchanged for a single output, or when no output fails alone (e.g. a cosine over all of them)."""
+    if len(reference) < 2:
+        return reason
+    for k, (ref, got) in enumerate(zip(reference, candidate)):
+        alone = compare("", precision, None, [ref], [got], labels if k == 0 else None,
+                        reference_accuracy if k == 0 else None, tolerance)
+        if not alone.passed:
+            return f"output {_output_label(k, output_names)}: {alone.reason}"
+    return reason
+
+
+def _output_label(k: int, output_names: Sequence[str] | None) -> str:
+    return f"#{k}" + (f" {output_names[k]!r}" if output_names is not None and k < len(output_names) else "")
+
+
+def _mismatched_outputs(reference, candidate, output_names: Sequence[str] | None) -> str:
+    """``output #1 'boxes': `` (or ``outputs #0, #1: ``) naming where the NaN/Inf masks differ; "" for one output."""
+    if len(reference) < 2:
+        return ""
+    which = [_output_label(k, output_names) for k, (r, c) in enumerate(zip(reference, candidate))
+             if nonfinite_mismatch(r.reshape(r.shape[0], -1), c.reshape(c.shape[0], -1)).any()]
+    return f"output{'s' if len(which) > 1 else ''} {', '.join(which)}: "
 
 
 def _nonfinite_mismatch(ref: np.ndarray, got: np.ndarray) -> str:
@@ -295,11 +336,14 @@ def to_markdown(report: ParityReport) -> str:
             f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_agreement_cell(r)} | {_pct(r.accuracy)} | "
             f"{'yes' if r.passed else 'NO: ' + r.reason} |")
     lines += [f"> warning: {w}" for w in report.warnings]
-    lines += [_localisation_line(r) for r in rows if r.localisation]
+    lines += [localisation_line(r) for r in rows if r.localisation]
     return "\n".join(lines)
 
 
-def _localisation_line(row: RuntimeResult) -> str:
+def localisation_line(row: RuntimeResult) -> str:
+    """The ``> localised: ...`` line of ``row`` in ``parity.md`` and on the terminal (:func:`to_markdown`), e.g.
+    ``> localised: tflite (fp32) first diverges at module `conv1` (Conv, ONNX node `/conv1/Conv`): relative
+    error 0.41 at its output, 2e-07 at its inputs``; a row not localised says why (skipped, error, or note)."""
     loc = row.localisation or {}
     where = f"{row.runtime} ({row.precision})"
     if loc.get("module"):

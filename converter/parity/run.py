@@ -84,7 +84,7 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
         worst = None
         for got in by_chunk.values():
             row = parity.compare(runtime, precision, artifacts.get((runtime, precision)), ref_out, got, data.labels,
-                                 ref_acc, tol)
+                                 ref_acc, tol, [o.name for o in manifest.outputs])
             if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
                 worst = row
         worst.batch_sizes = list(by_chunk)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converter._convert import layout
+from converter._convert import batches, layout
 
 if TYPE_CHECKING:
     from converter._convert.manifest import Manifest, TensorInfo
@@ -44,16 +44,8 @@ def run_batched(runner: Runner, inputs: Sequence[np.ndarray], chunk: int) -> lis
     """
     if runner.feed_all is not None:
         return runner.feed_all(list(inputs), runner.batch or chunk)
-    n = inputs[0].shape[0]
-    size = runner.batch or chunk
-    pieces: list[list[np.ndarray]] = []
-    for start in range(0, n, size):
-        part = [x[start:start + size] for x in inputs]
-        real = part[0].shape[0]
-        if runner.batch and real < size:
-            part = [np.concatenate([p, np.repeat(p[:1], size - real, axis=0)]) for p in part]
-        outs = runner.fn(part)
-        pieces.append([o[:real] for o in outs])
+    pieces = [[o[:real] for o in runner.fn(part)]
+              for real, part in batches.chunks(inputs, runner.batch or chunk, pad=bool(runner.batch))]
     return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
 
 
@@ -112,9 +104,8 @@ def saved_model_runner(path: Path, manifest: Manifest, batch: int | None) -> Run
 
     def feed_all(xs: list[np.ndarray], size: int) -> list[np.ndarray]:
         n = len(xs[0])
-        pad = -n % size  # the last chunk padded with copies of the first sample, dropped after
-        moved = [layout.to_layout(np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x,
-                                  tuple(i.perm_from_pytorch)) for i, x in zip(ins, xs)]
+        moved = [layout.to_layout(x, tuple(i.perm_from_pytorch))  # padded outputs are dropped below
+                 for i, x in zip(ins, batches.padded(xs, size))]
         result = mapped(*(tf.constant(m.reshape(-1, size, *m.shape[1:])) for m in moved))
         return [layout.from_layout(r.numpy().reshape(-1, *r.shape[2:])[:n], tuple(o.perm_from_pytorch))
                 for r, o in zip(result, outs)]

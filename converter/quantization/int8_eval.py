@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Pass criterion for outputs that are not class scores (no top-1): relative L2 error against float.
+#: Pass criterion for outputs that are not class scores (no top-1): relative L2 error against float
+#: (:func:`converter.parity.metrics.relative_error` with ``reduction="l2"``, which says why L2).
 MAX_OUTPUT_REL_ERR = 0.05
 
 
@@ -62,14 +63,13 @@ def score(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.nda
           float_accuracy: float | None, size: int) -> Score:
     """Accuracy (with labels), top-1 agreement and relative output error against the float model."""
     from converter.parity.judge import TOLERANCES, accuracy_of, cosine_min, decisive_agreement, top1_agreement
+    from converter.parity.metrics import relative_error
 
     agreement = top1_agreement(reference[:1], outputs[:1])
     _, decisive = decisive_agreement(reference[:1], outputs[:1], TOLERANCES["int8"]["tie_margin"])
     accuracy = accuracy_of(outputs[0], labels)
     drop = None if accuracy is None or float_accuracy is None else (float_accuracy - accuracy) * 100
-    flat_ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
-    flat_got = np.concatenate([o.reshape(-1) for o in outputs]).astype(np.float64)
-    rel = float(np.linalg.norm(flat_got - flat_ref) / max(np.linalg.norm(flat_ref), 1e-30))
+    rel = relative_error(reference, outputs, reduction="l2")
     n = reference[0].shape[0]
     cos = cosine_min(np.concatenate([r.reshape(n, -1) for r in reference], axis=1).astype(np.float64),
                      np.concatenate([o.reshape(n, -1) for o in outputs], axis=1).astype(np.float64))

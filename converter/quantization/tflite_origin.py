@@ -18,6 +18,7 @@ import onnx
 
 from converter._convert import layout
 from converter.diagnosis import probes
+from converter.parity.metrics import relative_error
 
 #: Relative error under which a TFLite tensor and an ONNX tensor count as the same tensor (both float32).
 MATCH_TOLERANCE = 1e-3
@@ -88,7 +89,7 @@ def match(value: np.ndarray, candidates: list[tuple[onnx.NodeProto, np.ndarray]]
             moved = np.transpose(ref, perm)
             if moved.shape != value.shape and moved.size == value.size and moved.ndim != value.ndim:
                 moved = moved.reshape(value.shape)
-            if moved.shape == value.shape and probes.rel_err(moved, value) < MATCH_TOLERANCE:
+            if moved.shape == value.shape and relative_error(moved, value) < MATCH_TOLERANCE:
                 return node
     return None
 
