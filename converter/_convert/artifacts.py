@@ -100,9 +100,9 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
             blob = tfexport.convert_tflite(module, precision, representative, options.verbose, out / "saved_model")
         name = f"model_{precision}.tflite"
         (out / name).write_bytes(blob)
-        manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), hashlib.sha256(blob).hexdigest(), precision, {
+        manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), precision=precision, details={
             "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
-            "keep_float": [], **extra})
+            "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")
