@@ -92,6 +92,18 @@ x = torch.zeros(1, 1, 28, 28)
 torch.jit.trace(model, x).save(root + "/net.torchscript.pt")
 torch.export.save(torch.export.export(model, (x,)), root + "/net.pt2")
 torch.onnx.export(model, (x,), root + "/net.onnx", input_names=["pixels"], output_names=["scores"], dynamo=False)
+
+class Embedder(torch.nn.Module):  # token ids in: an int64 input every runtime must be fed as int64
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.head(self.embed(ids).mean(dim=1))
+
+torch.manual_seed(0)
+torch.onnx.export(Embedder().eval(), (torch.randint(0, 50, (1, 6)),), root + "/ids.onnx", input_names=["ids"],
+                  output_names=["logits"], dynamo=False)
 """
 
 
@@ -105,7 +117,8 @@ def saved_sources(tmp_path_factory, trained_weights) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sources")
     subprocess.run([sys.executable, "-c", _SAVE_SOURCES, str(root), str(trained_weights)], check=True,
                    cwd=Path(__file__).resolve().parents[1], capture_output=True)
-    return {"torchscript": root / "net.torchscript.pt", "exported_program": root / "net.pt2", "onnx": root / "net.onnx"}
+    return {"torchscript": root / "net.torchscript.pt", "exported_program": root / "net.pt2", "onnx": root / "net.onnx",
+            "ids_onnx": root / "ids.onnx"}
 
 
 @pytest.mark.parametrize("kind,reference", [
@@ -136,3 +149,18 @@ def test_assert_parity_helper(tmp_path):
     with pytest.raises(ParityFailed, match="saved_model"):
         assert_parity("tests.toy_models:segmentation_head", tmp_path / "ok", check_only=True,
                       options=ConvertOptions(precisions=("fp32",), parity_samples=10, atol=0.0, rtol=0.0))
+
+
+def test_integer_inputs_are_fed_as_integers_by_every_runtime(tmp_path, saved_sources):
+    """An .onnx with int64 token ids: the TFLite rows feed int64 (they used to cast every input to float32 and
+    fail), and the report says which values were drawn."""
+    out = tmp_path / "ids"
+    r = run_cli("convert", saved_sources["ids_onnx"], "--out", out, "--parity-samples", "20",
+                "--precision", "fp32,fp16")
+    assert r.returncode == 0, r.stderr
+    report = _report(out)
+    rows = {(row["runtime"], row["precision"]): row for row in report["runtimes"]}
+    assert rows[("tflite", "fp32")]["passed"] and rows[("tflite", "fp32")]["max_rel_err"] < 1e-5
+    assert rows[("tflite", "fp16")]["passed"] and report["passed"]
+    assert "int64 in {0, 1}" in report["data"], report["data"]
+    assert _manifest(out)["inputs"][0]["dtype"] == "int64"

@@ -105,9 +105,11 @@ def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=model).get_signature_runner("serving_default")
+    # each input as the file declares it: token ids stay int64/int32, masks bool, images float32
+    dtypes = {name: detail["dtype"] for name, detail in runner.get_input_details().items()}
     pieces = []
     for real, part in chunks(arrays, batch):
-        result = runner(**{p.name: np.ascontiguousarray(np.transpose(x, p.perm)).astype(np.float32)
+        result = runner(**{p.name: np.ascontiguousarray(np.transpose(x, p.perm)).astype(dtypes.get(p.name, np.float32))
                            for p, x in zip(inputs, part)})
         pieces.append([np.transpose(np.asarray(result[o.name]), np.argsort(o.perm))[:real] for o in outputs])
     return [np.concatenate([p[k] for p in pieces]) for k in range(len(outputs))]

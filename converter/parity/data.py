@@ -77,16 +77,21 @@ def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
 
 def _random(input_shapes, input_dtypes, samples: int, seed: int) -> ParityData:
     rng = np.random.default_rng(seed)
-    inputs = []
+    inputs, kinds = [], []
     for shape, dtype in zip(input_shapes, input_dtypes):
         full = (samples, *shape[1:])
         if np.issubdtype(dtype, np.integer):
             inputs.append(rng.integers(0, 2, size=full).astype(dtype))
+            kinds.append(f"{np.dtype(dtype)} in {{0, 1}}")
         elif np.issubdtype(dtype, np.bool_):
             inputs.append(rng.integers(0, 2, size=full).astype(bool))
+            kinds.append("bool")
         else:
             inputs.append(rng.standard_normal(full).astype(dtype))
-    return ParityData(inputs, None, f"{samples} seeded N(0,1) samples (seed {seed})", real=False)
+            kinds.append("N(0,1)")
+    # say what was drawn: a text model checked on token ids 0 and 1 only must not read as "N(0,1)"
+    what = ", ".join(dict.fromkeys(kinds))
+    return ParityData(inputs, None, f"{samples} seeded samples: {what} (seed {seed})", real=False)
 
 
 def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
