@@ -8,7 +8,7 @@ from pathlib import Path
 
 from converter._convert import interrupts, torchchild
 from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
-from converter.options import DEFAULT_OPSET, PRECISIONS, TARGETS, ConvertOptions
+from converter.options import DEFAULT_OPSET, INPUT_DTYPES, PRECISIONS, TARGETS, ConvertOptions
 
 EXAMPLES = """examples:
   convert mnist_cnn --weights runs/torch/model.pt --out out/mnist
@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out that convert wrote (one with its "
                    "manifest.json); any other directory is refused")
     p.add_argument("--input-shape", action="append", default=[], help="e.g. 1,1,28,28 (repeat per input)")
+    p.add_argument("--input-dtype", action="append", default=[], metavar="DTYPE",
+                   help=f"one per input, in order ({', '.join(INPUT_DTYPES)}; default float32), e.g. int64 for token ids")
+    p.add_argument("--input-range", action="append", default=[], metavar="LOW,HIGH",
+                   help="one per input, in order: random integer parity data is drawn in [LOW, HIGH), e.g. 0,30522 "
+                        "for a vocabulary (default 0,2); ignored for float inputs")
     p.add_argument("--input-name", action="append", default=[], help="input names, in order (repeatable)")
     p.add_argument("--output-name", action="append", default=[], help="output names, in order (repeatable)")
     p.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic everywhere")
@@ -114,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         targets=_csv(args.targets, "--targets"), parity=not args.no_parity,
         parity_samples=samples, atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose, localise=args.localise,
+        input_dtypes=tuple(args.input_dtype), input_ranges=_ranges(args.input_range),
         int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle)
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
@@ -157,6 +163,17 @@ def _csv(text: str, flag: str) -> tuple[str, ...]:
     if not items:
         raise InputError(f"{flag} {text!r} names nothing", f"pass a comma list, or drop {flag} for the default")
     return items
+
+
+def _ranges(items: list[str]) -> tuple[tuple[int, int], ...]:
+    ranges = []
+    for item in items:
+        try:
+            low, high = (int(v) for v in item.split(","))
+        except ValueError:
+            raise InputError(f"--input-range {item!r} is not LOW,HIGH", "write e.g. --input-range 0,30522") from None
+        ranges.append((low, high))
+    return tuple(ranges)
 
 
 def _shapes(items: list[str]) -> list[tuple[int, ...]]:

@@ -11,6 +11,8 @@ from converter.errors import InputError
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "dynamic_int8", "int8")
 TARGETS: tuple[str, ...] = ("onnx", "saved_model", "tflite")
 LAYOUTS: tuple[str, ...] = ("nhwc", "keep")
+#: Input dtypes a ``module:callable`` source can be fed (``--input-dtype``).
+INPUT_DTYPES: tuple[str, ...] = ("float32", "float16", "int32", "int64", "bool")
 DEFAULT_OPSET = 17
 
 
@@ -28,6 +30,10 @@ class ConvertOptions:
         calibration: representative inputs for full-int8 (list of arrays in PyTorch layout), or None to
             use the parity inputs.
         int8_keep_float: module paths / ONNX scopes to keep in float during full-int8 (selective int8).
+        input_dtypes: one dtype per input (``--input-dtype``; empty: float32 for every input of a PyTorch source,
+            the file's own for ``.onnx``), e.g. ``("int64", "int64")`` for token ids and an attention mask.
+        input_ranges: ``(low, high)`` per input for random integer parity data, drawn uniformly in [low, high)
+            (``--input-range``; empty: {0, 1}); ignored for float and bool inputs.
         allow_pickle: let model files be read with Python's full unpickler (a ``.pt2`` whose archive holds
             pickled objects). Off: such a file is refused, since unpickling can run code.
     """
@@ -47,6 +53,8 @@ class ConvertOptions:
     verbose: bool = False
     localise: bool = False
     int8_keep_float: tuple[str, ...] = field(default_factory=tuple)
+    input_dtypes: tuple[str, ...] = ()
+    input_ranges: tuple[tuple[int, int], ...] = ()
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
@@ -69,6 +77,12 @@ class ConvertOptions:
         if self.int8_keep_float and "int8" not in self.tflite_precisions:
             raise InputError("--int8-keep-float applies to full int8, which this run does not build",
                              "add int8 to --precision (with --calibration-data FILE.npy), or drop --int8-keep-float")
+        bad = [d for d in self.input_dtypes if d not in INPUT_DTYPES]
+        if bad:
+            raise InputError(f"unknown --input-dtype {bad[0]!r}", f"use one of {', '.join(INPUT_DTYPES)}")
+        for low, high in self.input_ranges:
+            if not low < high:
+                raise InputError(f"--input-range {low},{high} is empty", "pass LOW,HIGH with LOW < HIGH, e.g. 0,30522")
         _check_names(self.input_names, "input")
         _check_names(self.output_names, "output")
         both = set(self.input_names) & set(self.output_names)
@@ -89,7 +103,10 @@ class ConvertOptions:
 
     @classmethod
     def from_json(cls, data: dict) -> "ConvertOptions":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        def frozen(v):
+            return tuple(frozen(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: frozen(v) for k, v in data.items()})
 
 
 #: Names every artifact accepts as a signature key (TF, TFLite and ONNX alike).

@@ -162,5 +162,27 @@ def test_integer_inputs_are_fed_as_integers_by_every_runtime(tmp_path, saved_sou
     rows = {(row["runtime"], row["precision"]): row for row in report["runtimes"]}
     assert rows[("tflite", "fp32")]["passed"] and rows[("tflite", "fp32")]["max_rel_err"] < 1e-5
     assert rows[("tflite", "fp16")]["passed"] and report["passed"]
-    assert "int64 in {0, 1}" in report["data"], report["data"]
+    assert "int64 in [0, 2)" in report["data"], report["data"]
     assert _manifest(out)["inputs"][0]["dtype"] == "int64"
+
+
+def test_a_text_model_with_ids_and_mask_converts_and_passes(tmp_path):
+    """Token ids and an attention mask, both int64 (--input-dtype), ids drawn over the vocabulary (--input-range):
+    every artifact takes int64 under the user's names and every row passes."""
+    out = tmp_path / "text"
+    r = run_cli("convert", "tests.toy_models:tiny_text", "--input-shape", "1,12", "--input-dtype", "int64",
+                "--input-range", "0,100", "--input-name", "input_ids", "--input-shape", "1,12", "--input-dtype", "int64",
+                "--input-range", "0,2", "--input-name", "attention_mask", "--precision", "fp32,fp16",
+                "--parity-samples", "40", "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = _report(out)
+    assert report["passed"] and "int64 in [0, 100)" in report["data"] and "int64 in [0, 2)" in report["data"]
+    fp32 = [row for row in report["runtimes"] if row["precision"] == "fp32" and row["runtime"] != "pytorch"]
+    assert fp32 and max(row["max_rel_err"] for row in fp32) < 1e-5
+    assert [(i["name"], i["dtype"]) for i in _manifest(out)["inputs"]] == [("input_ids", "int64"),
+                                                                            ("attention_mask", "int64")]
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(out / "model_fp32.tflite")).get_signature_runner().get_input_details()
+    assert {name: str(d["dtype"].__name__) for name, d in details.items()} == {"input_ids": "int64",
+                                                                                "attention_mask": "int64"}

@@ -30,6 +30,8 @@ from onnx import TensorProto, helper
 from tests.conftest import BIN, ROOT, run_cli
 
 TINY = ["tests.toy_models:tiny_linear", "--input-shape", "1,4"]
+TEXT = ["tests.toy_models:tiny_text", "--input-shape", "1,12", "--input-shape", "1,12"]
+INT64_TWICE = ["--input-dtype", "int64", "--input-dtype", "int64"]
 
 
 class _Pwn:
@@ -303,6 +305,16 @@ ROWS = [
     Row("parity-samples-zero", ["mnist_cnn", "--parity-samples", "0"], 2, "--parity-samples must be positive"),
     Row("keep-float-without-int8", [*TINY, "--int8-keep-float", "auto"], 2, "applies to full int8"),
     Row("opset-out-of-range", ["mnist_cnn", "--opset", "5"], 2, "opset 5 is out of range"),
+    # --- typed inputs
+    Row("input-dtype-unknown", [*TEXT, "--input-dtype", "float64", "--input-dtype", "int64"], 2,
+        "unknown --input-dtype 'float64'"),
+    Row("input-dtype-missing-for-ids", TEXT, 2, "have one of the following scalar types: Long, Int"),
+    Row("input-dtype-count", [*TEXT, "--input-dtype", "int64"], 2, "1 --input-dtype given for 2 inputs"),
+    Row("input-range-beyond-embedding", [*TEXT, *INT64_TWICE, "--input-range", "0,1000", "--input-range", "0,2"], 2,
+        "index out of range"),
+    Row("input-range-empty", [*TEXT, *INT64_TWICE, "--input-range", "5,5"], 2, "--input-range 5,5 is empty"),
+    Row("input-range-not-numbers", [*TEXT, *INT64_TWICE, "--input-range", "a,b"], 2, "is not LOW,HIGH"),
+    Row("input-dtype-against-onnx", ["{f}/good.onnx", "--input-dtype", "int64"], 2, "an .onnx file declares its own"),
 ]
 
 

@@ -92,3 +92,21 @@ def dict_outputs() -> nn.Module:
 
 #: Not a callable: ``tests.toy_models:NOT_CALLABLE`` must be refused by name.
 NOT_CALLABLE = 3
+
+
+class TinyText(nn.Module):
+    """Token ids + an attention mask (both int64) -> class logits: the shape of a text classifier's inputs."""
+
+    def __init__(self, vocab: int = 100) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(ids) * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def tiny_text() -> nn.Module:
+    return TinyText()

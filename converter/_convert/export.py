@@ -46,6 +46,12 @@ def run_torch(module: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
 
 
+def describe_inputs(shapes, dtypes) -> str:
+    """``1,3,224,224`` or, for other dtypes, ``1,16 (int64)``: the sample inputs as the user's flags name them."""
+    return " ".join(",".join(map(str, s)) + ("" if np.dtype(d) == np.float32 else f" ({np.dtype(d)})")
+                    for s, d in zip(shapes, dtypes))
+
+
 def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str) -> int:
     """Run the model once on the sample; a shape mismatch becomes a one-line InputError. Returns #outputs."""
     try:
@@ -55,7 +61,8 @@ def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str)
     except Exception as exc:
         first = first_line(exc)
         raise InputError(f"the model rejects --input-shape {shapes_text}: {first}",
-                         "pass the shape(s) forward() expects, e.g. --input-shape 1,1,28,28") from None
+                         "pass the shape(s) forward() expects (--input-shape), their dtypes (--input-dtype int64 for "
+                         "token ids) and, for integer inputs, a valid --input-range") from None
 
 
 def export_onnx(
@@ -213,8 +220,8 @@ def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return fixed
 
 
-def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None, onnx_path: Path | None = None
-                   ) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
+def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | None, onnx_path: Path | None = None,
+                   input_dtypes: tuple[str, ...] = ()) -> tuple[list[tuple[int, ...]], list[np.dtype]]:
     """Input shapes (PyTorch layout) and dtypes: the user's, the reference default, or the ONNX file's."""
     onnx_path = onnx_path or model.onnx_path
     if onnx_path is not None:
@@ -224,11 +231,18 @@ def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | Non
         if len(shapes) != len(dtypes):
             raise InputError(f"{onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
                              "pass one --input-shape per model input")
+        given = [np.dtype(d) for d in input_dtypes]
+        if given and given != list(dtypes):
+            raise InputError(f"--input-dtype {','.join(map(str, given))} differs from {onnx_path.name}'s input dtypes "
+                             f"{','.join(map(str, dtypes))}", "drop --input-dtype: an .onnx file declares its own")
         return [tuple(s) for s in shapes], dtypes
     shapes = input_shapes or list(model.default_input_shapes)
     if not shapes:
         raise InputError(f"no input shape for {model.name}", "pass --input-shape, e.g. --input-shape 1,3,224,224")
-    return [tuple(s) for s in shapes], [np.dtype(np.float32)] * len(shapes)
+    if input_dtypes and len(input_dtypes) != len(shapes):
+        raise InputError(f"{len(input_dtypes)} --input-dtype given for {len(shapes)} inputs",
+                         "pass one --input-dtype per --input-shape, in the same order")
+    return [tuple(s) for s in shapes], [np.dtype(d) for d in input_dtypes] or [np.dtype(np.float32)] * len(shapes)
 
 
 def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
@@ -251,8 +265,7 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
         onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
         return in_names, out_names
-    shapes_text = " ".join(",".join(map(str, s)) for s in shapes)
-    n_out = probe_outputs(model.module, sample, shapes_text)
+    n_out = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
     in_names = io_names(options.input_names, len(shapes), "input")
     out_names = io_names(options.output_names, n_out, "output")
     export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)

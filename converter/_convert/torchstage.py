@@ -33,12 +33,13 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
         *, export_onnx: bool = True) -> TorchSide:
     """Export ``model`` into ``out/model.onnx`` (unless ``export_onnx`` is False, for ``--check``) and
     compute its PyTorch outputs on the parity data."""
-    shapes, dtypes = export.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx")
-    if model.module is not None:  # a wrong --input-shape is the model's complaint, not the data's
-        export.probe_outputs(model.module, [np.zeros(s, d) for s, d in zip(shapes, dtypes)],
-                             " ".join(",".join(map(str, s)) for s in shapes))
+    shapes, dtypes = export.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx",
+                                           options.input_dtypes)
+    if model.module is not None:  # a wrong --input-shape/--input-dtype/--input-range is the model's complaint
+        export.probe_outputs(model.module, _extreme_inputs(shapes, dtypes, options.input_ranges),
+                             export.describe_inputs(shapes, dtypes))
     data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
-        parity_data, shapes, dtypes, options.parity_samples, options.seed)
+        parity_data, shapes, dtypes, options.parity_samples, options.seed, options.input_ranges)
     sample = [take(x, shapes[0][0]) for x in data.inputs]
     if export_onnx:
         in_names, out_names = export.export_model(model, out, options, shapes, sample)
@@ -56,6 +57,16 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
         if model.reference_name == "mnist_cnn":
             side.keras_state = {k: v.detach().cpu().numpy() for k, v in model.module.state_dict().items()}
     return side
+
+
+def _extreme_inputs(shapes, dtypes, ranges) -> list[np.ndarray]:
+    """Zeros, except integer inputs with an ``--input-range``: its largest value (HIGH - 1), so a range beyond an
+    embedding table is refused here, in one line, before any parity data is drawn from it."""
+    arrays = []
+    for k, (shape, dtype) in enumerate(zip(shapes, dtypes)):
+        top = ranges[k][1] - 1 if k < len(ranges) and np.issubdtype(dtype, np.integer) else 0
+        arrays.append(np.full(shape, top, dtype))
+    return arrays
 
 
 def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: int | None

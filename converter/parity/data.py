@@ -28,13 +28,14 @@ def load_parity_data(
     input_dtypes: list[np.dtype],
     samples: int,
     seed: int = 0,
+    ranges: tuple[tuple[int, int], ...] = (),
 ) -> ParityData:
     """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH (IDX directory or ``.npy``)."""
     if samples < 1:  # else a ZeroDivisionError in the metrics, or numpy's complaint about a negative size
         raise InputError(f"--parity-samples {samples} is not a positive number of samples",
                          "pass at least 1 (default: 1000 for mnist_cnn, 100 otherwise), or --no-parity")
     if source == "random":
-        return _random(input_shapes, input_dtypes, samples, seed)
+        return _random(input_shapes, input_dtypes, samples, seed, ranges)
     if source == "mnist":
         from reference_models.data import DataError, load_mnist
 
@@ -75,14 +76,16 @@ def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
     return ParityData([images], arrays.labels[index].astype(np.int64), f"{count} real MNIST digits: {arrays.source}")
 
 
-def _random(input_shapes, input_dtypes, samples: int, seed: int) -> ParityData:
+def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[tuple[int, int], ...] = ()
+            ) -> ParityData:
     rng = np.random.default_rng(seed)
     inputs, kinds = [], []
-    for shape, dtype in zip(input_shapes, input_dtypes):
+    for k, (shape, dtype) in enumerate(zip(input_shapes, input_dtypes)):
         full = (samples, *shape[1:])
         if np.issubdtype(dtype, np.integer):
-            inputs.append(rng.integers(0, 2, size=full).astype(dtype))
-            kinds.append(f"{np.dtype(dtype)} in {{0, 1}}")
+            low, high = ranges[k] if k < len(ranges) else (0, 2)  # --input-range, drawn uniformly in [low, high)
+            inputs.append(rng.integers(low, high, size=full).astype(dtype))
+            kinds.append(f"{np.dtype(dtype)} in [{low}, {high})")
         elif np.issubdtype(dtype, np.bool_):
             inputs.append(rng.integers(0, 2, size=full).astype(bool))
             kinds.append("bool")
