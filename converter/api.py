@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ class ConversionResult:
     out_dir: Path
     manifest: Manifest
     parity: ParityReport | None
+    #: what the caller should know that is not an error (e.g. full int8 skipped for want of real data)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -66,6 +68,12 @@ def convert(
     out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data, calibration_file)
     if calibration_file is not None:
         calibration = [load_calibration(calibration_file)]
+    notes = []
+    real = calibration is not None or (parity_data.real if isinstance(parity_data, ParityData) else parity_data != "random")
+    if options.precisions is None and not real and "tflite" in options.targets:
+        notes.append("full int8 skipped — no real calibration data; pass --calibration-data FILE.npy (calibration= "
+                     "in the API) or real --parity-data to build model_int8.tflite")
+    options = options.with_default_precisions(real)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     tmp = _outdir_call(outdir.make_staging, out_dir)
@@ -94,7 +102,7 @@ def convert(
             raise InputError(f"the disk is full while writing beside {out_dir}",
                              "free some space or choose an --out on another disk") from None
         raise
-    return ConversionResult(out_dir, manifest, report)
+    return ConversionResult(out_dir, manifest, report, notes)
 
 
 def check(model: LoadedModel | str | None, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
@@ -118,8 +126,10 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
               file=sys.stderr)
     options = _replace(options, dynamic_batch=manifest.dynamic_batch, opset=manifest.opset)
     shapes = [tuple(i.pytorch_shape) for i in manifest.onnx_inputs]
-    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate, export_onnx=False,
-                       import_cwd=import_cwd)
+    # a recorded source is loaded in the child even for library callers: in-process it would import with the
+    # caller's sys.path, which may hold the current directory
+    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate or not import_cwd,
+                       export_onnx=False, import_cwd=import_cwd)
     report = checks.run_parity(out_dir, manifest, side, options)
     _diagnose(model, weights, out_dir, manifest, side, report, options, None, import_cwd)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))

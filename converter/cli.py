@@ -20,8 +20,16 @@ kept), 2 bad input or conversion error (nothing written), 130/143 interrupted by
 """
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is the same one line as every other error (exit 2), not a usage block."""
+
+    def error(self, message: str):
+        print(f"convert: error: {message} — see convert --help", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convert", description="PyTorch -> ONNX -> TF SavedModel + TFLite, with a "
+    p = _OneLineParser(prog="convert", description="PyTorch -> ONNX -> TF SavedModel + TFLite, with a "
                                 "parity report across every runtime.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="mnist_cnn | package.module:callable | model.torchscript.pt | model.pt2 | model.onnx")
@@ -78,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 torchchild.prestart()  # the PyTorch child imports torch from now on, beside this process's imports
             return _run(args)
     except ConverterError as exc:
+        signalled = interrupts.interrupted_by()  # e.g. the PyTorch child died of the same SIGTERM
+        if signalled is not None:
+            print("convert: interrupted — nothing was written to --out", file=sys.stderr)
+            return signalled.exit_code
         print(f"convert: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
@@ -102,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     finally:
         torchchild.discard()
+        interrupts.forget()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -115,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     samples = args.parity_samples if args.parity_samples is not None else (1000 if is_ref else 100)
     options = ConvertOptions(
         input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
-        dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args, is_ref),
+        dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args),
         targets=_csv(args.targets, "--targets"), parity=not args.no_parity,
         parity_samples=samples, atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose, localise=args.localise,
@@ -135,26 +148,20 @@ def _run(args: argparse.Namespace) -> int:
             print(f"convert: parity FAILED for {row.runtime} ({row.precision}): {row.reason}", file=sys.stderr)
         for warning in result.parity.warnings:
             print(f"convert: parity FAILED: {warning}", file=sys.stderr)
-    if "int8" not in options.precisions and not args.precision and not args.check:
-        print("convert: note: full int8 skipped — no real calibration data; pass --calibration-data FILE.npy "
-              "(or --parity-data PATH) to build model_int8.tflite", file=sys.stderr)
+    for note in result.notes:
+        print(f"convert: note: {note}", file=sys.stderr)
     if args.report == "html":
         from converter.parity.html import write_html
 
         print(f"convert: wrote {write_html(result.out_dir)}", file=sys.stderr)
-    print(f"convert: wrote {result.out_dir}", file=sys.stderr)
+    done = "checked" if args.check else "wrote"
+    print(f"convert: {done} {result.out_dir}", file=sys.stderr)
     return result.exit_code
 
 
-def _precisions(args: argparse.Namespace, is_ref: bool) -> tuple[str, ...]:
-    """All precisions by default, except full int8 when there is no real data to calibrate it on:
-    int8 ranges from random noise would be a lie, so it is skipped with a notice instead."""
-    if args.precision is not None:
-        return _csv(args.precision, "--precision")
-    real = is_ref or args.calibration_data is not None or (args.parity_data not in (None, "random"))
-    if real:
-        return PRECISIONS
-    return tuple(p for p in PRECISIONS if p != "int8")
+def _precisions(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--precision`` as given, or None: the shared default (:func:`converter.options.default_precisions`)."""
+    return None if args.precision is None else _csv(args.precision, "--precision")
 
 
 def _csv(text: str, flag: str) -> tuple[str, ...]:

@@ -26,7 +26,9 @@ class ConvertOptions:
         layout: ``nhwc`` (4-D image inputs become NHWC, what TFLite on phones wants) or ``keep``
             (artifacts take exactly the PyTorch shapes). Non-image inputs keep their layout either way.
         dynamic_batch: keep dim 0 symbolic in every artifact; parity then runs at two batch sizes.
-        precisions / targets: the subset to build.
+        precisions / targets: the subset to build. ``precisions=None`` (the default, API and CLI alike): every
+            precision, but full int8 only when there is real data to calibrate it on (calibration arrays, or real
+            parity data) — int8 ranges from random noise would be a lie (:func:`default_precisions`).
         calibration: representative inputs for full-int8 (list of arrays in PyTorch layout), or None to
             use the parity inputs.
         int8_keep_float: module paths / ONNX scopes to keep in float during full-int8 (selective int8).
@@ -43,7 +45,7 @@ class ConvertOptions:
     layout: str = "nhwc"
     dynamic_batch: bool = False
     opset: int = DEFAULT_OPSET
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] | None = None
     targets: tuple[str, ...] = TARGETS
     parity: bool = True
     parity_samples: int = 1000
@@ -58,7 +60,7 @@ class ConvertOptions:
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
-        bad = [p for p in self.precisions if p not in PRECISIONS]
+        bad = [p for p in self.precisions or () if p not in PRECISIONS]
         if bad:
             raise InputError(f"unknown precision {bad[0]!r}", f"use a comma list of {', '.join(PRECISIONS)}")
         bad = [t for t in self.targets if t not in TARGETS]
@@ -96,10 +98,19 @@ class ConvertOptions:
 
     @property
     def tflite_precisions(self) -> tuple[str, ...]:
-        return self.precisions if "tflite" in self.targets else ()
+        chosen = self.precisions if self.precisions is not None else PRECISIONS
+        return chosen if "tflite" in self.targets else ()
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def with_default_precisions(self, real_data: bool) -> "ConvertOptions":
+        """These options with ``precisions`` decided (:func:`default_precisions`) if the caller left it open."""
+        if self.precisions is not None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, precisions=default_precisions(real_data))
 
     @classmethod
     def from_json(cls, data: dict) -> "ConvertOptions":
@@ -107,6 +118,11 @@ class ConvertOptions:
             return tuple(frozen(x) for x in v) if isinstance(v, list) else v
 
         return cls(**{k: frozen(v) for k, v in data.items()})
+
+
+def default_precisions(real_data: bool) -> tuple[str, ...]:
+    """Every precision; full int8 only with real data to calibrate on (calibration arrays or real parity data)."""
+    return PRECISIONS if real_data else tuple(p for p in PRECISIONS if p != "int8")
 
 
 #: Names every artifact accepts as a signature key (TF, TFLite and ONNX alike).

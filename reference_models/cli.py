@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         with interrupts.remembered():  # SIGTERM too: staged output is removed, exit 143
             return _run(args)
     except ReferenceModelError as err:
+        if interrupts.interrupted_by() is not None:
+            print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
+            return interrupts.interrupted_by().exit_code
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
         return signalled.exit_code
+    finally:
+        interrupts.forget()
 
 
 def _run(args: argparse.Namespace) -> int:

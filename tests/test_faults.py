@@ -255,7 +255,7 @@ ROWS = [
         _delete("model_int8.tflite")),
     Row("check-float-file-named-int8", ["--out", "{out}", "--check"], 1, "model_int8.tflite is not quantised",
         _float_file_named_int8),
-    Row("check-untouched-passes", ["--out", "{out}", "--check"], 0, "wrote", _copy_converted),
+    Row("check-untouched-passes", ["--out", "{out}", "--check"], 0, "checked", _copy_converted),
     # --- NaN (trust 5)
     Row("nan-weight", ["mnist_cnn", "--weights", "{f}/nan_weight.pt", "--precision", "fp32"], 1, "NaN"),
     Row("parity-data-non-finite", ["mnist_cnn", "--parity-data", "{f}/parity_nan.npy"], 2, "Inf"),
@@ -530,3 +530,49 @@ def test_train_reference_sigterm_leaves_nothing(tmp_path: Path) -> None:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _terminated_mid_run(proc, tmp_path)
+
+
+def test_an_error_the_interrupt_caused_is_reported_as_the_interrupt(monkeypatch, tmp_path: Path) -> None:
+    """A SIGTERM that kills the PyTorch child surfaces as that child's error; the command still exits 143."""
+    from converter import api, cli
+    from converter._convert import interrupts
+    from converter.errors import ExportError
+
+    def killed(*args, **kwargs):
+        interrupts._pending = signal.SIGTERM  # what the handler records when the signal arrives
+        raise ExportError("the PyTorch stage crashed (exit -15): ...")
+
+    monkeypatch.setattr(api, "convert", killed)
+    assert cli.main([*TINY, "--out", str(tmp_path / "out")]) == 143
+    assert list(tmp_path.iterdir()) == []
+    interrupts.checkpoint()  # reported and forgotten: a later library call in this process is not interrupted
+
+
+def test_output_directories_follow_the_umask(tmp_path: Path) -> None:
+    """The staging directory is made 0700 by mkdtemp; in place, --out is as readable as any new directory (a TF
+    Serving process running as another user must read the SavedModel)."""
+    from converter._convert import outdir
+
+    old = os.umask(0o022)
+    try:
+        staging = outdir.make_staging(tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert staging.stat().st_mode & 0o777 == 0o755
+    staging.rmdir()
+
+
+def test_library_check_never_imports_a_recorded_module_from_the_current_directory(files, converted, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """``converter.check(None, DIR)`` in a library caller whose sys.path holds the current directory: the recorded
+    ``module:callable`` is still loaded in a child that does not import from there."""
+    import sys
+
+    from converter import check
+
+    _hostile_module(tmp_path, files, converted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Exception, match="cannot import 'evilmod'"):
+        check(None, tmp_path / "out")
+    assert "evilmod" not in sys.modules and not list(tmp_path.rglob("PWNED"))

@@ -66,6 +66,12 @@ def interrupted_by() -> Interrupted | None:
     return Interrupted(_pending) if _pending is not None else None
 
 
+def forget() -> None:
+    """Drop a remembered interrupt once the command has reported it (a later library call must not see it)."""
+    global _pending
+    _pending = None
+
+
 def checkpoint() -> None:
     """Raise :class:`Interrupted` if a signal arrived inside :func:`remembered`, even one something swallowed."""
     if _pending is not None:

@@ -43,8 +43,8 @@ def check(out: Path, *, force: bool, owned: Callable[[Path], bool], what: str,
         if not force:
             raise OutDirError(f"{out} already exists", "pass --force to overwrite it, or choose another --out")
         if not owned(out):
-            raise OutDirError(f"{out} was not written by this tool (it has no {what}); --force replaces only its "
-                              "own output", "choose another --out, or empty it yourself")
+            raise OutDirError(f"{out} was not written by this tool (it has no {what} of its own); --force replaces "
+                              "only its own output", "choose another --out, or empty it yourself")
     real = out.resolve()
     if _within(Path.cwd().resolve(), real):
         raise OutDirError(f"--out {out} is the current directory or contains it",
@@ -82,7 +82,9 @@ def sweep(out: Path) -> list[Path]:
 def make_staging(out: Path) -> Path:
     """A new, empty staging directory beside ``out``, named after this process."""
     try:
-        return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; --out is a normal directory once in place
+        return staging
     except OSError as exc:
         raise OutDirError(f"cannot write to {out.parent}: {exc.strerror or exc}",
                           "choose an --out in a writable directory") from None
@@ -128,6 +130,12 @@ def disk_full(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _within(path: Path, root: Path) -> bool:

@@ -101,6 +101,9 @@ class IsolatedStage:
                 tail = self.spawned.last_line() or "(no output)"
                 raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
                                   "rerun with --verbose; check the model runs on CPU")
+            if not (self.stage / "side.json").is_file():  # e.g. the model's code called sys.exit(0)
+                raise ExportError(f"the PyTorch stage exited without a result: {self.spawned.last_line() or '(no output)'}",
+                                  "check the model's factory and forward() do not exit the process")
             return _read_side(self.stage)
         finally:
             self.cancel()

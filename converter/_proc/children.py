@@ -46,7 +46,10 @@ def python_child(module: str, *args: str, import_cwd: bool = False,
     user's own ``convert pkg.mod:fn`` means); a source read from a manifest (``--check``) passes False, so a
     manifest cannot make the toolkit import a file that happens to lie in the current directory. ``python -P``
     keeps the interpreter from adding that directory by itself."""
-    path = [*([os.getcwd()] if import_cwd else []), *filter(None, [os.environ.get("PYTHONPATH")]), str(REPO)]
+    given = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if not import_cwd:  # an empty entry or "." in PYTHONPATH means the current directory too
+        given = [p for p in given if p and Path(p).resolve() != Path.cwd().resolve()]
+    path = [*([os.getcwd()] if import_cwd else []), *filter(None, given), str(REPO)]
     env = child_env({**os.environ, **(extra_env or {})})
     env["PYTHONPATH"] = os.pathsep.join(path)  # the toolkit last: it must not shadow the user's own modules
     return [sys.executable, "-P", "-m", module, *args], env
