@@ -355,6 +355,15 @@ def test_fault(row: Row, files: Path, converted: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("PWNED")) and not list(files.rglob("PWNED")) and not (ROOT / "PWNED").exists()
 
 
+def test_dict_outputs_are_named_after_their_keys(tmp_path: Path) -> None:
+    done = run_cli("convert", "tests.toy_models:dict_outputs", "--input-shape", "1,4", "--precision", "fp32",
+                   "--parity-samples", "8", "--out", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["outputs"]] == ["logits", "doubled"]
+    assert [o["pytorch_shape"] for o in manifest["outputs"]] == [[1, 3], [1, 4]]
+
+
 def test_allow_pickle_is_the_explicit_opt_in(files: Path, tmp_path: Path) -> None:
     """With --allow-pickle the crafted file is unpickled as torch would: the flag is what stands between."""
     done = run_cli("convert", files / "evil.pt2", "--input-shape", "1,4", "--allow-pickle", "--out",

@@ -104,6 +104,21 @@ def traceable(module: nn.Module, args: tuple) -> nn.Module:
         return _Flattened(module) if _holds_mapping(module(*args)) else module
 
 
+def _output_keys(module: nn.Module, sample: list[np.ndarray], count: int) -> list[str] | None:
+    """The keys of a flat dict of tensors (``{"logits": ..., "hidden": ...}``), the default output names when they
+    are valid, distinct signature names and one per output; else None."""
+    import re
+
+    import torch
+
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in sample])
+    if not isinstance(out, dict) or len(out) != count or not all(isinstance(v, torch.Tensor) for v in out.values()):
+        return None
+    keys = [str(k) for k in out]
+    return keys if all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in keys) else None
+
+
 def _holds_mapping(out: object) -> bool:
     if isinstance(out, dict):
         return True
@@ -267,7 +282,8 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         return in_names, out_names
     n_out = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
     in_names = io_names(options.input_names, len(shapes), "input")
-    out_names = io_names(options.output_names, n_out, "output")
+    out_names = io_names(options.output_names, n_out, "output") if options.output_names else \
+        (_output_keys(model.module, sample, n_out) or io_names((), n_out, "output"))
     export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
     ort_out = onnxruntime_runner(onnx_path).fn(sample)
     torch_out = run_torch(model.module, sample)
