@@ -85,21 +85,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.model is not None and torchchild.has_torch_side(args.model):
                 torchchild.prestart()  # the PyTorch child imports torch from now on, beside this process's imports
             return _run(args)
-    except ConverterError as exc:
-        signalled = interrupts.interrupted_by()  # e.g. the PyTorch child died of the same SIGTERM
-        if signalled is not None:
-            print("convert: interrupted — nothing was written to --out", file=sys.stderr)
-            return signalled.exit_code
-        print(f"convert: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:
         print("convert: interrupted — nothing was written to --out", file=sys.stderr)
         return interrupts.exit_code(exc)
-    except Exception as exc:  # a bug, or a library failing in a way not mapped yet: still one line, exit 2
-        signalled = interrupts.interrupted_by()
+    except Exception as exc:
+        signalled = interrupts.interrupted_by()  # an error the interrupt caused: the child died of the same SIGTERM
         if signalled is not None:
             print("convert: interrupted — nothing was written to --out", file=sys.stderr)
             return signalled.exit_code
+        if isinstance(exc, ConverterError):
+            print(f"convert: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        # a bug, or a library failing in a way not mapped yet: still one line, exit 2
         if args.verbose:
             raise
         from converter._convert.outdir import disk_full

@@ -106,21 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupts.remembered():  # SIGTERM too: staged output is removed, exit 143
             return _run(args)
-    except ReferenceModelError as err:
-        if interrupts.interrupted_by() is not None:
-            print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
-            return interrupts.interrupted_by().exit_code
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as exc:
         print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
         return interrupts.exit_code(exc)
-    except Exception:
+    except Exception as err:
         signalled = interrupts.interrupted_by()  # an error the interrupt caused (e.g. a half-finished import)
-        if signalled is None:
+        if signalled is not None:
+            print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
+            return signalled.exit_code
+        if not isinstance(err, ReferenceModelError):
             raise
-        print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
-        return signalled.exit_code
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
     finally:
         interrupts.forget()
 

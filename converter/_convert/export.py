@@ -52,10 +52,16 @@ def describe_inputs(shapes, dtypes) -> str:
                     for s, d in zip(shapes, dtypes))
 
 
-def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str) -> int:
-    """Run the model once on the sample; a shape mismatch becomes a one-line InputError. Returns #outputs."""
+def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str) -> object:
+    """Run the model once on the sample; a shape/dtype mismatch becomes a one-line InputError. Returns what
+    ``forward`` returned (:func:`flatten_outputs` of it are the outputs)."""
+    import torch
+
     try:
-        return len(run_torch(module, sample))
+        with torch.no_grad():  # as run_torch: no inference tensors left cached in the module
+            out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in sample])
+        flatten_outputs(out)  # a non-tensor output is refused here, by name
+        return out
     except ExportError:
         raise
     except Exception as exc:
@@ -104,15 +110,13 @@ def traceable(module: nn.Module, args: tuple) -> nn.Module:
         return _Flattened(module) if _holds_mapping(module(*args)) else module
 
 
-def _output_keys(module: nn.Module, sample: list[np.ndarray], count: int) -> list[str] | None:
-    """The keys of a flat dict of tensors (``{"logits": ..., "hidden": ...}``), the default output names when they
-    are valid, distinct signature names and one per output; else None."""
+def _output_keys(out: object, count: int) -> list[str] | None:
+    """The keys of ``out`` when it is a flat dict of tensors (``{"logits": ..., "hidden": ...}``): the default output
+    names when they are valid, distinct signature names and one per output; else None."""
     import re
 
     import torch
 
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in sample])
     if not isinstance(out, dict) or len(out) != count or not all(isinstance(v, torch.Tensor) for v in out.values()):
         return None
     keys = [str(k) for k in out]
@@ -280,10 +284,11 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
         onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
         return in_names, out_names
-    n_out = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
+    raw = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
+    n_out = len(flatten_outputs(raw))
     in_names = io_names(options.input_names, len(shapes), "input")
     out_names = io_names(options.output_names, n_out, "output") if options.output_names else \
-        (_output_keys(model.module, sample, n_out) or io_names((), n_out, "output"))
+        (_output_keys(raw, n_out) or io_names((), n_out, "output"))
     export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
     ort_out = onnxruntime_runner(onnx_path).fn(sample)
     torch_out = run_torch(model.module, sample)
