@@ -18,6 +18,8 @@ _PUBLIC = {
     "convert": "converter.api",
     "check": "converter.api",
     "ConversionResult": "converter.api",
+    "Runtime": "converter.runtime",
+    "load_runtime": "converter.runtime",
     "ConvertOptions": "converter.options",
     "ParityReport": "converter.parity.judge",
     "assert_parity": "converter.testing",

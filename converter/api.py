@@ -14,13 +14,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from converter._convert import artifacts, interrupts, outdir, torchchild, torchstage
+from converter._convert import artifacts, interrupts, live, outdir, torchchild, torchstage
 from converter.parity import run as checks
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError, first_line
 from converter.options import ConvertOptions
+from converter.runtime import Runtime, load_runtime
 from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
 from converter._convert.manifest import Manifest
@@ -41,29 +43,57 @@ class ConversionResult:
     def exit_code(self) -> int:
         return EXIT_OK if self.parity is None or self.parity.passed else EXIT_PARITY_FAILED
 
+    def runtime(self, name: str) -> Runtime:
+        """One artifact as a callable: ``result.runtime("tflite_fp32")(*inputs)`` takes the model's inputs (tensors or
+        arrays, PyTorch layout, positionally or by input name) and returns NumPy outputs in the PyTorch layout (one
+        array, or a tuple in the model's output order). Names: ``onnxruntime``, ``saved_model``, ``tflite_fp32``,
+        ``tflite_fp16``, ``tflite_dynamic_int8``, ``tflite_int8`` (those this conversion built)."""
+        return load_runtime(self.out_dir, name)
+
 
 def convert(
-    model: LoadedModel | str,
-    out_dir: str | Path,
-    options: ConvertOptions = ConvertOptions(),
+    model: Any,
+    sample_inputs: Any = None,
     *,
+    out_dir: str | Path,
+    options: ConvertOptions | None = None,
     weights: str | Path | None = None,
     input_shapes: list[tuple[int, ...]] | None = None,
     parity_data: str | ParityData = "random",
     calibration: list[np.ndarray] | str | Path | None = None,
     force: bool = False,
     isolate: bool = False,
+    **option_fields: Any,
 ) -> ConversionResult:
-    """Convert ``model`` into ``out_dir`` and (unless ``options.parity`` is off) check parity.
+    """Convert ``model`` into ``out_dir`` (SavedModel, TFLite, ONNX) and, unless ``parity=False``, check parity.
 
-    ``model`` is a :class:`LoadedModel` (a live module) or a source spec (``mnist_cnn``,
-    ``pkg.mod:fn``, a file). With ``isolate=True`` and a spec, the PyTorch side runs in a child process
-    that exits before TensorFlow loads (lower peak memory; what the CLI does). ``calibration``: full-int8
-    representative inputs, one PyTorch-layout array per input, or the path of an ``.npy`` (``--calibration-data``).
+    ``model``: a live ``nn.Module``, a TorchScript module, an ``ExportedProgram``, an ``.onnx`` path, or a source
+    spec (``mnist_cnn``, ``mypkg.nets:build``, a model file; what the ``convert`` command takes).
+    ``sample_inputs``: as ``torch.onnx.export`` takes them: a tensor, a tuple of tensors (positional arguments) or a
+    dict of keyword tensors, of any dtype (float32/16, int32/64, bool); input shapes, dtypes and names (a dict's
+    keys) come from them, and integer inputs draw their random parity data from the sample's [min, max + 1)
+    unless ``input_ranges`` says otherwise. Without them: ``input_shapes`` and ``input_dtypes``, or the source's
+    defaults.
+    ``options``: a :class:`ConvertOptions`; any of its fields may also be passed as a keyword
+    (``precisions=("fp32", "fp16")``, ``dynamic_batch=True``, ``atol=1e-5``), overriding ``options``.
+    ``calibration``: full-int8 representative inputs, one PyTorch-layout array per input, or an ``.npy`` path.
+    ``isolate=True`` with a spec: the PyTorch side runs in a child process that exits before TensorFlow loads
+    (what the CLI does).
 
-    Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion;
-    a parity failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
+    Returns a :class:`ConversionResult`: ``result.parity`` (``raise_if_failed()``, ``to_markdown()``,
+    ``to_json()``), ``result.runtime("tflite_fp32")`` (call it like the model; NumPy outputs in the PyTorch layout).
+    Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion; a parity
+    failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
     """
+    options = _with_fields(options or ConvertOptions(), option_fields)
+    model = live.as_source(model)
+    if sample_inputs is not None:
+        if input_shapes is not None:
+            raise InputError("both sample_inputs and input_shapes were given",
+                             "pass sample_inputs only: shapes and dtypes come from them")
+        model, options = live.with_samples(model, live.samples_of(sample_inputs), options,
+                                           allow_pickle=options.allow_pickle, weights=weights)
+        input_shapes, weights = list(model.default_input_shapes), None
     calibration_file = calibration if isinstance(calibration, str | Path) else None
     out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data, calibration_file)
     if calibration_file is not None:
@@ -105,7 +135,7 @@ def convert(
     return ConversionResult(out_dir, manifest, report, notes)
 
 
-def check(model: LoadedModel | str | None, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
+def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
           *, weights: str | Path | None = None, parity_data: str | ParityData = "random",
           isolate: bool = False) -> ConversionResult:
     """Re-run parity of ``model`` against the artifacts already in ``out_dir`` (CI after a model change).
@@ -114,6 +144,7 @@ def check(model: LoadedModel | str | None, out_dir: str | Path, options: Convert
     atomically; the artifacts are not touched.
     """
     out_dir = Path(out_dir)
+    model = None if model is None else live.as_source(model)
     manifest = read_manifest(out_dir)
     changed = artifacts.changed_files(out_dir, manifest)
     if changed:
@@ -208,6 +239,22 @@ def _diagnose(model, weights, out: Path, manifest: Manifest, side, report: Parit
 
     localise_failures(model, out, manifest.layout, side.data, report, options, calibration=calibration,
                       every_row=options.localise)
+
+
+def _with_fields(options: ConvertOptions, fields: dict[str, Any]) -> ConvertOptions:
+    """``options`` with the keyword fields a caller passed to :func:`convert` (lists become tuples)."""
+    from dataclasses import fields as dataclass_fields
+
+    known = {f.name for f in dataclass_fields(ConvertOptions)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"convert() got an unknown option {unknown[0]!r}",
+                         f"pass one of the ConvertOptions fields: {', '.join(sorted(known))}")
+
+    def frozen(value: Any) -> Any:
+        return tuple(frozen(v) for v in value) if isinstance(value, list | tuple) else value
+
+    return _replace(options, **{k: frozen(v) for k, v in fields.items()}) if fields else options
 
 
 def _replace(options: ConvertOptions, **changes) -> ConvertOptions:

@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
     else:
-        result = api.convert(spec, args.out, options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
+        result = api.convert(spec, out_dir=args.out, options=options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
                              parity_data=parity_data, calibration=args.calibration_data, force=args.force, isolate=True)
     if result.parity is not None:
         from converter.parity.judge import to_markdown

@@ -37,7 +37,7 @@ def assert_parity(
     if check_only:
         result = api.check(loaded, out_dir, options, parity_data=parity_data)
     else:
-        result = api.convert(loaded, out_dir, options, input_shapes=input_shapes, parity_data=parity_data, force=force)
+        result = api.convert(loaded, out_dir=out_dir, options=options, input_shapes=input_shapes, parity_data=parity_data, force=force)
     report = result.parity
     if report is None:
         raise ValueError("assert_parity needs options.parity=True")

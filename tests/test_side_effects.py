@@ -56,7 +56,7 @@ def test_convert_leaves_the_callers_process_as_it_found_it(tmp_path) -> None:
     model = LoadedModel("tiny", "callable", module, default_input_shapes=((1, 4),))
     before = _snapshot()
 
-    result = convert(model, tmp_path / "out", ConvertOptions(precisions=("fp32",), parity_samples=8),
+    result = convert(model, out_dir=tmp_path / "out", options=ConvertOptions(precisions=("fp32",), parity_samples=8),
                      input_shapes=[(1, 4)])
 
     after = _snapshot()

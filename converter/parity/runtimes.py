@@ -7,6 +7,7 @@ A runner may only accept a fixed batch (``batch``); :func:`run_batched` feeds it
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,14 @@ def torchscript_runner(module, sample: list[np.ndarray], batch: int | None) -> R
     from converter._convert.export import run_torch, traceable
 
     args = tuple(torch.from_numpy(x) for x in sample)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit: this row still checks it
         traced = module if isinstance(module, torch.jit.ScriptModule) else \
             torch.jit.trace(traceable(module, args), args, check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    buffer.seek(0)
-    reloaded = torch.jit.load(buffer, map_location="cpu").eval()
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        reloaded = torch.jit.load(buffer, map_location="cpu").eval()
     return Runner("torchscript", "fp32", None, lambda xs: run_torch(reloaded, xs), batch)
 
 
@@ -141,6 +143,24 @@ def tflite_job(path: Path, manifest: Manifest, batch: int | None):
     ins = [isolated.Port(i.name, tuple(i.perm_from_pytorch)) for i in manifest.inputs]
     outs = [isolated.Port(o.name, tuple(o.perm_from_pytorch)) for o in manifest.outputs]
     return isolated.Job(path.read_bytes(), ins, outs, batch)
+
+
+def tflite_runner(path: Path, manifest: Manifest, batch: int | None) -> Runner:
+    """A TFLite file's ``serving_default`` signature in *this* process (``converter.runtime``'s callables; parity
+    runs TFLite in a child instead, :func:`tflite_job`). Inputs are fed by name, each in the file's own dtype."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    dtypes = {name: detail["dtype"] for name, detail in signature.get_input_details().items()}
+    ins = [(i.name, tuple(i.perm_from_pytorch)) for i in manifest.inputs]
+    outs = [(o.name, tuple(o.perm_from_pytorch)) for o in manifest.outputs]
+
+    def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
+        result = signature(**{name: np.ascontiguousarray(layout.to_layout(x, perm)).astype(dtypes[name], copy=False)
+                              for (name, perm), x in zip(ins, xs)})
+        return [layout.from_layout(np.asarray(result[name]), perm) for name, perm in outs]
+
+    return Runner("tflite", "", path.name, fn, batch)
 
 
 def keras_native_runner(keras_model, manifest_inputs: list[TensorInfo]) -> Runner:

@@ -1,0 +1,146 @@
+"""Live Python objects as a conversion's source: what ``converter.convert(model, sample_inputs)`` accepts.
+
+``model`` is an ``nn.Module`` (a TorchScript ``ScriptModule`` is one), an ``ExportedProgram``, a
+:class:`LoadedModel`, or a source spec string / path (``mypkg.nets:build``, ``model.onnx``, ...).
+``sample_inputs`` is what ``torch.onnx.export`` and ``litert_torch.convert`` take: one tensor, a tuple of tensors
+(positional arguments), or a dict of keyword tensors; NumPy arrays work too. The input shapes, dtypes and names
+come from them, and integer inputs without an explicit range get the sample's own ([min, max + 1)), so random
+parity data stays inside the vocabulary a real batch uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converter._convert.sources import LoadedModel, load_model
+from converter.errors import InputError
+from converter.options import INPUT_DTYPES, ConvertOptions
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Sample inputs as NumPy arrays in call order; ``names`` when they came as keywords (a dict)."""
+
+    arrays: tuple[np.ndarray, ...]
+    names: tuple[str, ...] | None = None
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(d) for d in a.shape) for a in self.arrays]
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(str(a.dtype) for a in self.arrays)
+
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """[min, max + 1) of every integer input (float and bool inputs get a placeholder the data ignores)."""
+        return tuple((int(a.min()), int(a.max()) + 1) if np.issubdtype(a.dtype, np.integer) and a.size else (0, 1)
+                     for a in self.arrays)
+
+
+def as_source(model: Any) -> LoadedModel | str:
+    """``model`` as the pipeline takes it: a spec string, or a :class:`LoadedModel` around a live module."""
+    if isinstance(model, LoadedModel | str):
+        return model
+    if isinstance(model, Path):
+        return str(model)
+    import torch
+
+    exported = sys.modules.get("torch.export")  # never imported here: beside TensorFlow that can segfault
+    if exported is not None and isinstance(model, exported.ExportedProgram):
+        from converter._convert.sources import _Unexported
+
+        return LoadedModel(type(model).__name__, "exported_program", _Unexported(model.module()))
+    if isinstance(model, torch.jit.ScriptModule):
+        return LoadedModel(model.original_name or "torchscript", "torchscript", model.eval())
+    if isinstance(model, torch.nn.Module):
+        return LoadedModel(type(model).__name__, "module", model.eval())
+    raise InputError(f"cannot convert a {type(model).__name__}",
+                     "pass an nn.Module, a TorchScript module, an ExportedProgram, an .onnx path or a source spec "
+                     "such as 'mypkg.nets:build'")
+
+
+def samples_of(sample_inputs: Any) -> Samples:
+    """``sample_inputs`` (a tensor, a tuple/list of tensors, or a dict of keyword tensors) as :class:`Samples`."""
+    if isinstance(sample_inputs, dict):
+        names = tuple(str(k) for k in sample_inputs)
+        return Samples(tuple(_array(v, k) for k, v in sample_inputs.items()), names)
+    if isinstance(sample_inputs, (tuple, list)):
+        if not sample_inputs:
+            raise InputError("sample_inputs is empty", "pass one tensor per forward() argument, e.g. (x,)")
+        return Samples(tuple(_array(v, f"#{k}") for k, v in enumerate(sample_inputs)))
+    return Samples((_array(sample_inputs, "#0"),))
+
+
+def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOptions, *,
+                 allow_pickle: bool = False, weights=None) -> tuple[LoadedModel, ConvertOptions]:
+    """The source loaded (a spec is loaded here, in this process) and the options its sample inputs imply: input
+    shapes' dtypes, names (a dict's keys unless ``input_names`` is set) and integer ranges (unless given)."""
+    loaded = source if isinstance(source, LoadedModel) else load_model(source, weights, allow_pickle=allow_pickle)
+    if options.input_dtypes and tuple(np.dtype(d).name for d in options.input_dtypes) != samples.dtypes:
+        raise InputError(f"input_dtypes {','.join(options.input_dtypes)} differ from the sample inputs' "
+                         f"{','.join(samples.dtypes)}", "drop input_dtypes: the sample inputs carry their dtypes")
+    if samples.names is not None and loaded.module is not None:
+        loaded = replace(loaded, module=_keyword_call(loaded.module, samples.names))
+    if samples.names is not None and loaded.kind == "onnx":
+        samples = _in_graph_order(loaded, samples)
+    changes: dict = {"input_dtypes": samples.dtypes}
+    if samples.names is not None and not options.input_names:
+        changes["input_names"] = samples.names
+    if not options.input_ranges:
+        changes["input_ranges"] = samples.ranges()
+    return replace(loaded, default_input_shapes=tuple(samples.shapes)), replace(options, **changes)
+
+
+def _array(value: Any, label: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch.Tensor, without importing torch for NumPy callers
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray | np.generic):
+        raise InputError(f"sample input {label} is a {type(value).__name__}, not a tensor",
+                         "pass tensors (or NumPy arrays): one, a tuple of them, or a dict of keyword tensors")
+    array = np.asarray(value)
+    if array.dtype.name not in INPUT_DTYPES:
+        raise InputError(f"sample input {label} has dtype {array.dtype}",
+                         f"pass {', '.join(INPUT_DTYPES)} tensors (e.g. x.float() or ids.long())")
+    if array.ndim == 0:
+        raise InputError(f"sample input {label} is a scalar", "pass tensors with a batch dimension, e.g. x[None]")
+    return np.ascontiguousarray(array)
+
+
+def _in_graph_order(loaded: LoadedModel, samples: Samples) -> Samples:
+    """Keyword samples for an ``.onnx`` source, reordered to the graph's inputs (matched by name)."""
+    import onnx
+
+    from converter._convert.export import graph_input_names
+
+    graph = graph_input_names(onnx.load(str(loaded.onnx_path), load_external_data=False))
+    if sorted(graph) != sorted(samples.names or ()):
+        raise InputError(f"sample input names {', '.join(samples.names or ())} do not match "
+                         f"{loaded.onnx_path.name}'s inputs {', '.join(graph)}",
+                         "pass a dict keyed by the graph's input names, or a tuple in their order")
+    by_name = dict(zip(samples.names or (), samples.arrays))
+    return Samples(tuple(by_name[n] for n in graph), tuple(graph))
+
+
+def _keyword_call(module: nn.Module, names: tuple[str, ...]) -> nn.Module:
+    """``module`` called as ``module(**dict(zip(names, args)))``: the exporters and every runner pass inputs
+    positionally, while a Hugging Face model is called with ``input_ids=..., attention_mask=...``."""
+    import torch
+
+    class KeywordCall(torch.nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args)))
+
+    return KeywordCall(module).eval()

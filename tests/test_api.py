@@ -1,0 +1,196 @@
+"""The Python API as a user calls it: ``converter.convert(model, sample_inputs, out_dir=...)`` with a live module
+(or a TorchScript module, an ExportedProgram, an ``.onnx`` path, a spec) and sample inputs of any dtype, then every
+artifact called like the model through ``result.runtime(name)``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import converter
+from converter.errors import InputError
+from tests.conftest import ROOT
+
+FP32 = dict(precisions=("fp32",), parity_samples=16)
+
+
+class KeywordText(nn.Module):
+    """Called like a Hugging Face model (``input_ids=``, ``attention_mask=``); returns a dict with a nested tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(64, 8)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        h0 = self.emb(input_ids) * attention_mask[..., None].float()
+        h1 = torch.tanh(self.mix(h0))
+        pooled = (h1 * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True).clamp(min=1)
+        return {"logits": self.head(pooled), "hidden_states": (h0, h1)}
+
+
+def _text_inputs(batch: int = 2, steps: int = 10) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 60, (batch, steps), generator=g)
+    mask = torch.ones(batch, steps, dtype=torch.int64)
+    mask[1:, steps // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    torch.manual_seed(0)
+    model = KeywordText().eval()
+    inputs = _text_inputs()
+    result = converter.convert(model, inputs, out_dir=tmp_path_factory.mktemp("api") / "text",
+                               precisions=("fp32", "fp16"), parity_samples=16)
+    return model, inputs, result
+
+
+def test_keyword_inputs_keep_their_names_dtypes_and_the_sample_range(text) -> None:
+    _, inputs, result = text
+    assert result.parity.passed, result.parity.to_markdown()
+    assert [(i.name, i.dtype, i.pytorch_shape) for i in result.manifest.onnx_inputs] == [
+        ("input_ids", "int64", [2, 10]), ("attention_mask", "int64", [2, 10])]
+    assert [o.name for o in result.manifest.outputs] == ["logits", "hidden_states_0", "hidden_states_1"]
+    ids = inputs["input_ids"]
+    drawn = f"int64 in [{int(ids.min())}, {int(ids.max()) + 1}), int64 in [0, 2)"
+    assert drawn in result.parity.data, result.parity.data  # random ids stay inside the sample's vocabulary range
+
+
+@pytest.mark.parametrize(("runtime", "atol"), [("onnxruntime", 1e-5), ("saved_model", 1e-5), ("tflite_fp32", 1e-5),
+                                               ("tflite_fp16", 5e-3)])
+def test_every_artifact_is_callable_like_the_model(text, runtime: str, atol: float) -> None:
+    model, inputs, result = text
+    with torch.no_grad():
+        want = model(**inputs)
+    want = [want["logits"], *want["hidden_states"]]
+    call = result.runtime(runtime)
+    positional = call(*inputs.values())
+    by_name = call(**{k: v.numpy() for k, v in inputs.items()})
+    assert len(positional) == 3
+    for got, named, ref in zip(positional, by_name, want):
+        np.testing.assert_allclose(got, ref.numpy(), atol=atol, rtol=0)
+        np.testing.assert_array_equal(got, named)
+
+
+def test_a_fixed_batch_artifact_takes_any_number_of_samples(text) -> None:
+    model, _, result = text
+    five = _text_inputs(batch=5)
+    with torch.no_grad():
+        want = model(**five)["logits"].numpy()
+    np.testing.assert_allclose(result.runtime("tflite_fp32")(**five)[0], want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda rt: rt(torch.zeros(2, 10, dtype=torch.int64)), "takes 2 inputs (input_ids, attention_mask); got 1"),
+    (lambda rt: rt(torch.zeros(2, 7, dtype=torch.int64), torch.zeros(2, 7, dtype=torch.int64)),
+     "input 'input_ids' of tflite_fp32 has shape [2, 7], expected 2x10"),
+    (lambda rt: rt(ids=torch.zeros(2, 10), attention_mask=torch.zeros(2, 10)), "takes inputs input_ids, attention_mask"),
+], ids=["count", "shape", "names"])
+def test_a_runtime_called_wrongly_says_how(text, call, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        call(text[2].runtime("tflite_fp32"))
+
+
+def test_an_unknown_runtime_lists_the_built_ones(text) -> None:
+    with pytest.raises(InputError, match="has no runtime 'tflite_int8'.*onnxruntime, saved_model, tflite_fp32, tflite_fp16"):
+        text[2].runtime("tflite_int8")
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 4), nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x) + self.b(y), self.b(y)
+
+
+def _module():
+    torch.manual_seed(1)
+    return TwoInputs().eval()
+
+
+def _scripted():
+    return torch.jit.script(_module())
+
+
+SAMPLES = (torch.randn(1, 6, generator=torch.Generator().manual_seed(4)),
+           torch.randn(1, 3, generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize(("build", "kind"), [(_module, "module"), (_scripted, "torchscript")], ids=["module", "script"])
+def test_live_modules_convert_from_a_tuple_of_samples(tmp_path, build, kind: str) -> None:
+    model = build()
+    result = converter.convert(model, SAMPLES, out_dir=tmp_path / "out", **FP32)
+    assert result.parity.passed, result.parity.to_markdown()
+    assert result.manifest.source.kind == kind
+    assert [i.name for i in result.manifest.inputs] == ["input_0", "input_1"]
+    with torch.no_grad():
+        want = model(*SAMPLES)
+    for got, ref in zip(result.runtime("saved_model")(*SAMPLES), want):
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-5, rtol=0)
+
+
+def test_an_onnx_path_with_keyword_samples_in_another_order(tmp_path) -> None:
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(_module(), SAMPLES, str(path), input_names=["x", "y"], output_names=["sum", "side"], dynamo=False)
+    x, y = SAMPLES
+    result = converter.convert(path, {"y": y, "x": x}, out_dir=tmp_path / "out", **FP32)
+    assert result.parity.passed, result.parity.to_markdown()
+    assert [i.name for i in result.manifest.inputs] == ["x", "y"]
+    got = result.runtime("tflite_fp32")(y=y, x=x)
+    np.testing.assert_allclose(got[0], _module()(x, y)[0].detach().numpy(), atol=1e-5, rtol=0)
+
+
+def test_a_spec_string_takes_samples_too(tmp_path) -> None:
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(6))
+    result = converter.convert("tests.toy_models:tiny_linear", x, out_dir=tmp_path / "out", **FP32)
+    assert result.parity.passed and result.manifest.onnx_inputs[0].pytorch_shape == [3, 4]
+
+
+def test_an_exported_program_converts(tmp_path) -> None:
+    """In its own process: ``torch.export`` must load before TensorFlow (beside it, importing it can segfault)."""
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.test_api import SAMPLES, _module
+        import converter
+        program = torch.export.export(_module(), SAMPLES)
+        result = converter.convert(program, SAMPLES, out_dir={str(tmp_path / 'out')!r}, precisions=("fp32",),
+                                   parity_samples=8)
+        got = result.runtime("tflite_fp32")(*SAMPLES)
+        print(result.manifest.source.kind, result.parity.passed,
+              float(np.abs(got[0] - _module()(*SAMPLES)[0].detach().numpy()).max()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    kind, passed, error = done.stdout.split()[-3:]
+    assert (kind, passed) == ("exported_program", "True") and float(error) < 1e-5
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(model="tests.toy_models:tiny_linear", sample_inputs=torch.zeros(1, 4), input_shapes=[(1, 4)]),
+     "both sample_inputs and input_shapes"),
+    (dict(model="tests.toy_models:tiny_linear", sample_inputs=[1.0, 2.0]), "sample input #0 is a float, not a tensor"),
+    (dict(model="tests.toy_models:tiny_linear", sample_inputs=torch.zeros(1, 4, dtype=torch.complex64)),
+     "sample input #0 has dtype complex64"),
+    (dict(model="tests.toy_models:tiny_linear", sample_inputs=torch.zeros(1, 4), precision=("fp32",)),
+     "unknown option 'precision'"),
+    (dict(model=42, sample_inputs=torch.zeros(1, 4)), "cannot convert a int"),
+    (dict(model="tests.toy_models:tiny_linear", sample_inputs=torch.zeros(1, 4), input_dtypes=("int64",)),
+     "input_dtypes int64 differ from the sample inputs' float32"),
+], ids=["shapes-too", "not-tensor", "complex", "unknown-option", "not-a-model", "dtype-clash"])
+def test_bad_api_calls_are_one_line_errors(tmp_path, kwargs: dict, message: str) -> None:
+    model = kwargs.pop("model")
+    with pytest.raises(InputError, match=message):
+        converter.convert(model, out_dir=tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
