@@ -102,7 +102,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         (out / name).write_bytes(blob)
         manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), precision=precision, details={
             "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
-            "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
+            **tfexport.tflite_io_order(blob), "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")

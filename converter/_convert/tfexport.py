@@ -215,3 +215,20 @@ def op_histogram(tflite_bytes: bytes) -> dict[str, int]:
     for op in interpreter._get_ops_details():  # the public API exposes no op list
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def tflite_io_order(tflite_bytes: bytes) -> dict[str, list[str]]:
+    """The order in which a TFLite file's interpreter lists its inputs and outputs (``get_input_details()``, what
+    code feeding by position uses), by signature name. TFLite sorts signature entries by name, so it often differs
+    from the model's order (``attention_mask`` before ``input_ids``): the manifest records it, parity.md warns."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes)
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+
+    def order(listed: list[dict], signature: dict) -> list[str]:
+        name_of = {detail["index"]: name for name, detail in signature.items()}
+        return [name_of[d["index"]] for d in listed if d["index"] in name_of]
+
+    return {"input_order": order(interpreter.get_input_details(), runner.get_input_details()),
+            "output_order": order(interpreter.get_output_details(), runner.get_output_details())}

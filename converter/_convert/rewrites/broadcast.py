@@ -12,18 +12,19 @@ _BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
 
 
 def full_rank_broadcast_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Reshape every constant operand of a broadcasting elementwise op whose rank is below that of a
-    dynamic-batch activation it meets (rank >= 3) to the full rank, with leading 1s: ``bias[64]`` of
-    ``x[B, T, 64] + bias`` becomes ``bias[1, 1, 64]``.
+    """Reshape every constant operand of a broadcasting elementwise op whose rank is below that of an
+    activation with a symbolic dimension (a dynamic batch or sequence length) it meets (rank >= 3) to the full
+    rank, with leading 1s: ``bias[64]`` of ``x[B, T, 64] + bias`` becomes ``bias[1, 1, 64]``.
 
-    Without it: with a symbolic batch, onnx2tf cannot compare the activation's shape with the ONNX one and its
+    Without it: with a symbolic dimension, onnx2tf cannot compare the activation's shape with the ONNX one and its
     broadcast heuristics re-lay out a 1-D constant as if the activation were channels-first: the Linear bias of
     a ``[B, T, C]`` sequence becomes ``[1, C, 1]`` ("Dimensions must be equal, but are 16 and 64" in a
-    TransformerEncoder's ``linear1``, "12 and 7" in a GRU tagger's head). A full-rank constant is re-laid out
-    exactly like the activation it meets (identity for kept ``[B, T, C]`` tensors, NCHW→NHWC for images), so the
-    heuristics have nothing to guess. Why exact: numpy/ONNX broadcasting right-aligns shapes, so prepending 1s
-    changes no value. Only graphs with a dynamic batch are touched (static graphs convert already; nothing changes
-    for them), and a constant shared with other consumers gets its own reshaped copy.
+    TransformerEncoder's ``linear1``, "12 and 7" in a GRU tagger's head; "[1,10,8] vs. [1,8,1]" with a symbolic
+    sequence length). A full-rank constant is re-laid out exactly like the activation it meets (identity for kept
+    ``[B, T, C]`` tensors, NCHW→NHWC for images), so the heuristics have nothing to guess. Why exact: numpy/ONNX
+    broadcasting right-aligns shapes, so prepending 1s changes no value. Only graphs with a symbolic dimension are
+    touched (static graphs convert already; nothing changes for them), and a constant shared with other consumers
+    gets its own reshaped copy.
     """
     model = _copy(model)
     known, _, _, shapes = _view(model)
@@ -33,7 +34,7 @@ def full_rank_broadcast_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type not in _BROADCASTING or node.domain not in ("", "ai.onnx"):
             continue
         ranks = [len(shapes[name]) for name in node.input if name in shapes and name not in known]
-        dynamic = any(shapes[name] and shapes[name][0] is None for name in node.input
+        dynamic = any(shapes[name] and None in shapes[name] for name in node.input
                       if name in shapes and name not in known)
         if not ranks or not dynamic or max(ranks) < 3:
             continue
