@@ -59,7 +59,20 @@ class ArtifactsChanged(ConverterError):
     exit_code = EXIT_PARITY_FAILED
 
 
-class ParityFailed(Exception):
-    """Raised by :func:`converter.testing.assert_parity`; the CLI uses exit code 1 instead."""
+class ParityFailed(ConverterError):
+    """A parity report failed (exit code 1: the artifacts are kept). Raised by
+    :meth:`converter.parity.judge.ParityReport.raise_if_failed` and :func:`converter.testing.assert_parity`; the
+    CLI returns exit code 1 instead of raising.
+
+    The message is one line naming the failing rows and their reasons; anything after a first line (the report's
+    table) becomes the exception's note, which a traceback and pytest show under the message. ``report``: the
+    :class:`~converter.parity.judge.ParityReport`, when raised from one."""
 
     exit_code = EXIT_PARITY_FAILED
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        first, _, details = problem.strip().partition("\n")
+        super().__init__(first, fix)
+        self.report = None
+        if details.strip():
+            self.add_note(details.strip("\n"))

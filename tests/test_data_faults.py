@@ -1,8 +1,9 @@
-"""Faulty data: NaN/Inf and empty inputs, NaN weights, NaN outputs.
+"""Faulty data: NaN/Inf and empty inputs, NaN weights, NaN outputs, ``.npz`` parity data, ``--class-axis``.
 
 Bad data a user hands over (``--parity-data``, ``--calibration-data``, ``train-reference --train-data``) is refused
 with exit 2 and one line naming the problem; a model that *outputs* NaN/Inf converts, and its parity report fails
 (exit 1) naming how many samples the reference outputs NaN/Inf for, never a bogus layout error or a traceback.
+An ``.npz`` (one array per input name) feeds a multi-input model its real, typed data.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from converter._convert import layout
 from converter.errors import InputError
 from converter.parity.judge import compare, reference_warnings, tolerance_for
-from converter.parity.data import check_samples
+from converter.parity.data import check_samples, load_parity_data
 from tests.conftest import run_cli
 
 NAN, INF = float("nan"), float("inf")
@@ -152,6 +153,75 @@ def test_check_samples(case, array, shape, error) -> None:
     assert str(info.value).startswith("data.npy ") and error in str(info.value), str(info.value)
 
 
+# ------------------------------------------------------------------------------------------ .npz parity data
+
+_IDS = np.random.default_rng(0).integers(0, 100, (8, 6)).astype(np.int64)
+_MASK = np.ones((8, 6), np.int64)
+_TEXT = {"input_ids": _IDS, "attention_mask": _MASK}
+_NAMES, _SHAPES, _INT64 = ["input_ids", "attention_mask"], [(1, 6), (1, 6)], [np.dtype(np.int64)] * 2
+_FLOATS = np.zeros((8, 4), np.float32)
+_FLOATS[3, 1], _FLOATS[5, 2] = NAN, INF
+NPZ_CASES = [
+    # id, arrays saved, input names, shapes, dtypes, --input-range, fragment of the error (None: accepted)
+    ("ids and mask", _TEXT, _NAMES, _SHAPES, _INT64, (), None),
+    ("keys in another order", {"attention_mask": _MASK, "input_ids": _IDS}, _NAMES, _SHAPES, _INT64, (), None),
+    ("inside --input-range", _TEXT, _NAMES, _SHAPES, _INT64, ((0, 100), (0, 2)), None),
+    ("a bool mask for an int64 input", {**_TEXT, "attention_mask": _MASK.astype(bool)}, _NAMES, _SHAPES, _INT64, (),
+     None),
+    ("int32 ids for an int64 input", {**_TEXT, "input_ids": _IDS.astype(np.int32)}, _NAMES, _SHAPES, _INT64, (), None),
+    ("a missing key", {"input_ids": _IDS}, _NAMES, _SHAPES, _INT64, (),
+     "has no array 'attention_mask' (the model's inputs: input_ids, attention_mask) — save one array per input "
+     "name, e.g. numpy.savez(path, input_ids=..., attention_mask=...)"),
+    ("an extra key", {**_TEXT, "token_type_ids": _MASK}, _NAMES, _SHAPES, _INT64, (),
+     "holds 'token_type_ids', which is no input of the model (its inputs: input_ids, attention_mask)"),
+    ("float ids", {**_TEXT, "input_ids": _IDS.astype(np.float32)}, _NAMES, _SHAPES, _INT64, (),
+     "['input_ids'] holds float32 values but the input is int64 — save it as integers"),
+    ("different sample counts", {**_TEXT, "attention_mask": _MASK[:5]}, _NAMES, _SHAPES, _INT64, (),
+     "holds different sample counts ('input_ids' 8, 'attention_mask' 5)"),
+    ("ids outside --input-range", _TEXT, _NAMES, _SHAPES, _INT64, ((0, 50), (0, 2)),
+     f"['input_ids'] holds values in [{_IDS.min()}, {_IDS.max()}], outside --input-range 0,50"),
+    ("ids beyond int32", {**_TEXT, "input_ids": _IDS + 2**40}, _NAMES, _SHAPES, [np.dtype(np.int32)] * 2, (),
+     "beyond int32's"),
+    ("2 in a bool mask", {**_TEXT, "attention_mask": _MASK * 2}, _NAMES, _SHAPES,
+     [np.dtype(np.int64), np.dtype(bool)], (), "['attention_mask'] holds values in [2, 2], beyond bool's [0, 1]"),
+    ("a wrong shape", {**_TEXT, "input_ids": _IDS[:, :5]}, _NAMES, _SHAPES, _INT64, (),
+     "['input_ids'] holds shape [8, 5] but the model input is [N,6]"),
+    ("NaN and Inf for a float input", {"x": _FLOATS}, ["x"], [(1, 4)], [np.dtype(np.float32)], (),
+     "['x'] holds 2 non-finite values (NaN/Inf) of 32"),
+    ("float64 beyond float16", {"x": np.full((2, 4), 1e6)}, ["x"], [(1, 4)], [np.dtype(np.float16)], (),
+     "(as float16) holds 8 non-finite values"),
+    ("an empty array", {"x": _FLOATS[:0]}, ["x"], [(1, 4)], [np.dtype(np.float32)], (), "['x'] holds no samples"),
+    ("complex numbers", {"x": np.ones((8, 4), np.complex64)}, ["x"], [(1, 4)], [np.dtype(np.float32)], (),
+     "['x'] holds complex64 values"),
+]
+
+
+@pytest.mark.parametrize(("case", "arrays", "names", "shapes", "dtypes", "ranges", "error"), NPZ_CASES,
+                         ids=[c[0] for c in NPZ_CASES])
+def test_npz_parity_data(tmp_path, case, arrays, names, shapes, dtypes, ranges, error) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    load = lambda: load_parity_data(str(path), shapes, dtypes, 6, ranges=ranges, names=names)  # noqa: E731
+    if error is not None:
+        with pytest.raises(InputError) as info:
+            load()
+        message = str(info.value)
+        assert message.startswith("--parity-data data.npz") and error in message and "\n" not in message, message
+        return
+    data = load()
+    assert data.real and data.labels is None and "6 samples from data.npz (input_ids, attention_mask)" in data.description
+    for name, x, dtype in zip(names, data.inputs, dtypes):  # in the model's order and dtypes, the first 6 samples
+        assert x.dtype == dtype and x.flags.c_contiguous
+        np.testing.assert_array_equal(x, arrays[name][:6].astype(dtype))
+
+
+def test_an_unreadable_npz_is_one_line(tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    path.write_bytes(b"not a zip file")
+    with pytest.raises(InputError, match=r"cannot read .*data\.npz: .* — pass a file written by numpy\.savez"):
+        load_parity_data(str(path), _SHAPES, _INT64, 6, names=_NAMES)
+
+
 # ------------------------------------------------------------------------------------------ the commands
 
 def _write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -174,13 +244,29 @@ def _crafted(root: Path) -> Path:
     np.save(d / "cal_empty.npy", np.zeros((0, 3, 8, 8), np.float32))
     np.save(d / "cal_wrong_shape.npy", np.zeros((10, 3, 28, 28), np.float32))
     np.save(d / "cal_too_big_for_float32.npy", np.full((2, 1, 28, 28), 1e300))
+    np.savez(d / "ids_only.npz", input_ids=_IDS)
+    np.savez(d / "float_ids.npz", input_ids=_IDS.astype(np.float32), attention_mask=_MASK)
     return d
 
 
 _TRAIN = ["--framework", "torch", "--epochs", "1"]
+_TEXT_MODEL = ["tests.toy_models:tiny_text", "--input-shape", "1,6", "--input-dtype", "int64", "--input-shape", "1,6",
+               "--input-dtype", "int64", "--input-name", "input_ids", "--input-name", "attention_mask",
+               "--precision", "fp32"]
+_LINEAR = ["tests.toy_models:tiny_linear", "--input-shape", "1,4", "--precision", "fp32", "--targets", "onnx"]
 EXIT_2_CASES = [
     # id, command, args ({d}: the crafted inputs), fragment of the one `<command>: error:` line
-    # the convert rows of these checks are in tests/test_faults.py's table
+    # the convert rows of the NaN/empty checks are in tests/test_faults.py's table; every .npz fault is in NPZ_CASES
+    (".npz without an input's array", "convert", [*_TEXT_MODEL, "--parity-data", "{d}/ids_only.npz"],
+     "--parity-data ids_only.npz has no array 'attention_mask' (the model's inputs: input_ids, attention_mask)"),
+    (".npz with float token ids", "convert", [*_TEXT_MODEL, "--parity-data", "{d}/float_ids.npz"],
+     "--parity-data float_ids.npz['input_ids'] holds float32 values but the input is int64"),
+    ("--class-axis naming no output", "convert", [*_LINEAR, "--class-axis", "logits:1"],
+     "--class-axis logits: the model has no output 'logits' (its outputs: output)"),
+    ("--class-axis beyond the output's rank", "convert", [*_LINEAR, "--class-axis", "output:2"],
+     "--class-axis output:2: output 'output' has shape [1, 3], so axis 2 is out of range"),
+    ("--class-axis without an axis", "convert", [*_LINEAR, "--class-axis", "output"],
+     "--class-axis output is not NAME:AXIS"),
     ("train-data IDX dir with 0 images", "train-reference", [*_TRAIN, "--train-data", "{d}/idx_empty_train",
                                                             "--eval-data", "embedded"], "holds no samples (0 images)"),
     ("eval-data IDX dir with 0 images", "train-reference", [*_TRAIN, "--train-data", "embedded",
@@ -258,3 +344,25 @@ def test_all_nan_output_of_ambiguous_layout_is_a_clear_error(tmp_path) -> None:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "output 'output' is NaN/Inf everywhere on the sample input" in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_npz_parity_data_feeds_a_two_input_text_model(tmp_path) -> None:
+    """Token ids and a mask, int64, from an .npz keyed by input name: every fp32 row compares on those samples."""
+    ids = np.random.default_rng(1).integers(0, 100, (12, 6)).astype(np.int64)  # tiny_text's vocabulary: 100
+    mask = np.ones_like(ids)
+    mask[:, 4:] = 0
+    np.savez(tmp_path / "text.npz", attention_mask=mask, input_ids=ids)  # the keys, not their order, match
+    r = run_cli("convert", *_TEXT_MODEL, "--parity-data", tmp_path / "text.npz", "--parity-samples", "10",
+                "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    import json
+
+    report = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert report["passed"] and report["samples"] == 10, report  # the first 10 of the file's 12
+    assert report["data"] == "10 samples from text.npz (input_ids, attention_mask)"
+    rows = {r["runtime"]: r for r in report["runtimes"]}
+    assert {"pytorch", "onnxruntime", "saved_model", "tflite"} <= set(rows)
+    for row in rows.values():
+        assert row["passed"] and row["max_rel_err"] <= 1e-5, row
+    assert report["class_axes"] == {"output": {"axis": 1, "classes": None, "by": "shape"}}
+

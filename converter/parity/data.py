@@ -1,6 +1,8 @@
-"""The inputs every runtime sees: real MNIST digits, a user's ``.npy``/IDX directory, or seeded noise.
+"""The inputs every runtime sees: real MNIST digits, a user's ``.npy``/``.npz``/IDX directory, or seeded noise.
 
-All arrays are in the PyTorch layout, float32 (or the model's input dtype), with the batch axis first.
+All arrays are in the PyTorch layout, in the model's input dtypes, with the batch axis first. A user's file is
+checked before any model runs on it (:func:`check_samples`; an ``.npz`` also by input name, dtype kind, sample
+count and ``--input-range``): a wrong file is one line and exit 2, never a model error far from its cause.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ class ParityData:
     inputs: list[np.ndarray]  # one [N, ...] array per model input
     labels: np.ndarray | None
     description: str
-    real: bool = True  # False for seeded noise: never used to calibrate int8
+    #: the user's or MNIST data (full int8 may calibrate on it); False for seeded noise, never used to calibrate
+    real: bool = True
 
 
 def load_parity_data(
@@ -29,8 +32,10 @@ def load_parity_data(
     samples: int,
     seed: int = 0,
     ranges: tuple[tuple[int, int], ...] = (),
+    names: Sequence[str] = (),
 ) -> ParityData:
-    """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH (IDX directory or ``.npy``)."""
+    """``mnist`` (real held-out digits), ``random`` (seeded), or a PATH: an IDX directory, an ``.npy`` (one input), or
+    an ``.npz`` with one array per input, keyed by the input ``names`` (what the artifacts call them)."""
     if samples < 1:  # else a ZeroDivisionError in the metrics, or numpy's complaint about a negative size
         raise InputError(f"--parity-samples {samples} is not a positive number of samples",
                          "pass at least 1 (default: 1000 for mnist_cnn, 100 otherwise), or --no-parity")
@@ -47,7 +52,7 @@ def load_parity_data(
     path = Path(source)
     if not path.exists():
         raise InputError(f"--parity-data {source} does not exist",
-                         "pass mnist, random, an IDX directory or a .npy file")
+                         "pass mnist, random, an IDX directory, a .npy or an .npz file")
     if path.is_dir():
         from reference_models.data import DataError, read_idx_dir
 
@@ -58,8 +63,11 @@ def load_parity_data(
         return _mnist(arrays, input_shapes, samples, seed)
     if path.suffix == ".npy":
         return _npy(path, input_shapes, input_dtypes, samples)
-    raise InputError(f"--parity-data {source} is neither a directory nor a .npy file",
-                     "pass mnist, random, an IDX directory or a .npy file")
+    if path.suffix == ".npz":
+        inputs = _npz(path, list(names), input_shapes, input_dtypes, samples, ranges)
+        return ParityData(inputs, None, f"{len(inputs[0])} samples from {path.name} ({', '.join(names)})")
+    raise InputError(f"--parity-data {source} is neither a directory nor a .npy or .npz file",
+                     "pass mnist, random, an IDX directory, a .npy or an .npz file")
 
 
 def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
@@ -100,7 +108,7 @@ def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[t
 def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
     if len(input_shapes) != 1:
         raise InputError(f"a .npy parity file feeds one input but the model has {len(input_shapes)}",
-                         "pass --parity-data random for multi-input models")
+                         "save one array per input name with numpy.savez (an .npz), or pass --parity-data random")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -109,6 +117,67 @@ def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
     with np.errstate(over="ignore"):  # checked again once cast: a float64 beyond float32's range becomes Inf
         array = check_samples(array[:samples].astype(input_dtypes[0], copy=False), f"{path} (as {input_dtypes[0]})")
     return ParityData([np.ascontiguousarray(array)], None, f"{len(array)} samples from {path.name}")
+
+
+def _npz(path: Path, names: list[str], input_shapes, input_dtypes, samples: int,
+         ranges: tuple[tuple[int, int], ...]) -> list[np.ndarray]:
+    """One array per input name from ``path`` (``numpy.savez``), in the model's input order and dtypes.
+
+    Refused, each in one line naming the key: a missing or extra key, a shape that is not the input's, float data
+    for an integer or bool input (a cast would silently truncate), integers that do not fit the input's dtype or
+    fall outside its ``--input-range``, bool data that is not 0/1, arrays with different sample counts, and
+    (:func:`check_samples`) empty or non-finite arrays."""
+    if len(names) != len(input_shapes):  # a caller that does not know the names yet: no key can be matched
+        raise InputError(f"--parity-data {path.name}: the model's input names are not known here",
+                         "pass the .npz to the convert command, or ParityData in the API")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:
+        raise InputError(f"cannot read {path}: {type(exc).__name__}",
+                         "pass a file written by numpy.savez, one array per input name") from None
+    listed = ", ".join(names)
+    for name in names:
+        if name not in arrays:
+            raise InputError(f"--parity-data {path.name} has no array {name!r} (the model's inputs: {listed})",
+                             f"save one array per input name, e.g. numpy.savez(path, {'=..., '.join(names)}=...)")
+    extra = [key for key in arrays if key not in names]
+    if extra:
+        raise InputError(f"--parity-data {path.name} holds {extra[0]!r}, which is no input of the model "
+                         f"(its inputs: {listed})", "drop that array or name it after an input (--input-name sets "
+                         "the names)")
+    inputs = []
+    for k, (name, shape, dtype) in enumerate(zip(names, input_shapes, input_dtypes)):
+        what = f"--parity-data {path.name}[{name!r}]"
+        array = check_samples(arrays[name], what, shape)
+        inputs.append(_as_input(array, np.dtype(dtype), what, ranges[k] if k < len(ranges) else None))
+    counts = {name: len(a) for name, a in zip(names, inputs)}
+    if len(set(counts.values())) > 1:
+        text = ", ".join(f"{name!r} {n}" for name, n in counts.items())
+        raise InputError(f"--parity-data {path.name} holds different sample counts ({text})",
+                         "save the same number of samples N for every input: sample i of each array goes together")
+    return [np.ascontiguousarray(a[:samples]) for a in inputs]
+
+
+def _as_input(array: np.ndarray, dtype: np.dtype, what: str, value_range: tuple[int, int] | None) -> np.ndarray:
+    """``array`` in the input's ``dtype``, refused where the cast would change a value or the kind of data."""
+    if array.dtype.kind not in "iubf":  # complex: a cast would drop the imaginary part
+        raise InputError(f"{what} holds {array.dtype} values", "save real numbers (integers, floats or bools)")
+    if dtype.kind in "iub":
+        if array.dtype.kind == "f":
+            raise InputError(f"{what} holds {array.dtype} values but the input is {dtype}",
+                             f"save it as integers, e.g. ids.astype(np.{dtype}) (a cast would truncate silently)")
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        limits = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if low < limits[0] or high > limits[1]:
+            raise InputError(f"{what} holds values in [{low}, {high}], beyond {dtype}'s [{limits[0]}, {limits[1]}]",
+                             "save values the input can hold")
+        if value_range is not None and dtype.kind != "b" and (low < value_range[0] or high >= value_range[1]):
+            raise InputError(f"{what} holds values in [{low}, {high}], outside --input-range "
+                             f"{value_range[0]},{value_range[1]} (LOW <= value < HIGH)",
+                             "fix the data, or widen --input-range to the model's real range (e.g. its vocabulary)")
+    with np.errstate(over="ignore"):  # a float64 beyond float16/32's range becomes Inf: refused as non-finite
+        return check_samples(array.astype(dtype, copy=False), f"{what} (as {dtype})")
 
 
 def check_samples(array: np.ndarray, what: str, input_shape: Sequence[int] | None = None) -> np.ndarray:

@@ -3,7 +3,8 @@
 Every runtime is compared with the reference (PyTorch eval mode; onnxruntime for ``.onnx`` sources) on the
 same real inputs, in the PyTorch layout. Metrics are scale-aware: ``max_rel_err`` divides each sample's
 worst absolute error by that sample's largest reference magnitude, so a 1e-4 error means the same on
-logits of 0.1 and of 100.
+logits of 0.1 and of 100. Top-1 agreement (and accuracy) is measured only on outputs that are class scores
+(:mod:`converter.parity.classes` says which); every other output is judged by the error bound and cosine.
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from converter._convert.layout import nonfinite_mismatch
+from converter.errors import ParityFailed
 from converter.parity import metrics
+from converter.parity.classes import ClassAxis, by_rule
+from converter.parity.markdown import localisation_line, report_markdown  # noqa: F401  (localisation_line: re-export)
 
 #: Default pass criteria per precision (README "Parity tolerances" shows this same table).
-#: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1.
-#: fp16: top-1 agreement and per-sample cosine. int8: accuracy drop vs the reference (labels) or, without
-#: labels, top-1 agreement and cosine.
-#: ``tie_margin`` (reduced precisions only): a prediction whose reference top-1 lead over the runner-up is at
-#: most this fraction of the sample's largest |output| is a *near-tie* — within the rounding that precision
+#: fp32: allclose-style bound |Δ| <= atol + rtol·max|ref| on every sample, plus identical top-1 on decisive
+#: predictions. fp16: top-1 agreement and per-sample cosine. int8: accuracy drop vs the reference (labels) or,
+#: without labels, top-1 agreement and cosine. Top-1 applies to class-score outputs only (:mod:`.classes`).
+#: ``tie_margin`` (reduced precisions): a prediction whose reference top-1 lead over the runner-up is at
+#: most this fraction of the sample's largest |class score| is a *near-tie* — within the rounding that precision
 #: is allowed, so its flip says nothing about the conversion. Agreement is judged on the other (decisive)
 #: predictions; the report still shows agreement over all of them and how many were near-ties. A trained
-#: classifier has almost no near-ties; random-weight zoo nets have many. fp32 never excuses a flip.
+#: classifier has almost no near-ties; random-weight zoo nets have many. fp32 rows have no ``tie_margin``: their
+#: near-ties are the predictions that lead by at most twice the row's own bound (atol + rtol·max|ref| of the
+#: sample; each of the two scores may move by the bound), so a flip is never an fp32 failure while |Δ| holds.
 #: ``localise_rel_err`` is no pass criterion (:func:`tolerance_for` leaves it out of the rows): the relative error
 #: (:func:`converter.parity.metrics.relative_error`) at which localisation counts one module's output as
 #: diverged at that precision (:mod:`converter.diagnosis.localise`). The int8 keep-float search aims above this
@@ -73,6 +79,11 @@ class RuntimeResult:
 
 @dataclass
 class ParityReport:
+    """Every runtime's row against the reference; ``passed`` when every row passed and no warning was raised.
+
+    ``class_axes``: output name -> how top-1 judged it (``{"axis": 1, "classes": [4, 84] | None, "by": "user" |
+    "name" | "shape"}``), or None for an output judged by the error bound and cosine only."""
+
     passed: bool
     reference: str
     samples: int
@@ -81,17 +92,39 @@ class ParityReport:
     reference_scale: float = 0.0
     warnings: list[str] = field(default_factory=list)
     data: str = ""
+    class_axes: dict[str, dict | None] = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """What ``parity.json`` holds, as plain JSON types: the fields above in this order, ``runtimes`` a list of
+        dicts with every :class:`RuntimeResult` field. A number that does not exist (the errors of a row that could
+        not run: infinite) is None, never ``Infinity``/``NaN``. Fields are only ever added, never renamed."""
         out = asdict(self)
         return json.loads(json.dumps(out, default=_jsonable), parse_constant=lambda c: None)
+
+    def to_markdown(self) -> str:
+        """What ``parity.md`` holds (and the command prints): the table, worst row first, then the warnings, which
+        outputs top-1 judged, and each localised row."""
+        return report_markdown(self)
+
+    def raise_if_failed(self) -> "ParityReport":
+        """This report if it passed; else raise :class:`converter.errors.ParityFailed` (exit code 1), whose one-line
+        message names each failing row and why, then the warnings that fail the report; the table travels as
+        the exception's note (shown under the message in a traceback or by pytest) and ``exc.report`` is this."""
+        if self.passed:
+            return self
+        why = "; ".join([f"{r.runtime} ({r.precision}): {r.reason}" for r in self.failures()] + self.warnings)
+        exc = ParityFailed(f"parity failed vs {self.reference}: {why or 'no runtime was compared'}",
+                           "the artifacts are kept; parity.md has the table")
+        exc.report = self
+        exc.add_note(self.to_markdown())
+        raise exc
 
     def failures(self) -> list[RuntimeResult]:
         return [r for r in self.runtimes if not r.passed]
 
     def write(self, out_dir: Path) -> None:
         (out_dir / "parity.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
-        (out_dir / "parity.md").write_text(to_markdown(self) + "\n")
+        (out_dir / "parity.md").write_text(self.to_markdown() + "\n")
 
 
 def _jsonable(value):
@@ -116,14 +149,18 @@ def tolerance_for(precision: str, atol: float | None = None, rtol: float | None 
     return tol
 
 
-def top1(output: np.ndarray) -> np.ndarray | None:
-    """Class predictions: last axis for [N, C] and [N, T, C]; channel axis for [N, C, H, W]."""
-    if output.ndim < 2:
-        return None
-    axis = 1 if output.ndim == 4 else -1
-    if output.shape[axis] < 2:
-        return None
-    return np.argmax(output, axis=axis)
+def top1(output: np.ndarray, class_axis: ClassAxis | None = None) -> np.ndarray | None:
+    """Class predictions along ``class_axis``; without one, along the axis the rule gives an unnamed output
+    (:func:`converter.parity.classes.by_rule`: the last axis of [N, C]); None when there is no class axis."""
+    axis = class_axis or by_rule(None, output.shape)
+    return None if axis is None else axis.top1(output)
+
+
+def class_axes_of(outputs: Sequence[np.ndarray], output_names: Sequence[str] | None = None
+                  ) -> list[ClassAxis | None]:
+    """The class axis of each output by the rule alone (its name and shape; no ``--class-axis``)."""
+    names = list(output_names or [])
+    return [by_rule(names[k] if k < len(names) else None, o.shape) for k, o in enumerate(outputs)]
 
 
 def compare(
@@ -136,9 +173,14 @@ def compare(
     reference_accuracy: float | None,
     tolerance: dict,
     output_names: Sequence[str] | None = None,
+    class_axes: Sequence[ClassAxis | None] | None = None,
 ) -> RuntimeResult:
     """All metrics for one runtime (every output; the worst output decides, and a failure's reason names it:
     ``output #1 'boxes': ...``, numbered from 0 in the model's order; ``output_names`` label them).
+
+    Top-1 agreement (and accuracy) is measured on the outputs with a class axis: ``class_axes``, one entry per
+    output (:func:`converter.parity.classes.resolve`; None: the rule on ``output_names`` and shapes). A flip whose
+    reference lead is a near-tie (``tie_margin``; fp32: within twice the row's bound) never fails the row.
 
     NaN/Inf (nobuco-style): the NaN, +Inf and -Inf masks of reference and runtime are compared before any value.
     A position that is NaN/Inf on one side only, or a different kind of non-finite on the two sides, fails the
@@ -149,9 +191,11 @@ def compare(
     """
     ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
     got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
-    accuracy = accuracy_of(candidate[0], labels)
-    agreement = top1_agreement(reference, candidate)
-    near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"))
+    axes = list(class_axes) if class_axes is not None else class_axes_of(reference, output_names)
+    accuracy = accuracy_of(candidate[0], labels, axes[0]) if axes[0] is not None else None
+    agreement = top1_agreement(reference, candidate, axes)
+    near_ties, decisive = decisive_agreement(reference, candidate, tolerance.get("tie_margin"), axes,
+                                             bound=_row_bound(tolerance, ref))
     mismatch = _nonfinite_mismatch(ref, got)
     if mismatch:
         return RuntimeResult(runtime, precision, artifact, math.inf, math.inf, math.inf, -1.0, agreement, accuracy,
@@ -170,20 +214,20 @@ def compare(
         reason += f" on decisive predictions ({near_ties} near-ties excluded)"
     if not passed:
         reason = _which_output(reason, precision, reference, candidate, labels, reference_accuracy, tolerance,
-                               output_names)
+                               output_names, axes)
     return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
                          tolerance, passed, reason, near_ties, decisive)
 
 
 def _which_output(reason: str, precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
-                  output_names: Sequence[str] | None) -> str:
+                  output_names: Sequence[str] | None, axes: Sequence[ClassAxis | None]) -> str:
     """``reason`` prefixed with the first output that fails when judged alone (the row judges them together);
     unchanged for a single output, or when no output fails alone (e.g. a cosine over all of them)."""
     if len(reference) < 2:
         return reason
     for k, (ref, got) in enumerate(zip(reference, candidate)):
         alone = compare("", precision, None, [ref], [got], labels if k == 0 else None,
-                        reference_accuracy if k == 0 else None, tolerance)
+                        reference_accuracy if k == 0 else None, tolerance, class_axes=[axes[k]])
         if not alone.passed:
             return f"output {_output_label(k, output_names)}: {alone.reason}"
     return reason
@@ -245,58 +289,78 @@ def cosine_min(ref: np.ndarray, got: np.ndarray) -> float:
     return float(cos.min())
 
 
-def top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
-    """The lowest, over outputs with a class axis, fraction of samples whose top-1 class matches the reference."""
+def top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray],
+                   class_axes: Sequence[ClassAxis | None] | None = None) -> float | None:
+    """The lowest, over outputs with a class axis (``class_axes``; None: the rule on unnamed outputs), fraction of
+    predictions (per sample; per position or anchor of a [N, ..., C] output) whose top-1 matches the reference."""
     scores = []
-    for r, c in zip(reference, candidate):
-        a, b = top1(r), top1(c)
-        if a is not None and b is not None:
-            scores.append(float(np.mean(a == b)))
+    for r, c, axis in zip(reference, candidate, _axes(class_axes, reference)):
+        if axis is not None:
+            scores.append(float(np.mean(axis.top1(r) == axis.top1(c))))
     return min(scores) if scores else None
 
 
-def decisive_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], tie_margin: float | None
-                        ) -> tuple[int | None, float | None]:
+def decisive_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], tie_margin: float | None,
+                       class_axes: Sequence[ClassAxis | None] | None = None, *, bound: np.ndarray | None = None
+                       ) -> tuple[int | None, float | None]:
     """(near-ties, agreement over the decisive predictions) for outputs with a class axis; (None, None) when
-    ``tie_margin`` is None or no output has classes. A prediction is decisive when the reference's top-1 leads the
-    runner-up by more than ``tie_margin`` x that sample's largest |reference output|."""
-    if tie_margin is None:
+    neither ``tie_margin`` nor ``bound`` is given or no output has classes. A prediction is decisive when the
+    reference's top-1 leads the runner-up by more than ``tie_margin`` x that sample's largest |class score| and,
+    with ``bound`` (a row's per-sample error bound atol + rtol·scale, [N]: fp32's), by more than twice the bound:
+    a smaller lead can flip while every value stays within the bound."""
+    if tie_margin is None and bound is None:
         return None, None
     ties, scores = 0, []
-    for r, c in zip(reference, candidate):
-        a, b = top1(r), top1(c)
-        if a is None or b is None:
+    for r, c, axis in zip(reference, candidate, _axes(class_axes, reference)):
+        if axis is None:
             continue
-        axis = 1 if r.ndim == 4 else r.ndim - 1
-        ranked = np.sort(np.moveaxis(r, axis, -1), axis=-1)
-        lead = ranked[..., -1] - ranked[..., -2]
-        scale = np.abs(r.reshape(r.shape[0], -1)).max(axis=1).reshape((-1,) + (1,) * (lead.ndim - 1))
-        decisive = lead > tie_margin * scale
+        lead = axis.lead(r)
+        limit = np.zeros(lead.shape)
+        if bound is not None:  # a precision with both (fp16 under --atol): a near-tie by either counts as one
+            limit = np.maximum(limit, 2.0 * bound.reshape((-1,) + (1,) * (lead.ndim - 1)))
+        if tie_margin is not None:
+            limit = np.maximum(limit, tie_margin * axis.scale(r))
+        decisive = lead > limit
         ties += int((~decisive).sum())
         if decisive.any():
-            scores.append(float(np.mean(a[decisive] == b[decisive])))
+            scores.append(float(np.mean(axis.top1(r)[decisive] == axis.top1(c)[decisive])))
     if not scores and not ties:
         return None, None
     return ties, (min(scores) if scores else None)
 
 
-def accuracy_of(output: np.ndarray, labels: np.ndarray | None) -> float | None:
-    pred = top1(output)
+def _axes(class_axes: Sequence[ClassAxis | None] | None, reference: Sequence[np.ndarray]) -> list[ClassAxis | None]:
+    return list(class_axes) if class_axes is not None else class_axes_of(reference)
+
+
+def _row_bound(tolerance: dict, ref: np.ndarray) -> np.ndarray | None:
+    """An fp32 row's per-sample bound atol + rtol·max|ref| ([N], on ``ref``'s finite values); None without atol."""
+    if "atol" not in tolerance:
+        return None
+    scale = np.max(np.abs(np.where(np.isfinite(ref), ref, 0.0)), axis=1) if ref.size else np.zeros(len(ref))
+    return tolerance["atol"] + tolerance.get("rtol", 0.0) * scale
+
+
+def accuracy_of(output: np.ndarray, labels: np.ndarray | None, class_axis: ClassAxis | None = None) -> float | None:
+    """The fraction of samples whose top-1 (along ``class_axis``; None: the rule for an unnamed output) is the
+    label; None without labels, or when the output holds no single prediction per sample."""
+    pred = top1(output, class_axis)
     if labels is None or pred is None or pred.ndim != 1:
         return None
     return float(np.mean(pred == labels[: len(pred)]))
 
 
 def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = None, *,
-                       reference_name: str | None = None, output_names: Sequence[str] | None = None
-                       ) -> tuple[float, list[str]]:
+                       reference_name: str | None = None, output_names: Sequence[str] | None = None,
+                       class_axes: Sequence[ClassAxis | None] | None = None) -> tuple[float, list[str]]:
     """The reference's scale (its largest finite magnitude), and a warning when it makes the comparison
     meaningless: outputs too flat for any tolerance to matter, outputs that are NaN/Inf for some samples (no
     tolerance can judge those positions, and the NaN usually means broken weights or inputs outside the model's
     domain, not something to convert faithfully), or (on labelled data) a classifier that predicts the same
     class for every sample, whose accuracy and agreement any artifact matches by answering that class too.
 
-    ``reference_name`` (e.g. ``pytorch``) and ``output_names`` only make the NaN/Inf warning name them."""
+    ``reference_name`` (e.g. ``pytorch``) and ``output_names`` only make the NaN/Inf warning name them;
+    ``class_axes`` (None: the rule on the names) say whether the first output is a classifier's."""
     finite = [np.abs(r[np.isfinite(r)]) for r in reference]
     scale = max((float(f.max()) for f in finite if f.size), default=0.0)
     warnings = []
@@ -312,7 +376,8 @@ def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = 
     if scale < DEGENERATE_SCALE and not nothing_finite:
         warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
                         "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
-    predicted = top1(reference[0]) if reference else None
+    axes = list(class_axes) if class_axes is not None else class_axes_of(reference, output_names)
+    predicted = top1(reference[0], axes[0]) if reference and axes[0] is not None else None
     if labels is not None and predicted is not None and predicted.ndim == 1 and len(predicted) >= MIN_VARIED \
             and len(np.unique(predicted)) == 1 and len(np.unique(labels[:len(predicted)])) > 1:
         warnings.append(f"the reference predicts class {int(predicted[0])} for all {len(predicted)} labelled samples: "
@@ -321,53 +386,5 @@ def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = 
 
 
 def to_markdown(report: ParityReport) -> str:
-    """The report as a table, worst first (failures, then by relative error)."""
-    rows = sorted(report.runtimes, key=lambda r: (r.passed, -_finite(r.max_rel_err)))
-    head = (f"Parity vs **{report.reference}** on {report.samples} samples ({report.data}): "
-            f"**{'PASSED' if report.passed else 'FAILED'}**")
-    if report.reference_accuracy is not None:
-        head += f" — reference accuracy {report.reference_accuracy:.2%}"
-    lines = [head, "",
-             "| runtime | precision | artifact | size | max abs err | mean abs err | max rel err | cosine min | top-1 agree | accuracy | passed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r.runtime} | {r.precision} | {r.artifact or '-'} | {_size(r.size_bytes)} | {r.max_abs_err:.3g} | {r.mean_abs_err:.3g} | "
-            f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_agreement_cell(r)} | {_pct(r.accuracy)} | "
-            f"{'yes' if r.passed else 'NO: ' + r.reason} |")
-    lines += [f"> warning: {w}" for w in report.warnings]
-    lines += [localisation_line(r) for r in rows if r.localisation]
-    return "\n".join(lines)
-
-
-def localisation_line(row: RuntimeResult) -> str:
-    """The ``> localised: ...`` line of ``row`` in ``parity.md`` and on the terminal (:func:`to_markdown`), e.g.
-    ``> localised: tflite (fp32) first diverges at module `conv1` (Conv, ONNX node `/conv1/Conv`): relative
-    error 0.41 at its output, 2e-07 at its inputs``; a row not localised says why (skipped, error, or note)."""
-    loc = row.localisation or {}
-    where = f"{row.runtime} ({row.precision})"
-    if loc.get("module"):
-        inputs = ", ".join(f"{e:.2g}" for e in loc.get("rel_err_inputs") or []) or "-"
-        return (f"> localised: {where} first diverges at module `{loc['module']}` ({loc.get('op', '?')}, ONNX node "
-                f"`{loc.get('onnx_node', '?')}`): relative error {loc.get('rel_err_output', float('nan')):.3g} at its "
-                f"output, {inputs} at its inputs")
-    reason = loc.get("skipped") or loc.get("error") or loc.get("note") or "no single module exceeds the tolerance"
-    return f"> localised: {where}: {reason}"
-
-
-def _agreement_cell(row: RuntimeResult) -> str:
-    if not row.near_ties:
-        return _pct(row.top1_agreement)
-    return f"{_pct(row.top1_agreement)} ({_pct(row.decisive_agreement)} of decisive; {row.near_ties} near-ties)"
-
-
-def _size(value: int | None) -> str:
-    return "-" if value is None else (f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 1e300
+    """:meth:`ParityReport.to_markdown` (kept for existing callers)."""
+    return report.to_markdown()

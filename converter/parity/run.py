@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converter._proc import isolated
-from converter.parity import judge as parity, runtimes
+from converter.parity import classes, judge as parity, runtimes
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
 from converter._convert.manifest import Manifest
@@ -65,6 +65,8 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
     """Compare every runtime with the reference on the same data; the report says who passed and by how much."""
     from converter._convert.quiet import import_tensorflow
 
+    names = [o.name for o in manifest.outputs]
+    axes = class_axes(manifest, options)
     import_tensorflow(options.verbose)
     data = side.data
     chunks = side.chunks(manifest.dynamic_batch)
@@ -75,16 +77,16 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
         reference_name, ref_out = "pytorch", side.outputs["pytorch"][chunks[0]]
     else:
         reference_name, ref_out = "onnxruntime", outputs[("onnxruntime", "fp32")][chunks[0]]
-    ref_acc = parity.accuracy_of(ref_out[0], data.labels)
+    ref_acc = parity.accuracy_of(ref_out[0], data.labels, axes[0]) if axes[0] is not None else None
     scale, warnings = parity.reference_warnings(ref_out, data.labels, reference_name=reference_name,
-                                                output_names=[o.name for o in manifest.outputs])
+                                                output_names=names, class_axes=axes)
     rows = []
     for (runtime, precision), by_chunk in sorted(outputs.items(), key=lambda kv: _ORDER.index(kv[0][0])):
         tol = parity.tolerance_for(precision, options.atol, options.rtol)
         worst = None
         for got in by_chunk.values():
             row = parity.compare(runtime, precision, artifacts.get((runtime, precision)), ref_out, got, data.labels,
-                                 ref_acc, tol, [o.name for o in manifest.outputs])
+                                 ref_acc, tol, names, axes)
             if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
                 worst = row
         worst.batch_sizes = list(by_chunk)
@@ -103,7 +105,16 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
                                       parity.tolerance_for(precision), f"not built: {reason}"))
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
-                               data.description)
+                               data.description, {n: None if a is None else a.to_json() for n, a in zip(names, axes)})
+
+
+def class_axes(manifest: Manifest, options: ConvertOptions) -> list[classes.ClassAxis | None]:
+    """Each output's class axis (``--class-axis``, else the rule of :mod:`converter.parity.classes`), from the
+    names and PyTorch shapes of the outputs; a ``--class-axis`` naming no output, or an axis or channel range that
+    output does not have, is an :class:`~converter.errors.InputError` (first checkable here, where the names are
+    known: before any runtime runs, and inside the staging directory, so nothing is written)."""
+    return classes.resolve([o.name for o in manifest.outputs], [o.pytorch_shape for o in manifest.outputs],
+                           options.class_axes)
 
 
 def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
