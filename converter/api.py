@@ -92,7 +92,8 @@ def convert(
             raise InputError("both sample_inputs and input_shapes were given",
                              "pass sample_inputs only: shapes and dtypes come from them")
         model, options = live.with_samples(model, live.samples_of(sample_inputs), options,
-                                           allow_pickle=options.allow_pickle, weights=weights)
+                                           allow_pickle=options.allow_pickle, weights=weights,
+                                           random_data=isinstance(parity_data, str) and parity_data == "random")
         input_shapes, weights = list(model.default_input_shapes), None
     calibration_file = calibration if isinstance(calibration, str | Path) else None
     out_dir = _checked_out_dir(out_dir, force, model, weights, parity_data, calibration_file)

@@ -61,6 +61,11 @@ def test_keyword_inputs_keep_their_names_dtypes_and_the_sample_range(text) -> No
         ("input_ids", "int64", [2, 10]), ("attention_mask", "int64", [2, 10])]
     assert [o.name for o in result.manifest.outputs] == ["logits", "hidden_states_0", "hidden_states_1"]
     ids = inputs["input_ids"]
+    tflite = result.manifest.artifacts["tflite_fp32"].details
+    assert tflite["input_order"] == ["attention_mask", "input_ids"]  # TFLite sorts by name: parity.md says so
+    assert any("lists inputs as attention_mask, input_ids" in line and "not by position" in line
+               for line in result.parity.feeding), result.parity.feeding
+    assert "- input `input_ids`: int64 [2, 10]" in (result.out_dir / "parity.md").read_text()
     drawn = f"int64 in [{int(ids.min())}, {int(ids.max()) + 1}), int64 in [0, 2)"
     assert drawn in result.parity.data, result.parity.data  # random ids stay inside the sample's vocabulary range
 

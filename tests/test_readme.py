@@ -4,7 +4,47 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import ROOT
+
+
+#: What the README's Python examples leave to the reader: their own model class.
+PRELUDE = """
+import torch
+from torch import nn
+
+
+class MyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)))
+"""
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", [k for k, b in enumerate(_python_blocks()) if "converter.convert(" in b],
+                         ids=lambda k: "bert" if "BertModel" in _python_blocks()[k] else f"block{k}")
+def test_the_api_examples_run_as_written(tmp_path, index: int) -> None:
+    """Each ``converter.convert`` example of the README, in a fresh Python process (as a user's script runs) in an
+    empty directory: it must exit 0, i.e. convert, pass ``raise_if_failed`` and its own asserts."""
+    import os
+    import subprocess
+    import sys
+
+    script = PRELUDE + _python_blocks()[index]
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out").is_dir() and list((tmp_path / "out").glob("*/model_fp32.tflite"))
 
 
 def test_the_pytest_gate_example_runs(tmp_path) -> None:

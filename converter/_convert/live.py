@@ -81,9 +81,10 @@ def samples_of(sample_inputs: Any) -> Samples:
 
 
 def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOptions, *,
-                 allow_pickle: bool = False, weights=None) -> tuple[LoadedModel, ConvertOptions]:
+                 allow_pickle: bool = False, weights=None, random_data: bool = True) -> tuple[LoadedModel, ConvertOptions]:
     """The source loaded (a spec is loaded here, in this process) and the options its sample inputs imply: input
-    shapes' dtypes, names (a dict's keys unless ``input_names`` is set) and integer ranges (unless given)."""
+    shapes' dtypes, names (a dict's keys unless ``input_names`` is set) and, when parity draws ``random_data``,
+    integer ranges (unless given; real parity data is never held to the sample's range)."""
     loaded = source if isinstance(source, LoadedModel) else load_model(source, weights, allow_pickle=allow_pickle)
     if options.input_dtypes and tuple(np.dtype(d).name for d in options.input_dtypes) != samples.dtypes:
         raise InputError(f"input_dtypes {','.join(options.input_dtypes)} differ from the sample inputs' "
@@ -95,7 +96,7 @@ def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOp
     changes: dict = {"input_dtypes": samples.dtypes}
     if samples.names is not None and not options.input_names:
         changes["input_names"] = samples.names
-    if not options.input_ranges:
+    if random_data and not options.input_ranges:
         changes["input_ranges"] = samples.ranges()
     return replace(loaded, default_input_shapes=tuple(samples.shapes)), replace(options, **changes)
 

@@ -93,6 +93,10 @@ class ParityReport:
     warnings: list[str] = field(default_factory=list)
     data: str = ""
     class_axes: dict[str, dict | None] = field(default_factory=dict)
+    #: how to feed each artifact (names, dtypes, layouts, TFLite's own input order): :mod:`converter._convert.feeding`
+    feeding: list[str] = field(default_factory=list)
+    #: the sizes parity ran each dynamic dimension at (``seq = 16 and 8``), empty without ``--dynamic-dim``
+    dynamic_dims: str = ""
 
     def to_json(self) -> dict:
         """What ``parity.json`` holds, as plain JSON types: the fields above in this order, ``runtimes`` a list of
@@ -103,7 +107,7 @@ class ParityReport:
 
     def to_markdown(self) -> str:
         """What ``parity.md`` holds (and the command prints): the table, worst row first, then the warnings, which
-        outputs top-1 judged, and each localised row."""
+        outputs top-1 judged, each localised row, and how to feed each artifact."""
         return report_markdown(self)
 
     def raise_if_failed(self) -> "ParityReport":

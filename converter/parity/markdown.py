@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 def report_markdown(report: ParityReport) -> str:
     """The report as a table, worst first (failures, then by relative error)."""
     rows = sorted(report.runtimes, key=lambda r: (r.passed, -_finite(r.max_rel_err)))
-    head = (f"Parity vs **{report.reference}** on {report.samples} samples ({report.data}): "
+    sizes = f"; dynamic dims at {report.dynamic_dims}" if report.dynamic_dims else ""
+    head = (f"Parity vs **{report.reference}** on {report.samples} samples ({report.data}{sizes}): "
             f"**{'PASSED' if report.passed else 'FAILED'}**")
     if report.reference_accuracy is not None:
         head += f" — reference accuracy {report.reference_accuracy:.2%}"
@@ -29,6 +30,9 @@ def report_markdown(report: ParityReport) -> str:
     if report.class_axes:
         lines.append(judged_line(report.class_axes))
     lines += [localisation_line(r) for r in rows if r.localisation]
+    if report.feeding:
+        lines += ["", "How to feed the artifacts (every one takes the inputs by these names):", ""]
+        lines += [f"- {line}" for line in report.feeding]
     return "\n".join(lines)
 
 

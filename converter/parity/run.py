@@ -16,6 +16,7 @@ from converter._proc import isolated
 from converter.parity import classes, judge as parity, runtimes
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
+from converter._convert.feeding import feeding_lines
 from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide
 
@@ -105,7 +106,8 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
                                       parity.tolerance_for(precision), f"not built: {reason}"))
     passed = all(r.passed for r in rows) and not warnings
     return parity.ParityReport(passed, reference_name, len(data.inputs[0]), rows, ref_acc, scale, warnings,
-                               data.description, {n: None if a is None else a.to_json() for n, a in zip(names, axes)})
+                               data.description, {n: None if a is None else a.to_json() for n, a in zip(names, axes)},
+                               feeding_lines(manifest))
 
 
 def class_axes(manifest: Manifest, options: ConvertOptions) -> list[classes.ClassAxis | None]:
