@@ -81,11 +81,20 @@ def load_runtime(out_dir: str | Path, name: str) -> Runtime:
         raise InputError(f"{out_dir} has no runtime {name!r}", f"use one of {', '.join(makers) or 'none (nothing built)'}")
     artifact, make = makers[name]
     fixed = manifest.fixed_batch
-    shapes = tuple(tuple(None if (k == 0 and fixed is None) else int(d) for k, d in enumerate(i.pytorch_shape))
-                   for i in manifest.onnx_inputs)
+    shapes = tuple(_pytorch_shape(i.shape, i.perm_from_pytorch, fixed is None) for i in manifest.inputs)
     return Runtime(name, out_dir / artifact, tuple(i.name for i in manifest.onnx_inputs),
                    tuple(o.name for o in manifest.onnx_outputs), shapes,
                    tuple(i.dtype for i in manifest.onnx_inputs), _batched(make(), fixed))
+
+
+def _pytorch_shape(shape: list[int | None], perm: list[int], free_batch: bool) -> tuple[int | None, ...]:
+    """An artifact-layout shape (None where a dimension is free) in the PyTorch layout."""
+    torch_shape: list[int | None] = [None] * len(shape)
+    for artifact_axis, torch_axis in enumerate(perm):
+        torch_shape[torch_axis] = shape[artifact_axis]
+    if free_batch:
+        torch_shape[0] = None
+    return tuple(torch_shape)
 
 
 def runtime_names(out_dir: str | Path) -> list[str]:

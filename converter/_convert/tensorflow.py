@@ -36,10 +36,13 @@ class TensorSpecInfo:
     dtype: str
     keras_perm: Perm  # PyTorch layout -> layout of the onnx2tf Keras model
     artifact_perm: Perm  # PyTorch layout -> layout the SavedModel/TFLite signature uses
+    #: PyTorch-layout axes past the batch that are symbolic in the ONNX graph (``--dynamic-dim``): None in every
+    #: artifact's shape; ``torch_shape`` keeps the sample's size there
+    dynamic: tuple[int, ...] = ()
 
     @property
     def artifact_shape(self) -> list[int | None]:
-        return [self.torch_shape[i] for i in self.artifact_perm]
+        return [None if i in self.dynamic else self.torch_shape[i] for i in self.artifact_perm]
 
     def as_manifest(self) -> TensorInfo:
         return TensorInfo(self.name, self.artifact_shape, self.dtype, list(self.artifact_perm), list(self.torch_shape))
@@ -116,14 +119,15 @@ def onnx_to_keras(
         kwargs["enable_rnn_unroll"] = True
     keras_model = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
     interrupts.checkpoint()  # onnx2tf's bare ``except:`` clauses can swallow a Ctrl-C
+    graph_inputs = {i.name: i for i in prepared.model.graph.input}
     inputs = [
         TensorSpecInfo(n, tuple(s), str(np.dtype(d)),
                        layout.channels_last(4) if layout.is_image(s, d) else layout.identity(len(s)),
-                       layout.artifact_input_perm(s, d, layout_mode))
+                       layout.artifact_input_perm(s, d, layout_mode), symbolic_axes(graph_inputs[n]))
         for n, s, d in zip(input_names, input_shapes, input_dtypes)
     ]
     for info, kin in zip(inputs, keras_model.inputs):
-        expect = [info.torch_shape[i] for i in info.keras_perm]
+        expect = [None if i in info.dynamic else info.torch_shape[i] for i in info.keras_perm]
         if list(kin.shape)[1:] != expect[1:]:
             raise TensorFlowConversionError(
                 f"onnx2tf gave input {info.name!r} shape {list(kin.shape)}, expected {expect}",
@@ -133,7 +137,9 @@ def onnx_to_keras(
         raise TensorFlowConversionError(f"the TF graph has {len(tf_out)} outputs, ONNX has {len(reference)}",
                                         "report this model")
     outputs = []
-    for name, ref, got in zip(output_names, reference, tf_out):
+    dynamic = any(i.dynamic for i in inputs)
+    graph_outputs = list(prepared.model.graph.output)
+    for k, (name, ref, got) in enumerate(zip(output_names, reference, tf_out)):
         perm = layout.detect_perm(ref, got)
         fits = tuple(got.shape) in {tuple(ref.shape), np.transpose(ref, layout.channels_last(ref.ndim)).shape}
         if perm is None and fits and ref.size and not np.isfinite(ref).any():
@@ -147,8 +153,15 @@ def onnx_to_keras(
                 f"output {name!r}: TF shape {list(got.shape)} does not match ONNX shape {list(ref.shape)}",
                 "report this model; try --layout keep")
         shape = tuple(ref.shape)
-        outputs.append(TensorSpecInfo(name, shape, str(ref.dtype), perm, layout.artifact_output_perm(perm, layout_mode)))
+        outputs.append(TensorSpecInfo(name, shape, str(ref.dtype), perm, layout.artifact_output_perm(perm, layout_mode),
+                                      symbolic_axes(graph_outputs[k]) if dynamic else ()))
     return TFGraph(keras_model, inputs, outputs, prepared.applied)
+
+
+def symbolic_axes(info: onnx.ValueInfoProto) -> tuple[int, ...]:
+    """Axes past the batch whose size the ONNX graph leaves symbolic (a ``--dynamic-dim``, or what follows from one)."""
+    dims = info.type.tensor_type.shape.dim
+    return tuple(k for k, d in enumerate(dims) if k > 0 and not (d.HasField("dim_value") and d.dim_value > 0))
 
 
 def run_keras(keras_model, inputs: list[np.ndarray]) -> list[np.ndarray]:
