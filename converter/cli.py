@@ -8,7 +8,7 @@ from pathlib import Path
 
 from converter._convert import interrupts, torchchild
 from converter.errors import EXIT_BAD_INPUT, ConverterError, InputError
-from converter.options import DEFAULT_OPSET, INPUT_DTYPES, PRECISIONS, TARGETS, ConvertOptions
+from converter.options import DEFAULT_OPSET, EXPORTERS, INPUT_DTYPES, PRECISIONS, TARGETS, ConvertOptions
 
 EXAMPLES = """examples:
   convert mnist_cnn --weights runs/torch/model.pt --out out/mnist
@@ -46,14 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-name", action="append", default=[], help="input names, in order (repeatable)")
     p.add_argument("--output-name", action="append", default=[], help="output names, in order (repeatable)")
     p.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic everywhere")
+    p.add_argument("--dynamic-dim", action="append", default=[], metavar="NAME:AXIS[:LABEL]",
+                   help="keep axis AXIS (PyTorch layout) of input NAME symbolic everywhere, e.g. input_ids:1 "
+                        "(repeatable; same LABEL or, unlabelled, same size = one dimension); parity runs at two sizes")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--exporter", default="auto", metavar="|".join(EXPORTERS),
+                   help="torch -> ONNX exporter: torchscript, dynamo (torch.export; opset >= 18) or auto (default: "
+                        "torchscript, then dynamo if it fails); the manifest records the one used")
     p.add_argument("--layout", choices=["nhwc", "keep"], default="nhwc",
                    help="nhwc: 4-D image inputs become NHWC (default); keep: exactly the PyTorch shapes")
     p.add_argument("--precision", help=f"TFLite precisions, comma list of {','.join(PRECISIONS)} (default: all; "
                    "int8 only when real calibration data is at hand)")
     p.add_argument("--targets", default=",".join(TARGETS), help=f"artifacts to write ({','.join(TARGETS)})")
-    p.add_argument("--parity-data", help="mnist | random | IDX directory | file.npy (default: mnist for "
-                   "mnist_cnn, random otherwise)")
+    p.add_argument("--parity-data", help="mnist | random | IDX directory | file.npy | file.npz (one array per input "
+                   "name, PyTorch layout, the input's dtype) (default: mnist for mnist_cnn, random otherwise)")
     p.add_argument("--parity-samples", type=int, help="default 1000 for mnist_cnn, 100 otherwise")
     p.add_argument("--calibration-data", type=Path, help=".npy of representative inputs for full int8")
     p.add_argument("--int8-keep-float", metavar="auto|N|MODULES",
@@ -63,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="re-run parity on an existing --out")
     p.add_argument("--atol", type=float, help="override the fp32 absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the fp32 relative tolerance")
+    p.add_argument("--class-axis", action="append", default=[], metavar="NAME:AXIS[:START:STOP]",
+                   help="judge output NAME by top-1 agreement along AXIS (PyTorch layout; START:STOP: the class "
+                        "channels, e.g. output0:1:4:84 for a YOLO head), or NAME:none for the error bound only "
+                        "(repeatable; default: outputs named logits/scores/probs/*_logits and default-named [N, C])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", choices=["html"], help="also write OUT/report.html (parity, manifest, environment; "
                    "benchmark plots when scripts/benchmark has run)")
@@ -130,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         parity_samples=samples, atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose, localise=args.localise,
         input_dtypes=tuple(args.input_dtype), input_ranges=_ranges(args.input_range),
-        int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle)
+        int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle,
+        exporter=args.exporter, dynamic_dims=tuple(args.dynamic_dim), class_axes=tuple(args.class_axis))
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)

@@ -13,6 +13,8 @@ TARGETS: tuple[str, ...] = ("onnx", "saved_model", "tflite")
 LAYOUTS: tuple[str, ...] = ("nhwc", "keep")
 #: Input dtypes a ``module:callable`` source can be fed (``--input-dtype``).
 INPUT_DTYPES: tuple[str, ...] = ("float32", "float16", "int32", "int64", "bool")
+#: ONNX exporters (``--exporter``): ``auto`` tries ``torchscript`` and falls back to ``dynamo`` (torch.export).
+EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 17
 
 
@@ -38,6 +40,17 @@ class ConvertOptions:
             (``--input-range``; empty: {0, 1}); ignored for float and bool inputs.
         allow_pickle: let model files be read with Python's full unpickler (a ``.pt2`` whose archive holds
             pickled objects). Off: such a file is refused, since unpickling can run code.
+        dynamic_dims: dimensions beyond the batch kept symbolic in every artifact (``--dynamic-dim NAME:AXIS[:LABEL]``;
+            in the API also ``{"input_ids": {1: "seq"}}``), kept as ``(input name, axis, label)``; parity then runs
+            at the sample's size and at a second one (:mod:`converter._convert.dims`).
+        exporter: the torch -> ONNX exporter (``--exporter``): ``torchscript`` (``torch.onnx.export(dynamo=False)``),
+            ``dynamo`` (torch.export-based, opset 18 or higher) or ``auto`` (TorchScript, then dynamo if that fails);
+            the manifest's ``source.exporter`` records the one used.
+        class_axes: which outputs parity judges by top-1 agreement (``--class-axis``), overriding the rule of
+            :mod:`converter.parity.classes`: ``(name, axis)``, ``(name, axis, start, stop)`` (classes are channels
+            start..stop-1 of ``axis``, e.g. ``("output0", 1, 4, 84)`` for a YOLO head), ``(name, None)`` (judged
+            by the error bound and cosine only), or the CLI's text ``"output0:1:4:84"`` / ``"pooler:none"``; kept
+            as ``(name, axis, start, stop)`` tuples. Names are checked against the outputs once those are known.
     """
 
     input_names: tuple[str, ...] = ()
@@ -58,8 +71,20 @@ class ConvertOptions:
     input_dtypes: tuple[str, ...] = ()
     input_ranges: tuple[tuple[int, int], ...] = ()
     allow_pickle: bool = False
+    exporter: str = "auto"
+    class_axes: tuple[tuple[str, int | None, int, int | None], ...] = ()
+    dynamic_dims: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
+        from converter._convert.dims import normalise
+
+        object.__setattr__(self, "dynamic_dims", normalise(self.dynamic_dims))
+        entries = (self.class_axes,) if isinstance(self.class_axes, str) else self.class_axes
+        object.__setattr__(self, "class_axes", tuple(_class_axis(entry) for entry in entries))
+        named = [entry[0] for entry in self.class_axes]
+        twice = [n for k, n in enumerate(named) if n in named[:k]]
+        if twice:
+            raise InputError(f"--class-axis {twice[0]} is given twice", "give one --class-axis per output")
         bad = [p for p in self.precisions or () if p not in PRECISIONS]
         if bad:
             raise InputError(f"unknown precision {bad[0]!r}", f"use a comma list of {', '.join(PRECISIONS)}")
@@ -79,6 +104,8 @@ class ConvertOptions:
         if self.int8_keep_float and "int8" not in self.tflite_precisions:
             raise InputError("--int8-keep-float applies to full int8, which this run does not build",
                              "add int8 to --precision (with --calibration-data FILE.npy), or drop --int8-keep-float")
+        if self.exporter not in EXPORTERS:
+            raise InputError(f"unknown exporter {self.exporter!r}", f"use --exporter {', '.join(EXPORTERS)}")
         bad = [d for d in self.input_dtypes if d not in INPUT_DTYPES]
         if bad:
             raise InputError(f"unknown --input-dtype {bad[0]!r}", f"use one of {', '.join(INPUT_DTYPES)}")
@@ -127,6 +154,28 @@ def default_precisions(real_data: bool) -> tuple[str, ...]:
 
 #: Names every artifact accepts as a signature key (TF, TFLite and ONNX alike).
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _class_axis(entry) -> tuple[str, int | None, int, int | None]:
+    """One ``class_axes`` entry as ``(name, axis, start, stop)``; ``NAME:AXIS[:START:STOP]`` or ``NAME:none`` text
+    is parsed. Only the form is checked here; the name and the axis are checked against the model's outputs
+    (:func:`converter.parity.classes.resolve`)."""
+    parts = entry.split(":") if isinstance(entry, str) else list(entry) if isinstance(entry, (tuple, list)) else []
+    text = entry if isinstance(entry, str) else ":".join("none" if p is None else str(p) for p in parts) or repr(entry)
+    fix = "pass NAME:AXIS, NAME:AXIS:START:STOP (classes are channels START..STOP-1 of AXIS) or NAME:none"
+    if len(parts) not in (2, 4) or not isinstance(parts[0], str) or not parts[0]:
+        raise InputError(f"--class-axis {text} is not NAME:AXIS", fix)
+    name, axis, start, stop = (*parts, 0, None) if len(parts) == 2 else parts
+    if axis is None or str(axis).lower() == "none":
+        return name, None, 0, None
+    try:
+        axis, start, stop = int(axis), int(start), None if stop is None else int(stop)
+    except (TypeError, ValueError):
+        raise InputError(f"--class-axis {text} is not NAME:AXIS with integers", fix) from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise InputError(f"--class-axis {text}: classes {start}:{stop} are empty or negative",
+                         "pass START:STOP with 0 <= START < STOP, e.g. output0:1:4:84")
+    return name, axis, start, stop
 
 
 def _check_names(names: tuple[str, ...], kind: str) -> None:

@@ -150,6 +150,44 @@ def buffer_output_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [1, 3])], [_f32("y", [1, 3]), _f32("buf", [3]), _f32("sq", [3])], [buf])
 
 
+def constant_subgraph_graph() -> onnx.ModelProto:
+    """A Hugging Face BERT's ``token_type_ids`` default, ``buffer[:, :T].expand(B, T)`` as the TorchScript exporter
+    writes it (GatherElements of a 100-wide zero buffer → Expand), feeding the type embedding added to the token
+    embedding of int64 ids: a constant subgraph that folding leaves (the reference evaluator's GatherElements fails
+    beyond 64 elements on the gathered axis) and that raw onnx2tf turns into a Keras output it rejects."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "emb"),
+        numpy_helper.from_array(rng.standard_normal((2, 8)).astype(np.float32), "types"),
+        numpy_helper.from_array(np.zeros((1, 100), np.int64), "buf"),
+        numpy_helper.from_array(np.arange(16, dtype=np.int64)[None], "pos"),
+        numpy_helper.from_array(np.array([1, 16], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("GatherElements", ["buf", "pos"], ["tt"], name="/GatherElements", axis=1),
+        helper.make_node("Expand", ["tt", "shape"], ["tte"], name="/Expand"),
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="/word/Gather"),
+        helper.make_node("Gather", ["types", "tte"], ["t"], name="/type/Gather"),
+        helper.make_node("Add", ["e", "t"], ["y"], name="/Add"),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 16])],
+                  [_f32("y", [1, 16, 8])], inits)
+
+
+def int_buffer_output_graph() -> onnx.ModelProto:
+    """Integer inputs only (token ids) and an output that ignores them (a buffer returned as is)."""
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["y"], name="/Gather")]
+    inits = [numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "emb"),
+             numpy_helper.from_array(np.arange(3, dtype=np.int64), "buf")]
+    return _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+                  [_f32("y", [1, 5, 3]), helper.make_tensor_value_info("buf", TensorProto.INT64, [3])], inits)
+
+
+def _every_op_input_dependent(m: onnx.ModelProto) -> bool:
+    live = rewrites._input_dependent(m.graph)
+    return all(set(n.output) <= live for n in m.graph.node if n.op_type != "Constant")
+
+
 def _outputs_depend_on_inputs(m: onnx.ModelProto) -> bool:
     live = rewrites._input_dependent(m.graph)
     return all(o.name in live for o in m.graph.output) and [o.name for o in m.graph.output] == ["y", "buf", "sq"]
@@ -347,6 +385,12 @@ CASES = [
     Case(
         "anchor_leaves_live_outputs", chunk_graph, rewrites.anchor_constant_outputs, lambda m: True, changes=False
     ),
+    Case("anchor_outputs_of_integer_inputs", int_buffer_output_graph, rewrites.anchor_constant_outputs,
+         lambda m: {o.name for o in m.graph.output} <= rewrites._input_dependent(m.graph)),
+    Case("anchor_constant_subgraphs", constant_subgraph_graph, rewrites.anchor_constant_subgraphs,
+         lambda m: _every_op_input_dependent(m) and _has_op("GatherElements")(m)),
+    Case("anchor_subgraphs_leaves_live_graphs", chunk_graph, rewrites.anchor_constant_subgraphs, lambda m: True,
+         changes=False),
     Case("lstm_states_forward", lstm_graph, rewrites.materialize_lstm_states, _lstm_has_states),
     Case(
         "lstm_states_bidirectional", lambda: lstm_graph("bidirectional"),
@@ -384,10 +428,14 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 
 def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    return {
-        i.name: rng.standard_normal([d.dim_value or 2 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-        for i in model.graph.input
-    }
+
+    def value(info: onnx.ValueInfoProto) -> np.ndarray:
+        shape = [d.dim_value or 2 for d in info.type.tensor_type.shape.dim]
+        if info.type.tensor_type.elem_type == TensorProto.INT64:  # ids: rows of every table the graphs index
+            return rng.integers(0, 2, shape).astype(np.int64)
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {i.name: value(i) for i in model.graph.input}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -409,8 +457,9 @@ def test_rewrite(case: Case) -> None:
     [
         (chunk_graph, ("fold_constants", "sanitize_names", "infer_shapes")),
         (lstm_graph, ("materialize_lstm_states", "sanitize_names")),
+        (constant_subgraph_graph, ("anchor_constant_subgraphs", "sanitize_names", "infer_shapes")),
     ],
-    ids=["chunk", "lstm"],
+    ids=["chunk", "lstm", "constant_subgraph"],
 )
 def test_prepare_records_applied(build: Callable[[], onnx.ModelProto], applied: tuple[str, ...]) -> None:
     model = build()
@@ -488,6 +537,31 @@ def test_prepared_graph_converts_correctly(tmp_path) -> None:
         os.chdir(cwd)
     got = np.asarray(keras_model(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("anchored", [True, False], ids=["anchored", "raw"])
+def test_constant_subgraph_converts_only_anchored(tmp_path, monkeypatch, anchored: bool) -> None:
+    """Without ``anchor_constant_subgraphs`` onnx2tf fails on the graph (the rest of the rewrites do not help);
+    with it the Keras model computes exactly what onnxruntime does."""
+    import onnx2tf
+
+    if not anchored:
+        monkeypatch.setattr(rewrites, "REWRITES",
+                            tuple(r for r in rewrites.REWRITES if r[0] != "anchor_constant_subgraphs"))
+    model = constant_subgraph_graph()
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    ids = np.random.default_rng(3).integers(0, 50, (1, 16)).astype(np.int64)
+    (ref,) = _run(model, {"ids": ids})
+    monkeypatch.chdir(tmp_path)
+    with rewrites.patch_onnx2tf_offline():
+        if not anchored:  # the failure the rewrite exists for: if onnx2tf ever fixes it, this test says so
+            with pytest.raises(ValueError, match="Output tensors of a Functional model must be the output"):
+                onnx2tf.convert(onnx_graph=prepared.model, disable_model_save=True, non_verbose=True,
+                                **prepared.onnx2tf_kwargs)
+            return
+        keras_model = onnx2tf.convert(onnx_graph=prepared.model, disable_model_save=True, non_verbose=True,
+                                      **prepared.onnx2tf_kwargs)
+    np.testing.assert_array_equal(np.asarray(keras_model(ids)), ref)
 
 
 def test_lstm_states_follow_batch_first_layout() -> None:
@@ -587,3 +661,30 @@ def test_full_int8_of_padded_maxpool_stem(tmp_path, rewrite: bool) -> None:
         assert "PADV2" not in ops and min(cosines) > 0.99, (ops, min(cosines))
     else:  # the failure the rewrite exists for: if onnx2tf ever fixes it, this test says so
         assert "PADV2" in ops and min(cosines) < 0.9, (ops, min(cosines))
+
+
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory):
+    """A Hugging Face BERT from a small config (``tests.toy_text:bert``) converted once, fp32 and fp16: (the finished
+    command, its --out)."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("bert") / "out"
+    result = run_cli("convert", "tests.toy_text:bert", "--input-shape", "1,16", "--input-dtype", "int64",
+                     "--input-range", "0,1000", "--input-shape", "1,16", "--input-dtype", "int64", "--input-range",
+                     "0,2", "--precision", "fp32,fp16", "--out", out)
+    return result, out
+
+
+def test_bert_from_config_converts_with_every_row_passing(bert_run) -> None:
+    """Its ``token_type_ids`` buffer is the constant subgraph onnx2tf failed on before the anchoring."""
+    import json
+
+    result, out = bert_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "anchor_constant_subgraphs" in json.loads((out / "manifest.json").read_text())["rewrites"]
+    report = json.loads((out / "parity.json").read_text())
+    rows = {(r["runtime"], r["precision"]): r for r in report["runtimes"]}
+    assert {("tflite", "fp32"), ("tflite", "fp16"), ("saved_model", "fp32"), ("onnxruntime", "fp32")} <= set(rows)
+    assert report["passed"] and all(r["passed"] for r in rows.values()), rows
+    assert rows[("saved_model", "fp32")]["max_rel_err"] < 1e-5 and rows[("tflite", "fp16")]["max_rel_err"] < 5e-3

@@ -1,8 +1,8 @@
-"""torch -> ONNX: export, ``onnx.checker``, and a smoke run in onnxruntime that must match PyTorch."""
+"""torch -> ONNX: export (either exporter, :mod:`converter._convert.exporters`), ``onnx.checker``, and a smoke run
+in onnxruntime that must match PyTorch."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,26 +79,13 @@ def export_onnx(
     output_names: list[str],
     opset: int,
     dynamic_batch: bool,
+    exporter: str = "auto",
 ) -> onnx.ModelProto:
-    """Export with the TorchScript-based exporter (stable ``/module/path/Op`` node names, used to map
-    numbers back to PyTorch modules), then check the graph."""
-    import torch
+    """Export ``module`` to ``path`` with ``exporter`` (``auto``, ``dynamo`` or ``torchscript``:
+    :func:`converter._convert.exporters.export_with`) and return the checked graph."""
+    from converter._convert.exporters import export_with
 
-    args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in sample)
-    module = traceable(module, args)
-    dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, str(path), input_names=input_names, output_names=output_names,
-                opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
-            )
-    except Exception as exc:
-        first = first_line(exc, 240)
-        raise ExportError(f"torch.onnx.export failed: {first}",
-                          "try another --opset, or make forward() traceable (no data-dependent Python control flow)") from None
-    return check_onnx(path)
+    return export_with(module, sample, path, input_names, output_names, opset, dynamic_batch, exporter).model
 
 
 def traceable(module: nn.Module, args: tuple) -> nn.Module:
@@ -111,16 +98,32 @@ def traceable(module: nn.Module, args: tuple) -> nn.Module:
 
 
 def _output_keys(out: object, count: int) -> list[str] | None:
-    """The keys of ``out`` when it is a flat dict of tensors (``{"logits": ..., "hidden": ...}``): the default output
-    names when they are valid, distinct signature names and one per output; else None."""
+    """Output names from the structure ``forward`` returned, when it holds a mapping (a dict, a Hugging Face
+    ``ModelOutput``): each tensor is named by its path, keys joined with ``_`` and positions numbered
+    (``{"logits": t, "hidden_states": (h0, h1)}`` -> ``logits, hidden_states_0, hidden_states_1``; a top-level tuple's
+    items are ``output_0, ...``). None (the default ``output_k`` names) without a mapping, or when the paths are not
+    valid, distinct signature names, one per output."""
     import re
 
     import torch
 
-    if not isinstance(out, dict) or len(out) != count or not all(isinstance(v, torch.Tensor) for v in out.values()):
+    if not _holds_mapping(out):
         return None
-    keys = [str(k) for k in out]
-    return keys if all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in keys) else None
+    names: list[str] = []
+
+    def walk(value: object, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            names.append(path or "output")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}_{key}" if path else str(key))
+        elif isinstance(value, (list, tuple)):
+            for k, item in enumerate(value):
+                walk(item, f"{path}_{k}" if path else f"output_{k}")
+
+    walk(out, "")
+    valid = len(names) == count == len(set(names)) and all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in names)
+    return names if valid else None
 
 
 def _holds_mapping(out: object) -> bool:
@@ -270,8 +273,11 @@ def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
     return list(given) or ([prefix if count == 1 else f"{prefix}_{i}" for i in range(count)])
 
 
-def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample) -> tuple[list[str], list[str]]:
-    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT."""
+def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample
+                 ) -> tuple[list[str], list[str], dict]:
+    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT.
+    Returns the input and output names, and what the manifest's ``source`` records about the export
+    (:meth:`~converter._convert.exporters.Exported.to_source`; nothing for an ``.onnx`` source)."""
     import onnx
 
     from converter.parity.runtimes import onnxruntime_runner
@@ -283,17 +289,20 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else graph_input_names(proto)
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
         onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
-        return in_names, out_names
+        return in_names, out_names, {}
     raw = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
     n_out = len(flatten_outputs(raw))
     in_names = io_names(options.input_names, len(shapes), "input")
     out_names = io_names(options.output_names, n_out, "output") if options.output_names else \
         (_output_keys(raw, n_out) or io_names((), n_out, "output"))
-    export_onnx(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch)
+    from converter._convert.exporters import export_with
+
+    exported = export_with(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch,
+                           options.exporter)
     ort_out = onnxruntime_runner(onnx_path).fn(sample)
     torch_out = run_torch(model.module, sample)
     worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
     if worst > 1e-3:
         raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
                           "the model is not traceable as is (data-dependent control flow?); check forward()")
-    return in_names, out_names
+    return in_names, out_names, exported.to_source()

@@ -38,21 +38,29 @@ class TensorInfo:
 
 @dataclass
 class Source:
-    """Where the model came from, as ``convert`` was told (``--check`` without a model loads it again)."""
+    """Where the model came from, as ``convert`` was told (``--check`` without a model loads it again), and which
+    ONNX exporter wrote ``model.onnx`` (``torchscript`` or ``dynamo``; None for an ``.onnx`` source and in manifests
+    written before the choice existed, which all used ``torchscript``). ``exporter_fallback``: why ``--exporter auto``
+    left the TorchScript exporter, when it did."""
 
     name: str
     kind: str
     spec: str
     weights: str | None = None
+    exporter: str | None = None
+    exporter_fallback: str | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "spec": self.spec, "weights": self.weights}
+        optional = {"exporter": self.exporter, "exporter_fallback": self.exporter_fallback}
+        return {"name": self.name, "kind": self.kind, "spec": self.spec, "weights": self.weights,
+                **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_json(cls, data: dict) -> "Source":
         if not isinstance(data.get("spec"), str):
             raise ValueError("source.spec is missing")
-        return cls(str(data.get("name", "")), str(data.get("kind", "")), data["spec"], data.get("weights"))
+        return cls(str(data.get("name", "")), str(data.get("kind", "")), data["spec"], data.get("weights"),
+                   data.get("exporter"), data.get("exporter_fallback"))
 
 
 @dataclass

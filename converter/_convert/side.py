@@ -34,7 +34,19 @@ class TorchSide:
     #: the reference net's weights (numpy state_dict) for the ``keras_native`` route
     keras_state: dict[str, np.ndarray] | None = None
     reference_name: str | None = None
+    #: the manifest's ``source`` (:class:`converter._convert.manifest.Source` as JSON): name, kind, spec, weights,
+    #: and, when this side exported ``model.onnx``, the ``exporter`` that wrote it (and ``exporter_fallback``)
     source: dict = field(default_factory=dict)
+    #: with ``--dynamic-dim``: parity data with every dynamic dimension at its second size, the PyTorch outputs on it
+    #: (runtime -> outputs), and the sizes in words (``seq = 16 and 8``)
+    resized: ParityData | None = None
+    resized_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    dynamic_dims: str = ""
+
+    @property
+    def exporter(self) -> str | None:
+        """``torchscript`` or ``dynamo`` when this side exported ``model.onnx``, else None."""
+        return self.source.get("exporter")
 
     def chunks(self, dynamic: bool) -> tuple[int, ...]:
         return DYNAMIC_BATCHES if dynamic else (FREE_CHUNK,)

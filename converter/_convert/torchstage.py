@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from converter._convert import export
 from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide, take
 from converter._convert import torchchild as child
-from converter.errors import ConverterError, ExportError, InputError
+from converter.errors import ConverterError, ExportError, InputError, first_line
 from converter.options import ConvertOptions
 from converter.parity.data import ParityData, load_parity_data
 from converter._convert.sources import LoadedModel
@@ -39,24 +40,63 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
         export.probe_outputs(model.module, _extreme_inputs(shapes, dtypes, options.input_ranges),
                              export.describe_inputs(shapes, dtypes))
     data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
-        parity_data, shapes, dtypes, options.parity_samples, options.seed, options.input_ranges)
+        parity_data, shapes, dtypes, options.parity_samples, options.seed, options.input_ranges,
+        _input_names(model, options, len(shapes), out, export_onnx) if str(parity_data).endswith(".npz") else ())
     sample = [take(x, shapes[0][0]) for x in data.inputs]
+    exported: dict = {}  # how model.onnx was written (the exporter), for the manifest's source
     if export_onnx:
-        in_names, out_names = export.export_model(model, out, options, shapes, sample)
+        in_names, out_names, exported = export.export_model(model, out, options, shapes, sample)
     else:
         manifest = Manifest.read(out)
         in_names = [i.name for i in manifest.inputs]
         out_names = [o.name for o in manifest.outputs]
     side = TorchSide(model.kind, in_names, out_names, [tuple(s) for s in shapes], [str(np.dtype(d)) for d in dtypes],
                      data, reference_name=model.reference_name,
-                     source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights})
+                     source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights,
+                             **exported})
     if model.module is not None and options.parity:
         # an ExportedProgram is specialised to the batch it was exported at: feed it exactly that
         fixed = shapes[0][0] if model.kind == "exported_program" else None
         side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch), fixed)
         if model.reference_name == "mnist_cnn":
             side.keras_state = {k: v.detach().cpu().numpy() for k, v in model.module.state_dict().items()}
+    if options.dynamic_dims:
+        _second_size(side, model, options, shapes, dtypes)
     return side
+
+
+#: Parity samples at the second size of the dynamic dimensions (random, like the first size's default)
+SECOND_SIZE_SAMPLES = 32
+
+
+def _second_size(side: TorchSide, model: LoadedModel, options: ConvertOptions, shapes, dtypes) -> None:
+    """``side.resized``: seeded random parity data with every dynamic dimension at its second size, and the
+    PyTorch outputs on it; a model that rejects that size says so in one line."""
+    from converter._convert.dims import resolve
+    from converter.parity import runtimes
+
+    dims = resolve(options.dynamic_dims, side.input_names, shapes)
+    side.dynamic_dims = dims.describe()
+    side.resized = load_parity_data("random", dims.resized(shapes), dtypes, min(options.parity_samples, SECOND_SIZE_SAMPLES),
+                                    options.seed + 1, options.input_ranges)
+    if model.module is None or not options.parity:
+        return
+    try:
+        side.resized_outputs["pytorch"] = runtimes.run_batched(runtimes.torch_runner(model.module),
+                                                               side.resized.inputs, side.chunks(False)[0])
+    except Exception as exc:
+        raise InputError(f"the model rejects its dynamic dimensions at their second size ({dims.describe()}): "
+                         f"{first_line(exc)}", "drop --dynamic-dim for a dimension the model fixes") from None
+
+
+def _input_names(model: LoadedModel, options: ConvertOptions, count: int, out: Path, export_onnx: bool) -> list[str]:
+    """The names the artifacts give the inputs (as :func:`export.export_model` decides them, or as ``--check``'s
+    manifest recorded them), known before the export: an ``.npz`` of parity data is keyed by them."""
+    if not export_onnx:
+        return [i.name for i in Manifest.read(out).inputs]
+    if model.kind == "onnx" and not options.input_names:
+        return export.graph_input_names(export.check_onnx(model.onnx_path))
+    return export.io_names(options.input_names, count, "input")
 
 
 def _extreme_inputs(shapes, dtypes, ranges) -> list[np.ndarray]:
@@ -75,7 +115,15 @@ def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: 
 
     eager = runtimes.torch_runner(model.module, batch=fixed)
     scripted = runtimes.torchscript_runner(model.module, sample, fixed)
-    return {r.runtime: {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in (eager, scripted)}
+    outputs = {r.runtime: {c: runtimes.run_batched(r, data.inputs, c) for c in chunks} for r in (eager,)}
+    try:
+        outputs[scripted.runtime] = {c: runtimes.run_batched(scripted, data.inputs, c) for c in chunks}
+    except Exception:
+        # a trace can bake the sample's batch into the graph (a Hugging Face causal mask indexes by it): feed the
+        # TorchScript file at the batch it was traced at, as the ONNX and TF artifacts are fed at theirs
+        traced = replace(scripted, batch=len(sample[0]))
+        outputs[scripted.runtime] = {c: runtimes.run_batched(traced, data.inputs, c) for c in chunks}
+    return outputs
 
 
 # ----------------------------------------------------------------------------------------- child process
@@ -154,11 +202,16 @@ def _write_side(stage: Path, side: TorchSide) -> None:
                 arrays[f"out/{runtime}/{chunk}/{i}"] = o
     for k, v in (side.keras_state or {}).items():
         arrays[f"keras/{k}"] = v
+    if side.resized is not None:
+        arrays.update({f"resized/{i}": x for i, x in enumerate(side.resized.inputs)})
+        for runtime, outs in side.resized_outputs.items():
+            arrays.update({f"resized_out/{runtime}/{i}": o for i, o in enumerate(outs)})
     np.savez(stage / "side.npz", **arrays)
     meta = {"kind": side.kind, "input_names": side.input_names, "output_names": side.output_names,
             "shapes": side.shapes, "dtypes": side.dtypes, "description": side.data.description,
             "real": side.data.real, "reference_name": side.reference_name,
-            "has_keras": side.keras_state is not None, "source": side.source}
+            "has_keras": side.keras_state is not None, "source": side.source, "dynamic_dims": side.dynamic_dims,
+            "resized": None if side.resized is None else side.resized.description}
     (stage / "side.json").write_text(json.dumps(meta))
 
 
@@ -174,8 +227,17 @@ def _read_side(stage: Path) -> TorchSide:
         outputs.setdefault(runtime, {}).setdefault(int(chunk), []).append((int(index), arrays[key]))
     outputs = {r: {c: [a for _, a in sorted(v)] for c, v in by.items()} for r, by in outputs.items()}
     keras = {k[len("keras/"):]: v for k, v in arrays.items() if k.startswith("keras/")} if meta["has_keras"] else None
-    return TorchSide(meta["kind"], meta["input_names"], meta["output_names"], [tuple(s) for s in meta["shapes"]],
-                     meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"])
+    side = TorchSide(meta["kind"], meta["input_names"], meta["output_names"], [tuple(s) for s in meta["shapes"]],
+                     meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"],
+                     dynamic_dims=meta.get("dynamic_dims", ""))
+    if meta.get("resized") is not None:
+        side.resized = ParityData([arrays[f"resized/{i}"] for i in range(len(meta["shapes"]))], None,
+                                  meta["resized"], False)
+        for key in sorted(k for k in arrays if k.startswith("resized_out/")):
+            _, runtime, index = key.split("/")
+            side.resized_outputs.setdefault(runtime, []).append((int(index), arrays[key]))
+        side.resized_outputs = {r: [a for _, a in sorted(v)] for r, v in side.resized_outputs.items()}
+    return side
 
 
 def _child() -> int:

@@ -3,7 +3,9 @@
 How (the nobuco idea, applied to a graph we did not write by hand; :mod:`converter.diagnosis.localise` drives it):
 
 1. PyTorch forward hooks record every leaf module call's inputs and output on a few parity inputs.
-2. The TorchScript exporter names ONNX nodes after module scopes (``/layer3/layer3.1/conv2/Conv``), so each
+2. The TorchScript exporter names ONNX nodes after module scopes (``/layer3/layer3.1/conv2/Conv``); the dynamo
+   exporter writes the module paths into each node's metadata (``pkg.torch.onnx.name_scopes``:
+   ``['', 'layer3', 'layer3.1', 'layer3.1.conv2', 'conv2d_7']``). Either way (:func:`node_scopes`) each
    leaf call gets the ONNX tensor its scope produces last with the module's output shape, plus the tensors
    entering the scope from outside (its inputs).
 3. A copy of ``model.onnx`` exports those tensors as extra graph outputs (``Identity`` probes) and runs
@@ -131,19 +133,71 @@ def scope_of(node_name: str, module_paths: set[str]) -> tuple[str, int] | None:
     return (".".join(components), call) if components else None
 
 
+#: The dynamo exporter's node metadata key holding the module path chain (``repr`` of a list of strings).
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def metadata_scopes(node: onnx.NodeProto) -> list[str] | None:
+    """The module paths a dynamo-exported node ran in, outermost first (``['layer3', 'layer3.1',
+    'layer3.1.conv2']``; ``[]`` for an op of the top-level module), or None when the node carries no such metadata
+    (TorchScript exports, nodes an optimiser added). The exporter writes ``['', *paths, fx_node_name]``."""
+    import ast
+
+    text = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
+    if text is None:
+        return None
+    try:
+        chain = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
+        return None
+    return [c for c in chain[:-1] if c]
+
+
+def node_scopes(model: onnx.ModelProto, module_paths: set[str]) -> list[tuple[str, int] | None]:
+    """The ``(module path, call)`` of every node of ``model``, in order; None outside any of ``module_paths``.
+
+    TorchScript exports: :func:`scope_of` the node name. Dynamo exports: the innermost path of
+    :func:`metadata_scopes`; the metadata has no call index, so a module's call number grows each time the
+    nodes re-enter its scope after nodes of another scope ran (two calls of one module with nothing in
+    between, ``relu(relu(x))``, count as one). Nodes without metadata (constants) do not break a call.
+    """
+    keys: list[tuple[str, int] | None] = []
+    calls: dict[str, int] = {}
+    previous: str | None = None
+    for node in model.graph.node:
+        scopes = metadata_scopes(node)
+        if scopes is None:
+            keys.append(scope_of(node.name, module_paths))
+            continue
+        path = scopes[-1] if scopes else ""
+        if path != previous:
+            calls[path] = calls.get(path, -1) + 1
+            previous = path
+        keys.append((path, calls[path]) if path in module_paths else None)
+    return keys
+
+
 # ------------------------------------------------------------------------------------------- ONNX side
 
 
 def scope_paths(model: onnx.ModelProto) -> set[str]:
-    """Module paths read off the node names alone (when the PyTorch module is not at hand): every scope
-    of every node, ``_N`` call suffixes dropped where the plain name also occurs."""
+    """Module paths read off the graph alone (when the PyTorch module is not at hand): every scope of every
+    node, from the node names (TorchScript; ``_N`` call suffixes dropped where the plain name also occurs) or
+    from the dynamo exporter's metadata."""
     paths: set[str] = set()
+    recorded: set[str] = set()  # from metadata: real paths, never call suffixes
     for node in model.graph.node:
+        scopes = metadata_scopes(node)
+        if scopes is not None:
+            recorded.update(scopes)
+            continue
         components: list[str] = []
         for segment in [p for p in node.name.split("/") if p][:-1]:
             components = _descend(components, segment)
             paths.add(".".join(components))
-    return {p for p in paths if not (re.fullmatch(r".+_\d+", p) and re.sub(r"_\d+$", "", p) in paths)}
+    return recorded | {p for p in paths if not (re.fullmatch(r".+_\d+", p) and re.sub(r"_\d+$", "", p) in paths)}
 
 
 def ancestors(paths: set[str]) -> set[str]:
@@ -161,8 +215,7 @@ def trace_onnx(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[Mod
     value_of = {src: values[name] for name, src in names.items()}
     value_of.update({i.name: x for i, x in zip(model.graph.input, inputs)})
     scopes: dict[tuple[str, int], list[int]] = {}
-    for position, node in enumerate(model.graph.node):
-        key = scope_of(node.name, known)
+    for position, key in enumerate(node_scopes(model, known)):
         if key is not None and key[0] in paths:
             scopes.setdefault(key, []).append(position)
     order = sorted(scopes, key=lambda k: scopes[k][-1])
@@ -182,8 +235,7 @@ def plan_probes(model: onnx.ModelProto, calls: list[ModuleCall]) -> list[Probe]:
     produced_in: dict[str, str] = {}  # tensor -> scope key of its producer
     by_scope: dict[tuple[str, int], list[onnx.NodeProto]] = {}
     paths = {c.path for c in calls}
-    for node in model.graph.node:
-        key = scope_of(node.name, paths | ancestors(paths))
+    for node, key in zip(model.graph.node, node_scopes(model, paths | ancestors(paths))):
         if key is None or key[0] not in paths:
             continue
         by_scope.setdefault(key, []).append(node)

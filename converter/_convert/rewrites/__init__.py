@@ -24,6 +24,7 @@ from converter._convert.rewrites.outputs import anchor_constant_outputs
 from converter._convert.rewrites.pooling import zero_pad_nonnegative_maxpool
 from converter._convert.rewrites.recurrent import materialize_lstm_states
 from converter._convert.rewrites.shapes import infer_shapes
+from converter._convert.rewrites.subgraphs import anchor_constant_subgraphs
 
 __all__ = [
     "MAX_ABS_ERROR",
@@ -32,6 +33,7 @@ __all__ = [
     "Prepared",
     "Rewrite",
     "anchor_constant_outputs",
+    "anchor_constant_subgraphs",
     "erf_as_polynomial",
     "fold_constants",
     "full_rank_broadcast_constants",
@@ -68,6 +70,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("patchwise_conv_transpose", patchwise_conv_transpose),
     ("full_rank_broadcast_constants", full_rank_broadcast_constants),
     ("materialize_lstm_states", materialize_lstm_states),
+    ("anchor_constant_subgraphs", anchor_constant_subgraphs),
     ("anchor_constant_outputs", anchor_constant_outputs),
     ("sanitize_names", sanitize_names),
     ("infer_shapes", infer_shapes),

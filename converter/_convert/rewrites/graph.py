@@ -103,3 +103,32 @@ def _rename_internal(graph: onnx.GraphProto, old: str, new: str) -> None:
             renamed = [new if n == old else n for n in names]
             del names[:]
             names.extend(renamed)
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` in place so every node follows the producers of its inputs, keeping the given order
+    wherever it already allows (Kahn's algorithm, the lowest position first)."""
+    import heapq
+
+    nodes = list(graph.node)
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    waiting = [len({producer[i] for i in n.input if i in producer and producer[i] != k}) for k, n in enumerate(nodes)]
+    consumers: dict[int, set[int]] = {}
+    for k, n in enumerate(nodes):
+        for i in n.input:
+            if i in producer and producer[i] != k:
+                consumers.setdefault(producer[i], set()).add(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for c in consumers.get(k, ()):
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(ready, c)
+    if len(order) != len(nodes):  # a cycle (not a valid graph): leave it as it was
+        return
+    del graph.node[:]
+    graph.node.extend(nodes[k] for k in order)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from converter._convert.rewrites.graph import _copy, _input_dependent, _rename_internal
+from converter._convert.rewrites.subgraphs import anchor_condition
 
 
 def anchor_constant_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Make every graph output that does not depend on the inputs (a buffer, a folded shape) the output of an op
-    that does: ``Where(IsNaN(ReduceMin(x)), c, c)``, which equals ``c`` exactly for every ``x``, NaN included.
+    that does: ``Where(IsNaN(ReduceMin(x)), c, c)``, which equals ``c`` exactly for every ``x``, NaN included
+    (:func:`~converter._convert.rewrites.subgraphs.anchor_condition`; an integer-only graph anchors on a Cast).
 
     Without it: onnx2tf evaluates such an output to a constant, which cannot be an output of a Keras functional
     model; it silently drops it (the Keras model has fewer outputs than the ONNX graph) or fails with "Output
@@ -19,23 +21,16 @@ def anchor_constant_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    floats = [i for i in graph.input if i.name not in initializers
-              and i.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)]
     live = _input_dependent(graph)
     constant_outputs = [o for o in graph.output if o.name not in live]
-    if not floats or not constant_outputs:
+    anchor = anchor_condition(graph) if constant_outputs else None
+    if anchor is None:
         return model
-    source = floats[0].name
-    nodes = [
-        helper.make_node("ReduceMin", [source], [f"{source}_anchor_min"], name=f"{source}_anchor/ReduceMin",
-                         keepdims=0),
-        helper.make_node("IsNaN", [f"{source}_anchor_min"], [f"{source}_anchor_isnan"], name=f"{source}_anchor/IsNaN"),
-    ]
+    cond, nodes = anchor
     for output in constant_outputs:
         hidden = f"{output.name}_constant"
         _rename_internal(graph, output.name, hidden)
-        nodes.append(helper.make_node("Where", [f"{source}_anchor_isnan", hidden, hidden], [output.name],
+        nodes.append(helper.make_node("Where", [cond, hidden, hidden], [output.name],
                                       name=f"{output.name}_anchor/Where"))
     graph.node.extend(nodes)
     return model
