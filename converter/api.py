@@ -156,7 +156,8 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
         model, weights = manifest.source.spec, manifest.source.weights
         print(f"convert: --check loads {_describe_source(model, weights)}, as recorded in {out_dir}/manifest.json",
               file=sys.stderr)
-    options = _replace(options, dynamic_batch=manifest.dynamic_batch, opset=manifest.opset)
+    options = _replace(options, dynamic_batch=manifest.dynamic_batch, opset=manifest.opset,
+                       dynamic_dims=options.dynamic_dims or _recorded_dynamic_dims(manifest))
     shapes = [tuple(i.pytorch_shape) for i in manifest.onnx_inputs]
     # a recorded source is loaded in the child even for library callers: in-process it would import with the
     # caller's sys.path, which may hold the current directory
@@ -173,6 +174,13 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConversionResult(out_dir, manifest, report)
+
+
+def _recorded_dynamic_dims(manifest: Manifest) -> tuple[tuple[str, int, str], ...]:
+    """The dynamic dimensions past the batch that ``out_dir``'s artifacts take (None in a signature's shape), as
+    ``dynamic_dims`` entries: ``--check`` runs parity at their two sizes again."""
+    return tuple((i.name, i.perm_from_pytorch[k], "") for i in manifest.inputs for k, d in enumerate(i.shape)
+                 if d is None and i.perm_from_pytorch[k] != 0)
 
 
 def read_manifest(out_dir: Path) -> Manifest:

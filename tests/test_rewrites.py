@@ -292,6 +292,44 @@ def seq_first_view_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [4, "batch", 6])], [_f32("out", [4, "batch", 2, 3])])
 
 
+def position_slice_graph() -> onnx.ModelProto:
+    """ids [1, seq] + positions[:, 0:seq] of a [1, 64] buffer: BERT's ``position_ids`` under a symbolic length."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, [1, "seq"])
+    buffer = numpy_helper.from_array(np.arange(64, dtype=np.int64)[None] * 3, "positions")
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"], name="/Shape"),
+        _const("one", np.array(1, np.int64)),
+        helper.make_node("Gather", ["shape", "one"], ["length"], name="/Gather", axis=0),
+        _const("zero_axis", np.array([0], np.int64)),
+        helper.make_node("Unsqueeze", ["length", "zero_axis"], ["end"], name="/Unsqueeze"),
+        _const("start", np.array([0], np.int64)),
+        _const("axis", np.array([1], np.int64)),
+        helper.make_node("Slice", ["positions", "start", "end", "axis"], ["pos"], name="/Slice"),
+        helper.make_node("Add", ["ids", "pos"], ["out"], name="/Add"),
+    ]
+    return _model(nodes, [ids], [out], [buffer])
+
+
+def bool_mask_expand_graph() -> onnx.ModelProto:
+    """A [1, seq] mask expanded to [1, 1, seq, seq] as bool, as Hugging Face builds attention masks."""
+    mask = helper.make_tensor_value_info("mask", TensorProto.INT64, [1, "seq"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, "seq", "seq"])
+    nodes = [
+        helper.make_node("Cast", ["mask"], ["flags"], name="/CastBool", to=TensorProto.BOOL),
+        _const("axes", np.array([1, 2], np.int64)),
+        helper.make_node("Unsqueeze", ["flags", "axes"], ["flags4"], name="/Unsqueeze"),
+        helper.make_node("Shape", ["mask"], ["shape"], name="/Shape"),
+        _const("one", np.array([1], np.int64)),
+        helper.make_node("Gather", ["shape", "one"], ["length"], name="/Gather", axis=0),
+        _const("ones", np.array([1, 1], np.int64)),
+        helper.make_node("Concat", ["ones", "length", "length"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Expand", ["flags4", "target"], ["expanded"], name="/Expand"),
+        helper.make_node("Cast", ["expanded"], ["out"], name="/CastFloat", to=TensorProto.FLOAT),
+    ]
+    return _model(nodes, [mask], [out])
+
+
 def _bias_full_rank(m: onnx.ModelProto) -> bool:
     add = next(n for n in m.graph.node if n.op_type == "Add")
     bias = next(t for t in m.graph.initializer if t.name == add.input[1])
@@ -416,6 +454,12 @@ CASES = [
          _no_op("Shape", "Slice", "Cast", "Sqrt", "Reciprocal")),
     Case("wildcard_from_partial_shape", lambda: rewrites.fold_constants(seq_first_view_graph()),
          rewrites.wildcard_dynamic_reshape, _no_op("Shape", "Slice", "Concat")),
+    Case("full_rank_dynamic_slice", position_slice_graph, rewrites.full_rank_dynamic_slices,
+         lambda m: any(n.op_type == "Slice" and len(n.input) == 5 for n in m.graph.node)),
+    Case("static_slice_stays", chunk_graph, rewrites.full_rank_dynamic_slices, lambda m: True, changes=False),
+    Case("expand_bool_as_int", bool_mask_expand_graph, rewrites.expand_bool_as_int,
+         lambda m: sum(n.op_type == "Cast" for n in m.graph.node) == 4),
+    Case("expand_of_floats_stays", big_expand_graph, rewrites.expand_bool_as_int, lambda m: True, changes=False),
     Case("sanitize_names", messy_names_graph, rewrites.sanitize_names, _names_valid),
     Case("infer_shapes", chunk_graph, rewrites.infer_shapes, _all_shapes_known),
 ]
@@ -562,6 +606,40 @@ def test_constant_subgraph_converts_only_anchored(tmp_path, monkeypatch, anchore
         keras_model = onnx2tf.convert(onnx_graph=prepared.model, disable_model_save=True, non_verbose=True,
                                       **prepared.onnx2tf_kwargs)
     np.testing.assert_array_equal(np.asarray(keras_model(ids)), ref)
+
+
+@pytest.mark.parametrize("rewritten", [True, False], ids=["rewritten", "raw"])
+@pytest.mark.parametrize(("build", "rewrite", "failure"), [
+    (position_slice_graph, "full_rank_dynamic_slices", "shape"),
+    (bool_mask_expand_graph, "expand_bool_as_int", "DataType bool"),
+], ids=["dynamic_slice", "bool_expand"])
+def test_symbolic_length_graphs_convert_only_rewritten(tmp_path, monkeypatch, build, rewrite: str, failure: str,
+                                                       rewritten: bool) -> None:
+    """With a symbolic sequence length onnx2tf mistranslates these two graphs (a Slice of a buffer comes out with the
+    wrong shape; a bool Expand cannot be multiplied); rewritten, the Keras model equals onnxruntime at two lengths."""
+    import onnx2tf
+
+    if not rewritten:
+        monkeypatch.setattr(rewrites, "REWRITES", tuple(r for r in rewrites.REWRITES if r[0] != rewrite))
+    model = build()
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    name = model.graph.input[0].name
+    monkeypatch.chdir(tmp_path)
+    try:
+        with rewrites.patch_onnx2tf_offline():
+            keras_model = onnx2tf.convert(onnx_graph=prepared.model, disable_model_save=True, non_verbose=True,
+                                          keep_shape_absolutely_input_names=[name], **prepared.onnx2tf_kwargs)
+        results = []
+        for steps in (7, 12):
+            x = np.random.default_rng(steps).integers(0, 2, (1, steps)).astype(np.int64)
+            (ref,) = _run(model, {name: x})
+            got = np.asarray(keras_model(x))
+            results.append(got.shape == ref.shape and np.array_equal(got, ref))
+    except Exception as exc:  # the raw graph may fail inside onnx2tf or when Keras runs it
+        assert not rewritten, exc
+        assert failure in str(exc) or failure == "shape", exc
+        return
+    assert all(results) == rewritten, results
 
 
 def test_lstm_states_follow_batch_first_layout() -> None:

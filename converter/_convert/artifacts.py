@@ -43,7 +43,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     except Exception as exc:  # the ONNX reference every row is checked against must run
         raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
                          "export the model with standard ONNX ops at an opset between 7 and 21") from None
-    manifest = _base_manifest(side, options, ort_out)
+    manifest = _base_manifest(side, options, ort_out, _opset_of(proto, options.opset))
     if not options.wants_saved_model:
         return manifest
     t = time.perf_counter()
@@ -182,7 +182,12 @@ def _representative(calibration, data, inputs):
     return generator
 
 
-def _base_manifest(side: TorchSide, options: ConvertOptions, ort_out) -> Manifest:
+def _opset_of(proto, default: int) -> int:
+    """The default-domain opset ``model.onnx`` declares (the dynamo exporter writes at least 18 whatever --opset)."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
+def _base_manifest(side: TorchSide, options: ConvertOptions, ort_out, opset: int) -> Manifest:
     import onnx2tf
     import onnxruntime
 
@@ -198,7 +203,7 @@ def _base_manifest(side: TorchSide, options: ConvertOptions, ort_out) -> Manifes
         return inputs, outputs
 
     (inputs, outputs), (onnx_inputs, onnx_outputs) = entries(), entries()
-    return Manifest(Source.from_json(side.source), options.layout, dyn, options.opset, inputs, outputs,
+    return Manifest(Source.from_json(side.source), options.layout, dyn, opset, inputs, outputs,
                     onnx_inputs, onnx_outputs, {"onnx": Artifact("model.onnx")},
                     {"onnx2tf": onnx2tf.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()})

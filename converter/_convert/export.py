@@ -71,6 +71,20 @@ def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str)
                          "token ids) and, for integer inputs, a valid --input-range") from None
 
 
+def _require_symbolic(proto: onnx.ModelProto, dims, in_names: list[str], file: str) -> None:
+    """An ``.onnx`` source's ``--dynamic-dim`` must already be symbolic in the file: its graph may have baked the
+    size into constants (a Reshape's target), so making only the input symbolic could silently be wrong."""
+    inits = {i.name for i in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in inits]
+    for name, info, axes in zip(in_names, graph_inputs, dims.axes):
+        shape = info.type.tensor_type.shape.dim
+        for axis in axes:
+            if shape[axis].HasField("dim_value") and shape[axis].dim_value > 0:
+                raise InputError(f"--dynamic-dim {name}:{axis}: {file} fixes that dimension to {shape[axis].dim_value}",
+                                 "re-export the file with that axis dynamic (dynamic_axes / dynamic_shapes), or drop "
+                                 "--dynamic-dim")
+
+
 def export_onnx(
     module: nn.Module,
     sample: list[np.ndarray],
@@ -280,6 +294,7 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
     (:meth:`~converter._convert.exporters.Exported.to_source`; nothing for an ``.onnx`` source)."""
     import onnx
 
+    from converter._convert.dims import resolve
     from converter.parity.runtimes import onnxruntime_runner
 
     onnx_path = out / "model.onnx"
@@ -288,6 +303,7 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         n_out = len(proto.graph.output)
         in_names = io_names(options.input_names, len(shapes), "input") if options.input_names else graph_input_names(proto)
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
+        _require_symbolic(proto, resolve(options.dynamic_dims, in_names, shapes), in_names, model.onnx_path.name)
         onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
         return in_names, out_names, {}
     raw = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
@@ -298,7 +314,7 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
     from converter._convert.exporters import export_with
 
     exported = export_with(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch,
-                           options.exporter)
+                           options.exporter, resolve(options.dynamic_dims, in_names, shapes).axes)
     ort_out = onnxruntime_runner(onnx_path).fn(sample)
     torch_out = run_torch(model.module, sample)
     worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))

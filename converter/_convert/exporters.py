@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,26 +38,31 @@ class Exported:
 
 
 def export_with(module: nn.Module, sample: list[np.ndarray], path: Path, input_names: list[str],
-                output_names: list[str], opset: int, dynamic_batch: bool, exporter: str = "auto") -> Exported:
+                output_names: list[str], opset: int, dynamic_batch: bool, exporter: str = "auto",
+                dynamic_dims: Sequence[dict[int, str]] = ()) -> Exported:
     """Export with ``torchscript``, ``dynamo`` or ``auto``, then check the graph.
 
     ``auto`` tries the TorchScript exporter first: its node names carry module paths (``/layer3/layer3.1/conv2/Conv``,
     what localisation reads on graphs from any torch version) and every graph it writes stays the graph earlier
     conversions were measured on. When it fails (an op it has no symbolic for, e.g. ``aten::diff`` in a GPT-2 that
     builds its causal mask itself), the torch.export-based exporter runs instead and the reason is recorded.
+
+    ``dynamic_dims``: per input, ``{axis: label}`` of the dimensions past the batch to keep symbolic
+    (:mod:`converter._convert.dims`); one label is one dimension in both exporters.
     """
+    dims = list(dynamic_dims) or [{} for _ in sample]
     if exporter == "torchscript":
-        return Exported(_torchscript(module, sample, path, input_names, output_names, opset, dynamic_batch),
+        return Exported(_torchscript(module, sample, path, input_names, output_names, opset, dynamic_batch, dims),
                         "torchscript")
     if exporter == "dynamo":
-        return Exported(_dynamo(module, sample, path, input_names, output_names, opset, dynamic_batch), "dynamo")
+        return Exported(_dynamo(module, sample, path, input_names, output_names, opset, dynamic_batch, dims), "dynamo")
     try:
-        return Exported(_torchscript(module, sample, path, input_names, output_names, opset, dynamic_batch),
+        return Exported(_torchscript(module, sample, path, input_names, output_names, opset, dynamic_batch, dims),
                         "torchscript")
     except ConverterError as first:
         reason = str(first).split(" — ")[0]
         try:
-            model = _dynamo(module, sample, path, input_names, output_names, opset, dynamic_batch)
+            model = _dynamo(module, sample, path, input_names, output_names, opset, dynamic_batch, dims)
         except ConverterError as second:
             raise ExportError(f"both ONNX exporters failed: torchscript: {reason}; dynamo: "
                               f"{str(second).split(' — ')[0]}",
@@ -66,14 +72,18 @@ def export_with(module: nn.Module, sample: list[np.ndarray], path: Path, input_n
 
 
 def _torchscript(module: nn.Module, sample: list[np.ndarray], path: Path, input_names: list[str],
-                 output_names: list[str], opset: int, dynamic_batch: bool) -> onnx.ModelProto:
+                 output_names: list[str], opset: int, dynamic_batch: bool,
+                 dims: Sequence[dict[int, str]]) -> onnx.ModelProto:
     """The TorchScript-based exporter (stable ``/module/path/Op`` node names, used to map numbers back to PyTorch
     modules)."""
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in sample)
     module = traceable(module, args)
-    dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+    batch = {0: "batch"} if dynamic_batch else {}
+    dynamic_axes = {n: {**batch, **axes} for n, axes in zip(input_names, dims)}
+    dynamic_axes.update({n: dict(batch) for n in output_names})  # the exporter names the outputs' other symbolic dims
+    dynamic_axes = {n: axes for n, axes in dynamic_axes.items() if axes} or None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -95,7 +105,8 @@ DYNAMO_MIN_OPSET = 18
 
 
 def _dynamo(module: nn.Module, sample: list[np.ndarray], path: Path, input_names: list[str],
-            output_names: list[str], opset: int, dynamic_batch: bool) -> onnx.ModelProto:
+            output_names: list[str], opset: int, dynamic_batch: bool,
+            dims: Sequence[dict[int, str]]) -> onnx.ModelProto:
     """The torch.export-based exporter (``dynamo=True``; nodes carry their module path in the metadata key
     ``pkg.torch.onnx.name_scopes``, which localisation reads). A dict or ``ModelOutput`` output needs no wrapper:
     torch.export flattens it in :func:`flatten_outputs` order (values in key order).
@@ -121,7 +132,10 @@ def _dynamo(module: nn.Module, sample: list[np.ndarray], path: Path, input_names
     if dynamic_batch and arrays[0].shape[0] < 2:
         arrays = [np.concatenate([x] * 2) for x in arrays]
     args = tuple(torch.from_numpy(x) for x in arrays)
-    dynamic_shapes = tuple({0: torch.export.Dim("batch")} for _ in args) if dynamic_batch else None
+    named = {label: torch.export.Dim(label) for axes in dims for label in axes.values()}
+    batch = {0: torch.export.Dim("batch")} if dynamic_batch else {}
+    dynamic_shapes = tuple({**batch, **{axis: named[label] for axis, label in axes.items()}} for axes in dims)
+    dynamic_shapes = (_per_parameter(module, dynamic_shapes) if any(dynamic_shapes) else None)
     try:
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"), \
                 _stdout_silenced():
@@ -137,6 +151,16 @@ def _dynamo(module: nn.Module, sample: list[np.ndarray], path: Path, input_names
                           "make forward() exportable by torch.export (no data-dependent Python control flow), "
                           "or try --exporter torchscript") from None
     return check_onnx(path)
+
+
+def _per_parameter(module: nn.Module, shapes: tuple) -> tuple:
+    """``shapes`` (one per input) in the structure torch.export matches against ``forward``'s parameters: a
+    ``forward(self, *args)`` (this package's wrappers: keyword calls, flattened outputs, ExportedPrograms) has one
+    parameter holding every input, so its spec is ``(shapes,)``."""
+    import inspect
+
+    kinds = [p.kind for p in inspect.signature(module.forward).parameters.values()]
+    return (shapes,) if kinds and kinds[0] is inspect.Parameter.VAR_POSITIONAL else shapes
 
 
 @contextmanager

@@ -19,9 +19,11 @@ def feeding_lines(manifest: Manifest) -> list[str]:
     onnx = {i.name: i for i in manifest.onnx_inputs}
     for tf_input in manifest.inputs:
         torch_input = onnx.get(tf_input.name, tf_input)
-        torch_shape = ["N" if k == 0 and manifest.dynamic_batch else d for k, d in enumerate(torch_input.pytorch_shape)]
-        lines.append(f"input `{tf_input.name}`: {torch_input.dtype} [{', '.join(map(str, torch_shape))}] (PyTorch layout)"
-                     + _permutation(tf_input))
+        free = {tf_input.perm_from_pytorch[k] for k, d in enumerate(tf_input.shape) if d is None}
+        torch_shape = ["N" if k == 0 and manifest.dynamic_batch else "*" if k in free else d
+                       for k, d in enumerate(torch_input.pytorch_shape)]
+        lines.append(f"input `{tf_input.name}`: {torch_input.dtype} [{', '.join(map(str, torch_shape))}] (PyTorch layout"
+                     + ("; * = any size" if "*" in torch_shape else "") + ")" + _permutation(tf_input))
     for tf_output in manifest.outputs:
         if _permuted(tf_output):
             lines.append(f"output `{tf_output.name}` comes back as {_shape(tf_output)}: "
@@ -49,7 +51,7 @@ def _permuted(info: TensorInfo) -> bool:
 
 
 def _shape(info: TensorInfo) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in info.shape) + "]"
+    return "[" + ", ".join(("N" if k == 0 else "*") if d is None else str(d) for k, d in enumerate(info.shape)) + "]"
 
 
 def _inverse(perm: list[int]) -> list[int]:

@@ -192,7 +192,15 @@ def compare(
     Where the masks agree, the errors, cosine and tolerances are computed on the finite positions only: a
     runtime that reproduces the reference's NaN exactly passes this row, and the report still fails through
     :func:`reference_warnings`, which refuses a reference that outputs NaN/Inf at all.
+
+    An output whose shape differs from the reference's (or a missing one) fails the row, naming it.
     """
+    wrong = next((k for k, (r, c) in enumerate(zip(reference, candidate)) if np.shape(r) != np.shape(c)), None)
+    if wrong is not None or len(candidate) != len(reference):
+        what = (f"output {_output_label(wrong, output_names)} has shape {list(np.shape(candidate[wrong]))}, the "
+                f"reference {list(np.shape(reference[wrong]))}" if wrong is not None else
+                f"{len(candidate)} outputs, the reference {len(reference)}")
+        return failed_row(runtime, precision, artifact, tolerance, what)
     ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference], axis=1).astype(np.float64)
     got = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate], axis=1).astype(np.float64)
     axes = list(class_axes) if class_axes is not None else class_axes_of(reference, output_names)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import onnx
 
+from converter._convert.rewrites.booleans import expand_bool_as_int
 from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
+from converter._convert.rewrites.slices import full_rank_dynamic_slices
 from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 from converter._convert.rewrites.fold import fold_constants
@@ -35,8 +37,10 @@ __all__ = [
     "anchor_constant_outputs",
     "anchor_constant_subgraphs",
     "erf_as_polynomial",
+    "expand_bool_as_int",
     "fold_constants",
     "full_rank_broadcast_constants",
+    "full_rank_dynamic_slices",
     "infer_shapes",
     "materialize_lstm_states",
     "onnx2tf_kwargs_for",
@@ -69,6 +73,8 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("shuffle_as_gather", shuffle_as_gather),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
     ("full_rank_broadcast_constants", full_rank_broadcast_constants),
+    ("expand_bool_as_int", expand_bool_as_int),
+    ("full_rank_dynamic_slices", full_rank_dynamic_slices),
     ("materialize_lstm_states", materialize_lstm_states),
     ("anchor_constant_subgraphs", anchor_constant_subgraphs),
     ("anchor_constant_outputs", anchor_constant_outputs),
