@@ -132,7 +132,14 @@ def onnx_to_keras(
             raise TensorFlowConversionError(
                 f"onnx2tf gave input {info.name!r} shape {list(kin.shape)}, expected {expect}",
                 "report this model; try --layout keep")
-    tf_out = run_keras(keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(sample, inputs)])
+    try:
+        tf_out = run_keras(keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(sample, inputs)])
+    except Exception as exc:  # TF's own shape errors: onnx2tf built a graph that cannot run the model's input
+        from converter.errors import first_line
+
+        raise TensorFlowConversionError(
+            f"the TF graph onnx2tf built cannot run the sample input: {first_line(exc, 200)}",
+            "report this model; with --dynamic-dim, convert at a fixed size instead") from None
     if len(tf_out) != len(reference):
         raise TensorFlowConversionError(f"the TF graph has {len(tf_out)} outputs, ONNX has {len(reference)}",
                                         "report this model")
