@@ -2,9 +2,10 @@
 
 The public surface::
 
-    from converter import convert, check, ConvertOptions
-    result = convert("mypkg.nets:build", "out/net", ConvertOptions(), input_shapes=[(1, 3, 224, 224)])
-    result.parity.passed, result.exit_code
+    import converter
+    result = converter.convert(model, torch.randn(1, 3, 224, 224), out_dir="out/net", precisions=("fp32", "fp16"))
+    result.parity.raise_if_failed()
+    result.runtime("tflite_fp32")(x)  # NumPy outputs in the PyTorch layout
 
 Names are imported lazily (PEP 562): ``import converter`` stays cheap, so the ``convert`` command can start its
 PyTorch child before NumPy, ONNX or TensorFlow load.

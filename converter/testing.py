@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from converter import api
-from converter.errors import ParityFailed
 from converter.options import ConvertOptions
-from converter.parity.judge import ParityReport, to_markdown
+from converter.parity.judge import ParityReport
 from converter._convert.sources import LoadedModel, load_model
 
 
@@ -41,7 +40,4 @@ def assert_parity(
     report = result.parity
     if report is None:
         raise ValueError("assert_parity needs options.parity=True")
-    if not report.passed:
-        failed = ", ".join(f"{r.runtime}/{r.precision}: {r.reason}" for r in report.failures()) or "; ".join(report.warnings)
-        raise ParityFailed(f"parity failed ({failed})\n{to_markdown(report)}")
-    return report
+    return report.raise_if_failed()  # ParityFailed: every failing row in one line, the table as its note
