@@ -26,6 +26,7 @@ from converter.runtime import Runtime, load_runtime
 from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
 from converter._convert.manifest import Manifest
+from converter._convert.progress import Reporter, reporting, stage
 from converter._convert.side import TorchSide
 from converter._convert.sources import LoadedModel, load_model
 from converter._convert.tensorflow import preload as preload_tensorflow
@@ -63,6 +64,7 @@ def convert(
     calibration: list[np.ndarray] | str | Path | None = None,
     force: bool = False,
     isolate: bool = False,
+    progress: bool | Reporter = False,
     **option_fields: Any,
 ) -> ConversionResult:
     """Convert ``model`` into ``out_dir`` (SavedModel, TFLite, ONNX) and, unless ``parity=False``, check parity.
@@ -78,7 +80,8 @@ def convert(
     (``precisions=("fp32", "fp16")``, ``dynamic_batch=True``, ``atol=1e-5``), overriding ``options``.
     ``calibration``: full-int8 representative inputs, one PyTorch-layout array per input, or an ``.npy`` path.
     ``isolate=True`` with a spec: the PyTorch side runs in a child process that exits before TensorFlow loads
-    (what the CLI does).
+    (what the CLI does). ``progress=True``: say on stderr which stage runs and for how long (the command's default;
+    :mod:`converter._convert.progress`).
 
     Returns a :class:`ConversionResult`: ``result.parity`` (``raise_if_failed()``, ``to_markdown()``,
     ``to_json()``), ``result.runtime("tflite_fp32")`` (call it like the model; NumPy outputs in the PyTorch layout).
@@ -111,21 +114,11 @@ def convert(
     if not options.parity and (calibration is not None or "int8" not in options.tflite_precisions):
         # parity off and nothing to calibrate: one seeded sample is all the export needs
         parity_data, options = "random", _replace(options, parity_samples=1)
+    reporter = progress if isinstance(progress, Reporter) else Reporter() if progress else None
     try:
-        side = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
-        timings["pytorch_stage"] = time.perf_counter() - start
-        manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
-        report = None
-        if options.parity:
-            t = time.perf_counter()
-            report = checks.run_parity(tmp, manifest, side, options)
-            _diagnose(model, weights, tmp, manifest, side, report, options, calibration)
-            report.write(tmp)
-            timings["parity"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - start
-        manifest.timings_s = {k: round(v, 3) for k, v in timings.items()}
-        artifacts.write_manifest(tmp, manifest)
-        interrupts.checkpoint()  # an interrupt a library swallowed still means: nothing in --out
+        with reporting(reporter):
+            manifest, report = _build(model, weights, tmp, options, input_shapes, parity_data, calibration, isolate,
+                                      timings, start)
         _outdir_call(outdir.move_into_place, tmp, out_dir, force=force, owned=is_conversion, what="manifest.json")
     except BaseException as exc:  # includes KeyboardInterrupt: never leave partial output
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,6 +127,27 @@ def convert(
                              "free some space or choose an --out on another disk") from None
         raise
     return ConversionResult(out_dir, manifest, report, notes)
+
+
+def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, parity_data, calibration, isolate: bool,
+           timings: dict[str, float], start: float) -> tuple[Manifest, ParityReport | None]:
+    """Everything :func:`convert` writes, into the staging directory ``tmp``: the stages in order."""
+    stage("loading the model and exporting it to ONNX")
+    side = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
+    timings["pytorch_stage"] = time.perf_counter() - start
+    manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
+    report = None
+    if options.parity:
+        t = time.perf_counter()
+        report = checks.run_parity(tmp, manifest, side, options)
+        _diagnose(model, weights, tmp, manifest, side, report, options, calibration)
+        report.write(tmp)
+        timings["parity"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    manifest.timings_s = {k: round(v, 3) for k, v in timings.items()}
+    artifacts.write_manifest(tmp, manifest)
+    interrupts.checkpoint()  # an interrupt a library swallowed still means: nothing in --out
+    return manifest, report
 
 
 def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
@@ -238,6 +252,7 @@ def _diagnose(model, weights, out: Path, manifest: Manifest, side, report: Parit
     imports triton) and a crashed child only costs the diagnosis. A live module stays in-process."""
     if report.passed and not options.localise:
         return
+    stage("localising " + ("every row" if options.localise else "the failing rows"))
     if isinstance(model, str):
         from converter.diagnosis.localisechild import localise_in_child
 

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let a .pt2 file be read with Python's full unpickler; only for files you trust: a crafted "
                         "file runs code while it is read (default: tensors only, such files are refused)")
     p.add_argument("--verbose", action="store_true", help="show onnx2tf/TF output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress display (on a terminal: a status line with the stage and the elapsed time; "
+                        "otherwise one line per stage)")
     return p
 
 
@@ -147,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)
     else:
         result = api.convert(spec, out_dir=args.out, options=options, weights=args.weights, input_shapes=_shapes(args.input_shape) or None,
-                             parity_data=parity_data, calibration=args.calibration_data, force=args.force, isolate=True)
+                             parity_data=parity_data, calibration=args.calibration_data, force=args.force, isolate=True,
+                             progress=not args.quiet)
     if result.parity is not None:
         from converter.parity.judge import to_markdown
 

@@ -74,6 +74,15 @@ def run_cli(tool: str, *args: str | os.PathLike, cwd: Path | None = None, timeou
                           env=env, timeout=timeout)
 
 
+def message_lines(stderr: str) -> list[str]:
+    """The non-empty lines of a command's stderr that are not progress lines (``convert: [   1.2 s] stage``):
+    what a one-line error contract is about."""
+    import re
+
+    progress = re.compile(r"^\w[\w-]*: \[\s*\d+\.\d s\] ")
+    return [ln for ln in stderr.splitlines() if ln.strip() and not progress.match(ln)]
+
+
 @pytest.fixture(scope="session")
 def trained_weights(tmp_path_factory) -> Path:
     """A reference net trained for 3 epochs on the embedded digits (~93 % on the official test set)."""

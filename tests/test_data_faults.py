@@ -19,7 +19,7 @@ from converter._convert import layout
 from converter.errors import InputError
 from converter.parity.judge import compare, reference_warnings, tolerance_for
 from converter.parity.data import check_samples, load_parity_data
-from tests.conftest import run_cli
+from tests.conftest import message_lines, run_cli
 
 NAN, INF = float("nan"), float("inf")
 SAMPLES = "20"
@@ -279,7 +279,7 @@ def test_bad_data_exit_2_one_line_nothing_written(tmp_path, case, tool, args, ne
     d = _crafted(tmp_path)
     r = run_cli(tool, *[a.replace("{d}", str(d)) for a in args], "--out", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = message_lines(r.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), r.stderr
     assert needle.replace("{d}", str(d)) in lines[0], lines[0]
     assert "Traceback" not in r.stderr
@@ -341,7 +341,7 @@ def test_all_nan_output_of_ambiguous_layout_is_a_clear_error(tmp_path) -> None:
     r = run_cli("convert", "tests.toy_data_faults:nan_cube", "--input-shape", "1,4,4,4", "--precision", "fp32",
                 "--parity-samples", SAMPLES, "--out", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = message_lines(r.stderr)
     assert len(lines) == 1 and "output 'output' is NaN/Inf everywhere on the sample input" in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from converter.diagnosis import probes
-from tests.conftest import run_cli
+from tests.conftest import message_lines, run_cli
 
 EXPORTERS = ("torchscript", "dynamo")
 #: the toy with two inputs and two outputs (a conv, a Linear on a sequence, a head), fp32 only: quick
@@ -158,7 +158,7 @@ def test_exporter_errors_are_one_line(tmp_path, args: tuple[str, ...], message: 
     result = run_cli("convert", "tests.toy_text:first_differences", "--input-shape", "1,8", "--input-dtype", "int64",
                      "--input-range", "0,100", "--precision", "fp32", *args, "--out", out)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    lines = message_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert not out.exists()
 

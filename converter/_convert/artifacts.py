@@ -18,6 +18,7 @@ from converter._convert import export, layout
 from converter.quantization import int8child
 from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
 from converter.options import ConvertOptions
+from converter._convert.progress import stage
 from converter._convert.quiet import silenced
 from converter._convert.manifest import Artifact, Manifest, Source, TensorInfo
 from converter._convert.side import TorchSide, take
@@ -49,6 +50,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     t = time.perf_counter()
     # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
     recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
+    stage(f"translating ONNX to TensorFlow (onnx2tf, {len(proto.graph.node)} nodes)")
     try:
         graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout,
                               options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
@@ -79,6 +81,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         for entry in (*manifest.inputs, *manifest.outputs):
             entry.shape[0] = None
     t = time.perf_counter()
+    stage("writing the SavedModel")
     tfexport.save_saved_model(module, out / "saved_model", options.verbose)
     manifest.artifacts["saved_model"] = Artifact("saved_model", _dir_bytes(out / "saved_model"),
                                                  details={"signature": tfexport.SIGNATURE_KEY})
@@ -86,6 +89,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     representative = _representative(calibration, side.data, graph.inputs)
     for precision in options.tflite_precisions:
         t = time.perf_counter()
+        stage(f"writing model_{precision}.tflite")
         extra: dict = {}
         if precision == "int8" and options.int8_keep_float:
             blob, extra = _selective_int8(*int8_source(), representative, side, proto, options, out)

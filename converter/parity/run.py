@@ -18,6 +18,7 @@ from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
 from converter._convert.feeding import feeding_lines
 from converter._convert.manifest import Manifest
+from converter._convert.progress import stage
 from converter._convert.side import TorchSide
 
 
@@ -70,6 +71,7 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
     axes = class_axes(manifest, options)
     import_tensorflow(options.verbose)
     data = side.data
+    stage(f"parity: {len(data.inputs[0])} samples through every runtime")
     chunks = side.chunks(manifest.dynamic_batch)
     outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks)
     for runtime, by_chunk in side.outputs.items():
@@ -94,6 +96,7 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
         worst.size_bytes = manifest.artifact_bytes(worst.artifact)
         rows.append(worst)
     if side.resized is not None:
+        stage(f"parity at the second size ({_second_sizes(side.dynamic_dims)})")
         _judge_second_size(out, manifest, side, options, rows, names, axes)
     for (runtime, precision), reason in crashed.items():
         rows.append(parity.failed_row(runtime, precision, artifacts.get((runtime, precision)),
