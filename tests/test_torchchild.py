@@ -9,7 +9,7 @@ import pytest
 
 from converter import cli
 from converter._convert import torchchild
-from tests.conftest import ROOT
+from tests.conftest import ROOT, message_lines
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_command_that_fails_early_leaves_no_child_running(spawned, tmp_path, a
 def test_a_child_that_crashes_is_reported_with_the_last_line_it_printed(spawned, tmp_path, capsys) -> None:
     code = cli.main(["tests.toy_models:crashing_factory", "--out", str(tmp_path / "out")])
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = message_lines(capsys.readouterr().err)
     assert len(err) == 1 and "the PyTorch stage crashed (exit 7): toy_models: about to crash natively" in err[0]
     assert not (tmp_path / "out").exists() and spawned[0].poll() == 7
 
