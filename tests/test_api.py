@@ -199,3 +199,22 @@ def test_bad_api_calls_are_one_line_errors(tmp_path, kwargs: dict, message: str)
     with pytest.raises(InputError, match=message):
         converter.convert(model, out_dir=tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_full_int8_of_a_model_with_integer_inputs_calibrates_on_integers(tmp_path) -> None:
+    """Representative samples keep each input's dtype (token ids stay int64): the selective-int8 search and the
+    calibration would otherwise feed float32 to an int64 input and stop."""
+    from tests.toy_models import tiny_text
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    calibration = [rng.integers(0, 100, (64, 16)), np.ones((64, 16), np.int64)]
+    result = converter.convert(tiny_text(), (torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.int64)),
+                               out_dir=tmp_path / "out", precisions=("int8",), parity_samples=64,
+                               calibration=calibration, int8_keep_float=("auto",))
+    int8 = next(r for r in result.parity.runtimes if r.precision == "int8")
+    assert int8.passed, int8.reason
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(result.out_dir / "model_int8.tflite")).get_input_details()
+    assert {str(np.dtype(d["dtype"])) for d in details} == {"int64"}

@@ -180,7 +180,7 @@ def _representative(calibration, data, inputs):
 
     def generator():
         for k in range(count):  # keyed by signature input name: TFLite does not keep the argument order
-            yield {i.name: layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.float32)
+            yield {i.name: layout.to_layout(a[k:k + 1], i.artifact_perm).astype(np.dtype(i.dtype))  # ids stay ints
                    for a, i in zip(arrays, inputs)}
 
     return generator

@@ -50,7 +50,7 @@ def tflite_tensor_values(model: bytes, graph, inputs: Sequence[np.ndarray]) -> d
     interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     runner = interpreter.get_signature_runner("serving_default")
-    runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.float32) for x, i in zip(inputs, graph.inputs)})
+    runner(**{i.name: layout.to_layout(x, i.artifact_perm).astype(np.dtype(i.dtype)) for x, i in zip(inputs, graph.inputs)})
     tensors: dict[str, TFLiteTensor] = {}
     by_index: dict[int, TFLiteTensor] = {}
     for op in interpreter._get_ops_details():  # the public API exposes no op list
