@@ -1,7 +1,9 @@
 """The zoo: data generators and honest weights (fast, no TF), then conversions through ``converter.api.convert``.
 
 The fast subset (``ZooEntry.fast``) converts fp32 only and runs in CI; the whole zoo at every precision is
-``@pytest.mark.slow`` (``scripts/zoo`` prints the same as a scoreboard).
+``@pytest.mark.slow`` (``scripts/zoo`` prints the same as a scoreboard). Third-party entries (transformers, timm,
+Ultralytics) convert in a child process (``run_isolated``): building them beside TensorFlow, which the other tests
+have loaded, segfaults (they import torchvision / triton, which bundle their own LLVM, as TF does).
 """
 
 from __future__ import annotations
@@ -16,21 +18,79 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converter.zoo.models import ZOO, ZOO_SAMPLES, ZooEntry, honest_weights, output_scale_ok, run_entry, run_isolated
+from converter.zoo import thirdparty
+from converter.zoo.data import PAD_ID, text_batch, waveforms
+from converter.zoo.entry import ZooEntry
+from converter.zoo.models import ZOO, ZOO_SAMPLES, run_entry, run_isolated
+from converter.zoo.weights import flat_outputs, honest_weights, output_scale_ok
 
 ENTRIES = list(ZOO.values())
 FAST = [e for e in ENTRIES if e.fast]
+THIRD_PARTY = {e.name for e in thirdparty.ENTRIES}
+
+
+def _convert(entry: ZooEntry, out, precisions: tuple[str, ...], samples: int, dynamic_batch: bool = False) -> dict:
+    """``run_entry`` in this process, or in a child for the third-party entries (see the module docstring)."""
+    if entry.name in THIRD_PARTY:
+        return run_isolated(entry.name, out, precisions, samples, dynamic_batch)
+    return run_entry(entry, out, precisions, samples=samples, dynamic_batch=dynamic_batch)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_inputs_match_contract_and_are_seeded(entry: ZooEntry) -> None:
     batch = entry.make_inputs(3, seed=7)
-    assert len(batch) == len(entry.input_shapes) == len(entry.input_names)
-    for x, shape in zip(batch, entry.input_shapes):
-        assert x.shape == (3, *shape[1:]) and x.dtype == np.float32 and np.all(np.isfinite(x))
+    assert len(batch) == len(entry.input_shapes) == len(entry.input_names) == len(entry.dtypes)
+    for k, (x, shape, dtype) in enumerate(zip(batch, entry.input_shapes, entry.dtypes)):
+        assert x.shape == (3, *shape[1:]) and x.dtype == dtype, (x.shape, x.dtype)
+        if np.issubdtype(dtype, np.integer):  # drawn where the conversion's --input-range says
+            low, high = entry.input_ranges[k]
+            assert low <= x.min() and x.max() < high, (x.min(), x.max(), entry.input_ranges[k])
+        else:
+            assert np.all(np.isfinite(x))
     for a, b in zip(batch, entry.make_inputs(3, seed=7)):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(batch, entry.make_inputs(3, seed=8)))
+
+
+def test_zoo_entry_refuses_a_contract_of_mismatched_lengths() -> None:
+    make = lambda n, seed: [np.zeros((n, 4), np.int64)]  # noqa: E731
+    with pytest.raises(ValueError, match="one name"):
+        ZooEntry("x", nn.Identity, [(1, 4)], ["ids"], ["y"], make, input_dtypes=("int64", "int64"))
+
+
+def test_text_batches_are_padded_like_a_tokenizer_pads_them() -> None:
+    """Ids in [0, vocab), masks of ones then zeros (every row at least half real, some padded, some not), the pad
+    id exactly where the mask is 0, and a vocabulary used broadly (Zipf: many distinct ids, a few frequent)."""
+    ids, mask = text_batch(200, seed=3, steps=16, vocab=1000)
+    assert ids.dtype == mask.dtype == np.int64 and ids.shape == mask.shape == (200, 16)
+    assert set(np.unique(mask)) == {0, 1} and np.all(np.diff(mask, axis=1) <= 0)  # ones, then zeros
+    lengths = mask.sum(axis=1)
+    assert lengths.min() >= 8 and (lengths < 16).mean() > 0.5 and (lengths == 16).any()
+    assert np.all((ids == PAD_ID) == (mask == 0)) and ids.max() < 1000
+    real = ids[mask == 1]
+    counts = np.bincount(real, minlength=1000)
+    assert len(np.unique(real)) > 500 and counts.max() > 10 * np.median(counts[counts > 0]), counts.max()
+
+
+def test_waveforms_are_normalised_voiced_audio() -> None:
+    """Zero mean and unit variance per clip (what Wav2Vec2's feature extractor hands the model), and voiced:
+    most energy below 1 kHz (a tone with harmonics), not white noise."""
+    audio = waveforms(4, seed=0, samples=4000)
+    assert audio.dtype == np.float32 and audio.shape == (4, 4000)
+    np.testing.assert_allclose(audio.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(audio.std(axis=1), 1.0, atol=1e-4)
+    power = np.abs(np.fft.rfft(audio, axis=1)) ** 2
+    low = power[:, : 1000 * 4000 // 16000].sum(axis=1) / power.sum(axis=1)
+    assert np.all(low > 0.8), low
+
+
+@pytest.mark.parametrize(("out", "count"), [
+    (torch.ones(2), 1),
+    ((torch.ones(2), torch.zeros(3)), 2),
+    ({"logits": torch.ones(2), "hidden": (torch.ones(1), torch.ones(1))}, 3),  # a ModelOutput is a dict
+])
+def test_flat_outputs(out, count: int) -> None:
+    assert len(flat_outputs(out)) == count and all(isinstance(t, torch.Tensor) for t in flat_outputs(out))
 
 
 def test_images_have_spatial_structure() -> None:
@@ -59,7 +119,8 @@ def test_output_scale_ok(outputs: list[np.ndarray], ok: bool) -> None:
 _MOBILENET_CHECK = """
 import torch, torchvision
 from torch import nn
-from converter.zoo.models import ZOO, honest_weights, output_scale_ok
+from converter.zoo.models import ZOO
+from converter.zoo.weights import honest_weights, output_scale_ok
 entry = ZOO["mobilenet_v3_small"]
 x = torch.from_numpy(entry.make_inputs(4, seed=3)[0])
 torch.manual_seed(0)
@@ -90,24 +151,33 @@ def test_honest_weights_are_deterministic() -> None:
         assert torch.equal(p, q), name
 
 
-def _assert_converted(row: dict) -> None:
+def _assert_converted(row: dict, entry: ZooEntry | None = None, precisions: tuple[str, ...] = ("fp32",)) -> None:
+    """No error, a reference worth comparing, every row passed; with ``entry``: every ``precisions`` row is there,
+    the artifacts' inputs keep the entry's dtypes (int64 ids stay int64) and their outputs its names (a
+    ModelOutput's keys)."""
     detail = "; ".join(f"{r['runtime']}/{r['precision']} rel={r['max_rel_err']:.2e} {r['reason']}"
                        for r in row["runtimes"])
     assert not row["error"], row["error"]
     assert row["scale_ok"], f"reference output std {row['output_std']:.3g} is too flat to compare"
     assert row["passed"], detail
+    if entry is not None:
+        assert {p for p in precisions} <= {r["precision"] for r in row["runtimes"] if r["runtime"] == "tflite"}
+        assert row["outputs"] == entry.output_names, row["outputs"]
+        assert row["inputs"] == {n: str(d) for n, d in zip(entry.input_names, entry.dtypes)}, row["inputs"]
 
 
 @pytest.mark.parametrize("entry", FAST, ids=lambda e: e.name)
 def test_fast_zoo_converts_fp32(entry: ZooEntry, tmp_path) -> None:
-    _assert_converted(run_entry(entry, tmp_path, ("fp32",), samples=8))
+    _assert_converted(_convert(entry, tmp_path, ("fp32",), samples=8), entry)
 
 
-@pytest.mark.parametrize("entry", FAST, ids=lambda e: e.name)
+#: CI's budget converts the third-party fast entries once (fp32); their symbolic batch is checked by the slow
+#: whole-zoo test (``test_full_zoo_dynamic_batch``), like every other entry's.
+@pytest.mark.parametrize("entry", [e for e in FAST if e.name not in THIRD_PARTY], ids=lambda e: e.name)
 def test_fast_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
     """--dynamic-batch: every runtime is fed at batch 1 and 3 and must match PyTorch at both."""
-    row = run_entry(entry, tmp_path, ("fp32",), samples=6, dynamic_batch=True)
-    _assert_converted(row)
+    row = _convert(entry, tmp_path, ("fp32",), samples=6, dynamic_batch=True)
+    _assert_converted(row, entry)
     assert row["dynamic_batch"] and row["runtimes"]
     assert all(r["batch_sizes"] == [1, 3] for r in row["runtimes"]), [(r["runtime"], r["batch_sizes"]) for r in row["runtimes"]]
 
@@ -115,7 +185,8 @@ def test_fast_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_full_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
-    _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16"), samples=12, dynamic_batch=True))
+    _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16"), samples=12, dynamic_batch=True), entry,
+                      ("fp32", "fp16"))
 
 
 @pytest.mark.slow
@@ -123,7 +194,8 @@ def test_full_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
 def test_full_zoo_converts(entry: ZooEntry, tmp_path) -> None:
     """Every precision, in a child process (TFLite's int8 calibrator can segfault), on the scoreboard's sample
     count (the 1 pp int8 bar must be more than one sample); every row must pass."""
-    _assert_converted(run_isolated(entry.name, tmp_path, ("fp32", "fp16", "dynamic_int8", "int8"), samples=ZOO_SAMPLES))
+    precisions = ("fp32", "fp16", "dynamic_int8", "int8")
+    _assert_converted(run_isolated(entry.name, tmp_path, precisions, samples=ZOO_SAMPLES), entry, precisions)
 
 
 def test_lstm_full_int8_is_built_unrolled_and_passes(tmp_path) -> None:
@@ -152,7 +224,7 @@ def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path) -> None:
 
 def _tinted32(n: int, seed: int) -> list[np.ndarray]:
     """The labelled classifiers' task at 32x32: tinted images (their labels: ``dominant_channel``)."""
-    from converter.zoo.models import TINT, smooth_images
+    from converter.zoo.data import TINT, smooth_images
 
     return [smooth_images(n, seed, 3, 32, TINT)]
 
@@ -165,7 +237,8 @@ def _tiny_classifier() -> nn.Module:
 def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
     """The image classifiers get seeded training on the dominant-channel task: same seed, same weights; the
     classes are balanced, and the net beats the constant classifier by far (it once only learned the majority)."""
-    from converter.zoo.models import dominant_channel, train_briefly
+    from converter.zoo.data import dominant_channel
+    from converter.zoo.weights import train_briefly
 
     a, b = (train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=0.95, max_steps=120, check_every=20)
             for _ in "ab")
@@ -189,7 +262,8 @@ def test_train_briefly_is_deterministic_and_learns_the_task() -> None:
 ])
 def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, check_every: int,
                                               stops_before_max: bool) -> None:
-    from converter.zoo.models import dominant_channel, train_briefly
+    from converter.zoo.data import dominant_channel
+    from converter.zoo.weights import train_briefly
 
     trained = train_briefly(_tiny_classifier(), _tinted32, dominant_channel, target=target, max_steps=max_steps,
                             check_every=check_every)
@@ -201,10 +275,11 @@ def test_train_briefly_stops_at_target_or_max(target: float, max_steps: int, che
 
 def test_trained_weights_are_cached_with_their_training_record(tmp_path, monkeypatch) -> None:
     """The first build trains (seeded) and caches weights + how they were trained; the second build loads them."""
-    from converter.zoo import models as zoo
+    from converter.zoo import weights as zoo
+    from converter.zoo.data import dominant_channel
 
     monkeypatch.setattr(zoo, "TRAINED_CACHE", tmp_path)
-    build = zoo._honest(_tiny_classifier, _tinted32, zoo.dominant_channel, name="tiny")
+    build = zoo.honest_build(_tiny_classifier, _tinted32, dominant_channel, name="tiny")
     assert zoo.training_record("tiny") is None
     first = build()
     record = zoo.training_record("tiny")
@@ -242,7 +317,7 @@ class _TwoReaders(nn.Module):
 def test_plant_channel_outlier_keeps_the_function(build, producer, consumers, channel) -> None:
     """The same outputs (ReLU and max-pool commute with a positive scale), one channel OUTLIER_FACTOR times
     larger than the others at the producer: what per-tensor int8 activations cannot represent."""
-    from converter.zoo.models import OUTLIER_FACTOR, plant_channel_outlier
+    from converter.zoo.weights import OUTLIER_FACTOR, plant_channel_outlier
 
     torch.manual_seed(0)
     model = build().eval()
