@@ -194,3 +194,14 @@ def test_background_child_isolates_the_aborting_job(setup, analysis) -> None:
     alone = isolated.run(analysis.full_model, ins, outs, arrays, 1)
     assert first[0].shape == (20, 10) and np.array_equal(first[0], alone[0])
     assert np.array_equal(last[0], alone[0])
+
+
+def test_a_scalar_tflite_tensor_matches_no_onnx_node() -> None:
+    """A 0-d TFLite tensor (BERT's full-int8 graph has some) has no batch axis to compare: no match, no crash."""
+    from onnx import helper
+
+    from converter.quantization.tflite_origin import match
+
+    node = helper.make_node("Identity", ["a"], ["b"], name="/Identity")
+    assert match(np.array(0.5, np.float32), [(node, np.array([0.5], np.float32))]) is None
+    assert match(np.array([[0.5]], np.float32), [(node, np.array([[0.5]], np.float32))]) is node

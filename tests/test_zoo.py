@@ -210,15 +210,30 @@ def test_lstm_full_int8_is_built_unrolled_and_passes(tmp_path) -> None:
     assert "WHILE" in manifest["artifacts"]["tflite_fp32"]["op_histogram"]  # the float file keeps the loop
 
 
-def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path) -> None:
-    """onnx2tf cannot build nn.MultiheadAttention with a symbolic batch; the artifacts map a batch-1 graph over the
-    batch instead, and still match PyTorch at batch 1 and 3 (the fast test above checks every runtime)."""
+@pytest.mark.parametrize("symbolic_fails", [True, False], ids=["mapped", "direct"])
+def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path, monkeypatch, symbolic_fails: bool) -> None:
+    """When onnx2tf cannot build a graph with a symbolic batch (the Wav2Vec2 and YOLO zoo entries; simulated here on
+    nn.MultiheadAttention, which the rewrites now let onnx2tf build directly), the artifacts map a batch-1 graph
+    over the batch instead, and still match PyTorch at batch 1 and 3."""
     import json
 
+    from converter._convert import tensorflow
+    from converter.errors import TensorFlowConversionError
+
+    real = tensorflow.onnx_to_keras
+
+    def symbolic_batch_fails(model, *args, **kwargs):
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+        if symbolic_fails and not batch.HasField("dim_value"):
+            raise TensorFlowConversionError("onnx2tf failed on node x: simulated", "-")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(tensorflow, "onnx_to_keras", symbolic_batch_fails)
     row = run_entry(ZOO["transformer_classifier"], tmp_path, ("fp32",), samples=6, dynamic_batch=True)
     _assert_converted(row)
     manifest = json.loads((tmp_path / "transformer_classifier" / "manifest.json").read_text())
-    assert manifest["dynamic_batch_route"]["batch_map"] and "onnx2tf" in manifest["dynamic_batch_route"]["why"]
+    route = manifest.get("dynamic_batch_route")
+    assert (route is not None and route["batch_map"] and "onnx2tf" in route["why"]) if symbolic_fails else route is None
     assert manifest["inputs"][0]["shape"][0] is None
 
 

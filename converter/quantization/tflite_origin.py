@@ -80,7 +80,10 @@ def onnx_tensor_values(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> 
 
 
 def match(value: np.ndarray, candidates: list[tuple[onnx.NodeProto, np.ndarray]]) -> onnx.NodeProto | None:
-    """The first ONNX node (graph order) whose output equals ``value`` as is or channels-last."""
+    """The first ONNX node (graph order) whose output equals ``value`` as is or channels-last; a 0-d (scalar) TFLite
+    tensor has no batch axis to compare on and matches nothing."""
+    if value.ndim == 0:
+        return None
     for node, ref in candidates:
         if ref.size != value.size:
             continue
