@@ -198,3 +198,19 @@ def test_manifest_source_keeps_old_files_readable() -> None:
     assert Source.from_json(old).exporter is None and Source.from_json(old).to_json() == old
     new = {**old, "exporter": "dynamo", "exporter_fallback": "torch.onnx.export failed: ..."}
     assert Source.from_json(new).to_json() == new
+
+
+def test_with_batch_fixes_output_dimensions_that_only_the_batch_left_symbolic() -> None:
+    """The batch-1 fallback graph must not keep an exporter's symbolic output dims (``MatMul_dim_1``) where shape
+    inference now knows the size: onnx2tf lays such an output out as if it were dynamic (BERT's pooler)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converter._convert.export import with_batch
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "MatMul_dim_1"])], [weight])
+    fixed = with_batch(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), 1)
+    assert [d.dim_value for d in fixed.graph.output[0].type.tensor_type.shape.dim] == [1, 3]
+    assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 4]

@@ -243,7 +243,9 @@ def onnx_elem_types(model: onnx.ModelProto) -> list[np.dtype]:
 
 def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     """``model`` with the (symbolic) first dimension of every graph input and output fixed to ``batch``;
-    inferred shapes are dropped (the rewrites infer them again, now static)."""
+    inferred shapes are dropped (the rewrites infer them again, now static). An output dimension that was symbolic
+    only because of the batch (an exporter's ``Addlast_hidden_state_dim_1``) takes the size shape inference now
+    gives it: onnx2tf lays out an output with a symbolic dimension as if it were dynamic (BERT's pooler Gemm)."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     initializers = {t.name for t in fixed.graph.initializer}
@@ -253,6 +255,21 @@ def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
             dims[0].Clear()
             dims[0].dim_value = batch
     del fixed.graph.value_info[:]
+    try:
+        from converter._convert.rewrites.graph import _shapes
+
+        inferred = _shapes(fixed)
+    except Exception:  # shape inference is a refinement here, never a reason to fail
+        return fixed
+    for info in fixed.graph.output:
+        known = inferred.get(info.name)
+        dims = info.type.tensor_type.shape.dim
+        if known is None or len(known) != len(dims):
+            continue
+        for dim, size in zip(dims, known):
+            if not dim.HasField("dim_value") and size:
+                dim.Clear()
+                dim.dim_value = size
     return fixed
 
 
