@@ -97,13 +97,6 @@ def _pytorch_shape(shape: list[int | None], perm: list[int], free_batch: bool) -
     return tuple(torch_shape)
 
 
-def runtime_names(out_dir: str | Path) -> list[str]:
-    """Names :func:`load_runtime` accepts for ``out_dir``."""
-    from converter.api import read_manifest
-
-    return list(_makers(Path(out_dir), read_manifest(Path(out_dir))))
-
-
 def _makers(out: Path, manifest) -> dict[str, tuple[str, Callable[[], Fn]]]:
     from converter.parity import runtimes
 

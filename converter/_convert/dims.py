@@ -67,13 +67,6 @@ class DynamicDims:
     axes: tuple[dict[int, str], ...]
     sizes: dict[str, int]
 
-    def __bool__(self) -> bool:
-        return bool(self.sizes)
-
-    def symbolic(self, shapes: Sequence[Sequence[int]]) -> list[tuple[int | None, ...]]:
-        """``shapes`` with ``None`` on every dynamic axis."""
-        return [tuple(None if k in axes else d for k, d in enumerate(shape)) for shape, axes in zip(shapes, self.axes)]
-
     def resized(self, shapes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
         """``shapes`` at each label's :func:`second_size`."""
         return [tuple(second_size(self.sizes[axes[k]]) if k in axes else d for k, d in enumerate(shape))
