@@ -9,6 +9,7 @@ which the interpreter lists inputs and outputs: TFLite sorts signature entries b
 
 from __future__ import annotations
 
+from converter._convert import layout
 from converter._convert.manifest import Manifest, TensorInfo
 
 
@@ -27,7 +28,7 @@ def feeding_lines(manifest: Manifest) -> list[str]:
     for tf_output in manifest.outputs:
         if _permuted(tf_output):
             lines.append(f"output `{tf_output.name}` comes back as {_shape(tf_output)}: "
-                         f"np.transpose(y, {tuple(_inverse(tf_output.perm_from_pytorch))}) gives the PyTorch layout")
+                         f"np.transpose(y, {layout.inverse(tuple(tf_output.perm_from_pytorch))}) gives the PyTorch layout")
     model_inputs, model_outputs = [i.name for i in manifest.inputs], [o.name for o in manifest.outputs]
     for art in manifest.tflite_artifacts():
         for what, model_order in (("input", model_inputs), ("output", model_outputs)):
@@ -52,10 +53,3 @@ def _permuted(info: TensorInfo) -> bool:
 
 def _shape(info: TensorInfo) -> str:
     return "[" + ", ".join(("N" if k == 0 else "*") if d is None else str(d) for k, d in enumerate(info.shape)) + "]"
-
-
-def _inverse(perm: list[int]) -> list[int]:
-    inverse = [0] * len(perm)
-    for k, p in enumerate(perm):
-        inverse[p] = k
-    return inverse

@@ -90,7 +90,7 @@ def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOp
         raise InputError(f"input_dtypes {','.join(options.input_dtypes)} differ from the sample inputs' "
                          f"{','.join(samples.dtypes)}", "drop input_dtypes: the sample inputs carry their dtypes")
     if samples.names is not None and loaded.module is not None:
-        loaded = replace(loaded, module=_keyword_call(loaded.module, samples.names))
+        loaded = replace(loaded, module=keyword_call(loaded.module, samples.names))
     if samples.names is not None and loaded.kind == "onnx":
         samples = _in_graph_order(loaded, samples)
     changes: dict = {"input_dtypes": samples.dtypes}
@@ -131,7 +131,7 @@ def _in_graph_order(loaded: LoadedModel, samples: Samples) -> Samples:
     return Samples(tuple(by_name[n] for n in graph), tuple(graph))
 
 
-def _keyword_call(module: nn.Module, names: tuple[str, ...]) -> nn.Module:
+def keyword_call(module: nn.Module, names: tuple[str, ...]) -> nn.Module:
     """``module`` called as ``module(**dict(zip(names, args)))``: the exporters and every runner pass inputs
     positionally, while a Hugging Face model is called with ``input_ids=..., attention_mask=...``."""
     import torch

@@ -56,6 +56,8 @@ class TFGraph:
     inputs: list[TensorSpecInfo]
     outputs: list[TensorSpecInfo]
     applied: tuple[str, ...] = field(default_factory=tuple)
+    #: relative error of the Keras model against the ONNX reference on the sample (float outputs, measured layouts)
+    sample_error: float = 0.0
 
 
 def preload(verbose: bool = False) -> None:
@@ -96,6 +98,7 @@ def onnx_to_keras(
     layout onnx2tf gave each output instead of guessing from shapes.
     """
     from converter._convert import rewrites
+    from converter.parity.metrics import relative_error
 
     missing = unsupported_ops(model)
     if missing:
@@ -162,7 +165,10 @@ def onnx_to_keras(
         shape = tuple(ref.shape)
         outputs.append(TensorSpecInfo(name, shape, str(ref.dtype), perm, layout.artifact_output_perm(perm, layout_mode),
                                       symbolic_axes(graph_outputs[k]) if dynamic else ()))
-    return TFGraph(keras_model, inputs, outputs, prepared.applied)
+    floats = [(ref, layout.from_layout(got, o.keras_perm)) for ref, got, o in zip(reference, tf_out, outputs)
+              if np.issubdtype(np.asarray(ref).dtype, np.floating)]
+    error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
+    return TFGraph(keras_model, inputs, outputs, prepared.applied, error)
 
 
 def symbolic_axes(info: onnx.ValueInfoProto) -> tuple[int, ...]:

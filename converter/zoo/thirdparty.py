@@ -4,7 +4,8 @@ Each is built from a small config (``BertConfig(...)``, ``yolov8n.yaml``, ``timm
 under a seed: nothing is downloaded. They are what a PyTorch user brings: the model's own ``forward`` and return
 type (a Hugging Face ``ModelOutput`` is a dict, which the converter flattens to outputs named by its keys), token
 ids and attention masks as int64, a float waveform, raw detector output. Two exceptions, each for a stated reason:
-GPT-2 is called through :class:`ByKeyword` (its second positional parameter is the KV cache, not the mask), and
+GPT-2 is called through :func:`converter._convert.live.keyword_call` (its second positional parameter is the
+KV cache, not the mask), and
 YOLO's head is put in Ultralytics' own export mode (it then returns the decoded ``[B, 4 + classes, anchors]``
 tensor alone, as ``yolo export`` does, instead of a tuple with the training-time feature maps).
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from converter._convert.live import keyword_call
 from converter.zoo.data import TINT, MakeInputs, dominant_channel, smooth_images, smooth_pixels, text_batch, waveforms
 from converter.zoo.entry import ZooEntry
 from converter.zoo.weights import TRAINED_CACHE, honest_build
@@ -37,20 +39,6 @@ VOCAB, STEPS = 1000, 16
 AUDIO_SAMPLES = 4000
 #: The detector's square input (YOLOv8n at 160 px: 20x20 + 10x10 + 5x5 = 525 anchors).
 YOLO_SIZE = 160
-
-
-class ByKeyword(nn.Module):
-    """``model(**dict(zip(names, inputs)))``, returning what ``model`` returns (its ``ModelOutput`` as is).
-
-    The converter feeds inputs by position; GPT-2's ``forward(input_ids, cache, attention_mask, ...)`` would read
-    a positional mask as its KV cache, so the mask goes by keyword."""
-
-    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *inputs: torch.Tensor) -> object:
-        return self.model(**dict(zip(self.names, inputs)))
 
 
 # ------------------------------------------------------------------------------------------ transformers
@@ -68,7 +56,7 @@ def _gpt2() -> nn.Module:
 
     config = GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=64, use_cache=False,
                         bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
-    return ByKeyword(GPT2LMHeadModel(config), ("input_ids", "attention_mask"))
+    return keyword_call(GPT2LMHeadModel(config), ("input_ids", "attention_mask"))
 
 
 def _t5_encoder() -> nn.Module:
