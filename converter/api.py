@@ -139,7 +139,7 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
     report = None
     if options.parity:
         t = time.perf_counter()
-        report = checks.run_parity(tmp, manifest, side, options)
+        report = checks.run_parity(tmp, manifest, side, options, timings)
         _diagnose(model, weights, tmp, manifest, side, report, options, calibration)
         report.write(tmp)
         timings["parity"] = time.perf_counter() - t

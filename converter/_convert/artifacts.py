@@ -80,6 +80,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     manifest.inputs = [i.as_manifest() for i in graph.inputs]
     manifest.outputs = [o.as_manifest() for o in graph.outputs]
     manifest.rewrites = list(graph.applied)
+    manifest.translation = graph.translation or None
     if options.dynamic_batch:
         for entry in (*manifest.inputs, *manifest.outputs):
             entry.shape[0] = None

@@ -106,6 +106,9 @@ class Manifest:
     #: how a symbolic batch was reached when onnx2tf could not build it directly
     dynamic_batch_route: dict | None = None
     format: str = FORMAT
+    #: how onnx2tf translated the graph: ``{"strict_mode": False}`` (the fast route), or strict mode and why the
+    #: fast route was not kept (:func:`converter._convert.tensorflow.onnx_to_keras`)
+    translation: dict | None = None
 
     @property
     def fixed_batch(self) -> int | None:
@@ -132,6 +135,8 @@ class Manifest:
             data["failed_artifacts"] = dict(self.failed_artifacts)
         if self.dynamic_batch_route is not None:
             data["dynamic_batch_route"] = self.dynamic_batch_route
+        if self.translation is not None:
+            data["translation"] = self.translation
         return data
 
     @classmethod
@@ -147,7 +152,8 @@ class Manifest:
                 [TensorInfo.from_json(t) for t in onnx["inputs"]], [TensorInfo.from_json(t) for t in onnx["outputs"]],
                 {str(k): Artifact.from_json(a) for k, a in data["artifacts"].items()},
                 dict(data.get("versions", {})), list(data.get("rewrites", [])), dict(data.get("timings_s", {})),
-                dict(data.get("failed_artifacts", {})), data.get("dynamic_batch_route"), str(data["format"]))
+                dict(data.get("failed_artifacts", {})), data.get("dynamic_batch_route"), str(data["format"]),
+                data.get("translation"))
         except KeyError as exc:
             raise ValueError(f"{exc.args[0]!r} is missing") from None
         except (TypeError, AttributeError) as exc:

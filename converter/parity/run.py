@@ -7,6 +7,7 @@ torch); everything else runs here.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,9 +33,11 @@ def tflite_jobs(out: Path, manifest: Manifest) -> dict[tuple[str, str], tuple[st
 
 
 def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
-                  workdir: Path) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
+                  workdir: Path, timings: dict[str, float] | None = None
+                  ) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
     """In-process runners for every artifact in ``out`` but the TFLite files (the PyTorch rows are not runners:
-    precomputed), and the rows whose runtime could not even load its artifact, with why."""
+    precomputed), and the rows whose runtime could not even load its artifact, with why. ``timings`` gets each
+    runner's set-up seconds as ``parity_<runtime>_<precision>``."""
     fixed = manifest.fixed_batch
     arts = manifest.artifacts
     makers: list[tuple[tuple[str, str], object]] = [
@@ -56,15 +59,21 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: Conve
             out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose)))
     found, crashed = [], {}
     for key, make in makers:
+        t = time.perf_counter()
         try:
             found.append(make())
         except Exception as exc:  # e.g. ORT rejecting tf2onnx's graph: a failed row, not a dead conversion
             crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        if timings is not None:
+            timings[f"parity_{key[0]}_{key[1]}"] = time.perf_counter() - t
     return found, crashed
 
 
-def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions) -> parity.ParityReport:
-    """Compare every runtime with the reference on the same data; the report says who passed and by how much."""
+def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
+               timings: dict[str, float] | None = None) -> parity.ParityReport:
+    """Compare every runtime with the reference on the same data; the report says who passed and by how much.
+    ``timings`` (e.g. the manifest's ``timings_s``) gets the seconds of each in-process row (``parity_<runtime>_
+    <precision>``: set-up and run) and the wait for the TFLite child after them (``parity_tflite_wait``)."""
     from converter._convert.quiet import import_tensorflow
 
     names = [o.name for o in manifest.outputs]
@@ -73,7 +82,7 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
     data = side.data
     stage(f"parity: {len(data.inputs[0])} samples through every runtime")
     chunks = side.chunks(manifest.dynamic_batch)
-    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks)
+    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks, {} if timings is None else timings)
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -161,8 +170,8 @@ def class_axes(manifest: Manifest, options: ConvertOptions) -> list[classes.Clas
                            options.class_axes)
 
 
-def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...]
-                  ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
+def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...],
+                  timings: dict[str, float]) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
     row's artifact. The TFLite rows start first in a background child and are collected after the in-process rows."""
@@ -174,12 +183,16 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
     try:
         # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
         with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
-            runners, crashed = build_runners(out, manifest, side, options, Path(work))
+            runners, crashed = build_runners(out, manifest, side, options, Path(work), timings)
             for r in runners:
+                t = time.perf_counter()
                 try:
                     outputs[(r.runtime, r.precision)] = {c: runtimes.run_batched(r, inputs, c) for c in chunks}
                 except Exception as exc:  # a runtime that cannot run the artifact is a failed row, not a crash
                     crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                key = f"parity_{r.runtime}_{r.precision}"
+                timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
         for k, (key, c, _) in enumerate(jobs):
             if key in crashed:  # an earlier chunk size of this file already failed: one row says so
                 continue
@@ -191,6 +204,7 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
     finally:
         if background is not None:
             background.close()
+    timings["parity_tflite_wait"] = time.perf_counter() - t
     artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
     return outputs, crashed, {**artifacts, **{key: path for key, (path, _) in tflite.items()}}
 

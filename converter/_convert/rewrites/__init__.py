@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import onnx
 
@@ -83,15 +84,16 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
 )
 
 
-def onnx2tf_kwargs_for(model: onnx.ModelProto) -> dict:
+def onnx2tf_kwargs_for(model: onnx.ModelProto, fast: bool = False) -> dict:
     """The onnx2tf keyword arguments a prepared graph needs.
 
     ``not_use_onnxsim``: the rewrites above already do what onnx-simplifier would, and onnx2tf can only run
     onnxsim on a file (with an in-memory graph it spawns a doomed ``onnxsim '' ''`` subprocess). No RNN flag is
     needed: with constant zero states, LSTM/GRU convert without ``enable_rnn_unroll`` (measured, see docs/design.md).
+    ``fast``: ``disable_strict_mode``, onnx2tf without its per-node accuracy correction (see ``prepare_for_onnx2tf``).
     """
     del model  # every graph gets the same options today; the signature leaves room for graph-driven ones
-    return {"not_use_onnxsim": True}
+    return {"not_use_onnxsim": True, **({"disable_strict_mode": True} if fast else {})}
 
 
 def _fingerprint(model: onnx.ModelProto) -> bytes:
@@ -104,13 +106,21 @@ def _fingerprint(model: onnx.ModelProto) -> bytes:
     return b"\x00".join(parts)
 
 
-def prepare_for_onnx2tf(model: onnx.ModelProto) -> Prepared:
-    """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function."""
+def prepare_for_onnx2tf(model: onnx.ModelProto, fast: bool = False) -> Prepared:
+    """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function.
+
+    ``fast``: for onnx2tf without strict mode, whose per-node accuracy correction re-runs the partial Keras model
+    for every ambiguous Mul/Add (quadratic in depth: 229 of convnext_tiny's 257 s). Its job is to pick the layout
+    of broadcast constants, so in this mode every such constant is made full-rank first
+    (``full_rank_broadcast_constants(everywhere=True)``) and there is nothing left to pick.
+    """
     applied = []
-    for name, rewrite in REWRITES:
+    steps = [(name, partial(rewrite, everywhere=True) if fast and rewrite is full_rank_broadcast_constants else rewrite)
+             for name, rewrite in REWRITES]
+    for name, rewrite in steps:
         before = _fingerprint(model)
         model = rewrite(model)
         if _fingerprint(model) != before:
             applied.append(name)
     onnx.checker.check_model(model)
-    return Prepared(model=model, applied=tuple(applied), onnx2tf_kwargs=onnx2tf_kwargs_for(model))
+    return Prepared(model=model, applied=tuple(applied), onnx2tf_kwargs=onnx2tf_kwargs_for(model, fast))

@@ -1,0 +1,96 @@
+"""onnx2tf's two routes (:func:`converter._convert.tensorflow.onnx_to_keras`): the fast translation without strict
+mode, kept when it reproduces onnxruntime on the sample, and strict mode when it does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from converter._convert import rewrites, tensorflow
+
+OPSET = 17
+
+
+def _model(nodes, shape, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def channels_last_block(residual: bool) -> onnx.ModelProto:
+    """A ConvNeXt block on a square 6x6 map: depthwise conv, permute to channels-last, Linear (MatMul + bias[C]),
+    permute back, layer scale ``gamma[C, 1, 1]``, and (``residual``) the skip connection."""
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "k"),
+             numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "bias"),
+             numpy_helper.from_array(rng.standard_normal((8, 1, 1)).astype(np.float32), "gamma")]
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], group=8, pads=[1, 1, 1, 1], name="/dw/Conv"),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1], name="/block/Transpose"),
+             helper.make_node("MatMul", ["t", "w"], ["h"], name="/block/MatMul"),
+             helper.make_node("Add", ["h", "bias"], ["hb"], name="/block/Add"),
+             helper.make_node("Transpose", ["hb"], ["u"], perm=[0, 3, 1, 2], name="/block/Transpose_1"),
+             helper.make_node("Mul", ["u", "gamma"], ["s" if residual else "out"], name="/block/Mul")]
+    if residual:
+        nodes.append(helper.make_node("Add", ["s", "x"], ["out"], name="/block/Add_1"))
+    return _model(nodes, [1, 8, 6, 6], inits)
+
+
+def _translate(model: onnx.ModelProto):
+    x = np.random.default_rng(1).standard_normal((1, 8, 6, 6)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    return tensorflow.onnx_to_keras(model, [(1, 8, 6, 6)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
+
+
+def test_static_constants_become_full_rank_only_for_the_fast_route() -> None:
+    """Strict mode picks a broadcast constant's layout itself; the fast route needs ``bias[8]`` as ``[1, 1, 1, 8]``
+    and ``gamma[8, 1, 1]`` as ``[1, 8, 1, 1]``, which onnx2tf then lays out like the activation they meet."""
+    model = channels_last_block(residual=False)
+    strict = rewrites.prepare_for_onnx2tf(model)
+    fast = rewrites.prepare_for_onnx2tf(model, fast=True)
+    assert "full_rank_broadcast_constants" not in strict.applied
+    assert "full_rank_broadcast_constants" in fast.applied
+    dims = {t.name: list(t.dims) for t in fast.model.graph.initializer}
+    assert sorted(d for d in dims.values() if len(d) == 4 and d != [8, 1, 3, 3]) == [[1, 1, 1, 8], [1, 8, 1, 1]]
+    assert fast.onnx2tf_kwargs.get("disable_strict_mode") is True
+    assert "disable_strict_mode" not in strict.onnx2tf_kwargs
+
+
+def test_the_fast_route_is_kept_when_it_matches_onnxruntime() -> None:
+    graph = _translate(channels_last_block(residual=False))
+    assert graph.translation == {"strict_mode": False}
+    assert graph.sample_error < 1e-5
+
+
+def test_strict_mode_takes_over_when_the_fast_route_fails() -> None:
+    """With the skip connection, onnx2tf without strict mode adds the NCHW-ordered branch to the NHWC input
+    ("Dimensions must be equal, but are 8 and 6"); strict mode builds it, and the manifest says why it was used.
+    If onnx2tf ever builds this without strict mode, the first assertion says so."""
+    graph = _translate(channels_last_block(residual=True))
+    assert graph.translation["strict_mode"] is True, graph.translation
+    assert "Dimensions must be equal" in graph.translation["why"]
+    assert graph.sample_error < 1e-5
+
+
+def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatch) -> None:
+    """The fast graph is judged by its numbers, not only by whether onnx2tf finished: one off by more than
+    FAST_MAX_ERROR on the sample is translated again in strict mode, and the smaller error wins."""
+    real = tensorflow._translate
+
+    def fast_is_off(*args, fast: bool):
+        graph = real(*args, fast=fast)
+        if fast:
+            graph.sample_error = 0.5  # as a misplaced layout would be
+        return graph
+
+    monkeypatch.setattr(tensorflow, "_translate", fast_is_off)
+    graph = _translate(channels_last_block(residual=False))
+    assert graph.translation["strict_mode"] is True
+    assert graph.translation["why"] == "relative error 0.5 on the sample without strict mode"
+    assert graph.sample_error < 1e-5
+
