@@ -7,6 +7,11 @@ line when ready (setup time, batch-64 mode, accuracy, RSS), then answers JSON co
   first: the process sat idle while other children ran, so its caches are cold);
 - ``{"cmd": "quit"}``.
 
+Serving mode (``--inputs FILE.npz``, the zoo benchmark :mod:`converter.bench.zoo_serving`): the model's own inputs
+(every input, by name, PyTorch layout) instead of digits, the batch sizes of ``--batches``, no accuracy; the
+ready line carries each batch's mode and, with ``--outputs``, the batch-1 outputs (PyTorch layout) are saved so the
+parent can check every runtime computes the same function.
+
 The protocol uses a private duplicate of stdout; fd 1 is pointed at stderr so that whatever TF, XNNPACK
 or inductor print can never corrupt it.
 """
@@ -38,12 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-tflite", type=Path)
     p.add_argument("--data", help="IDX directory of labelled digits for the accuracy column")
     p.add_argument("--accuracy-samples", type=int, default=10_000)
+    p.add_argument("--inputs", type=Path, help="serving mode: the model's inputs (.npz by input name, PyTorch layout)")
+    p.add_argument("--batches", default="1,32", help="serving mode: batch sizes to prepare")
+    p.add_argument("--zoo", help="serving mode, pytorch: the zoo entry to build")
+    p.add_argument("--tflite", type=Path, help="serving mode, tflite_litert: litert-torch's .tflite")
+    p.add_argument("--outputs", type=Path, help="serving mode: save the batch-1 outputs here (.npz)")
     args = p.parse_args(argv)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
-        info, bench1, bench64, sample = _setup(args)
+        info, benches, sample = _setup_serving(args) if args.inputs else _setup(args)
     except Exception as exc:  # report, don't hang the parent
         proto.write(json.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"[:500]}) + "\n")
         return 1
@@ -52,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd = json.loads(line)
         if cmd["cmd"] == "quit":
             break
-        bench = bench1 if cmd["batch"] == 1 else bench64
-        x = bench.prepare(sample[:cmd["batch"]])
+        bench = benches.get(cmd["batch"])
+        if bench is None:  # a batch this runtime cannot take (info says why): no times
+            proto.write(json.dumps({"times_s": []}) + "\n")
+            continue
+        x = bench.prepare(_first(sample, cmd["batch"]))
         for _ in range(cmd.get("warmup", 5)):
             bench.call(x)
         proto.write(json.dumps({"times_s": _time_calls(bench.call, x, cmd["n"])}) + "\n")
@@ -93,7 +106,46 @@ def _setup(args):
             "warmup_s": warmup_s, "accuracy": accuracy,
             "accuracy_samples": None if labels is None else min(len(labels), args.accuracy_samples),
             "rss_bytes": psutil.Process().memory_info().rss}
-    return info, bench1, bench64, images[:BATCH]
+    return info, {1: bench1, BATCH: bench64}, images[:BATCH]
+
+
+def _first(sample: np.ndarray | list[np.ndarray], n: int) -> np.ndarray | list[np.ndarray]:
+    """The first ``n`` samples of one array (MNIST mode) or of every input (serving mode)."""
+    return sample[:n] if isinstance(sample, np.ndarray) else [x[:n] for x in sample]
+
+
+def _setup_serving(args):
+    """Serving mode: one bench per batch of ``--batches`` (a batch the runtime cannot take is left out, with why)."""
+    import psutil
+
+    from converter.bench import runtimes as br
+
+    manifest = json.loads((args.dir / "manifest.json").read_text())
+    with np.load(args.inputs) as npz:
+        sample = [npz[i["name"]] for i in manifest["inputs"]]
+    t0 = time.perf_counter()
+    bench1 = br.serving(args.runtime, args.dir, manifest, args.threads, zoo=args.zoo, tflite=args.tflite)
+    benches, modes = {1: bench1}, {"1": bench1.batch64_mode}
+    for batch in (int(b) for b in args.batches.split(",") if int(b) != 1):
+        try:
+            benches[batch] = br.at_batch(bench1, batch, _first(sample, batch))
+            modes[str(batch)] = benches[batch].batch64_mode
+        except (RuntimeError, ValueError) as exc:
+            modes[str(batch)] = f"unavailable: {' '.join(str(exc).split())[:200]}"
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for batch, bench in benches.items():
+        x = bench.prepare(_first(sample, batch))
+        for _ in range(20 if batch == 1 else 3):
+            bench.call(x)
+    warmup_s = time.perf_counter() - t0
+    if args.outputs is not None:
+        outputs = bench1.to_pytorch(bench1.call(bench1.prepare(_first(sample, 1))))
+        np.savez(args.outputs, *outputs)
+    info = {"ready": True, "runtime": args.runtime, "precision": bench1.precision, "artifact": bench1.artifact,
+            "threads": args.threads, "modes": modes, "build_s": build_s, "warmup_s": warmup_s,
+            "rss_bytes": psutil.Process().memory_info().rss, "op_histogram": bench1.op_histogram}
+    return info, benches, sample
 
 
 def _resizable(br, bench1, args, manifest):

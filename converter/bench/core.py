@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,21 +55,18 @@ class BenchConfig:
 
 
 class Child:
-    """One runtime in its own process, driven by JSON lines (see :mod:`converter.bench.child`)."""
+    """One runtime in its own process, driven by JSON lines (see :mod:`converter.bench.child`).
 
-    def __init__(self, runtime: str, cfg: BenchConfig, threads: int, raw: Path | None, log_dir: Path) -> None:
-        args = ["--runtime", runtime, "--dir", str(cfg.out_dir), "--threads", str(threads),
-                "--accuracy-samples", str(cfg.accuracy_samples)]
-        if raw is not None:
-            args += ["--raw-tflite", str(raw)]
-        if cfg.data:
-            args += ["--data", cfg.data]
+    ``args``: the child's arguments beyond ``--runtime`` and ``--threads`` (what to load, where its inputs are)."""
+
+    def __init__(self, runtime: str, args: list[str], threads: int, log_dir: Path) -> None:
         threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                        "OPENBLAS_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
                        "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
         # the one child-process rule (converter._proc.children): environment, dies with this process; JSON lines
         # on stdout, so the pipes are set up here
-        argv, env = child_procs.python_child("converter.bench.child", *args, extra_env=threads_env)
+        argv, env = child_procs.python_child("converter.bench.child", "--runtime", runtime, "--threads", str(threads),
+                                             *args, extra_env=threads_env)
         self.runtime, self.threads = runtime, threads
         self.stderr = open(log_dir / f"{runtime}-t{threads}.log", "w")
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -167,39 +165,55 @@ def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
 
 def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None, work: Path,
                  manifest: dict) -> list[dict]:
-    children: dict[str, Child] = {}
-    info: dict[str, dict] = {}
+    def make(name: str) -> Child:
+        try:
+            raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
+        except RuntimeError as exc:  # e.g. raw onnx2tf downloading calibration images for RGB inputs, offline
+            last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
+            raise RuntimeError(f"raw onnx2tf failed: {last[0][:160]}") from None
+        return Child(name, _mnist_args(cfg, raw_path), threads, work)
+
+    children, info = start_children(
+        runtimes, make, parallel=cfg.setup_parallel, timeout_s=cfg.ready_timeout_s,
+        on_ready=lambda name, got: cfg.log(f"  ready t={threads} {name:20s} {_ready_text(got)}"))
     try:
-        _start_children(cfg, runtimes, threads, raw, work, children, info)
-        lat: dict[str, list[float]] = {n: [] for n in children}
-        thr: dict[str, list[float]] = {n: [] for n in children}
-        for k in range(cfg.rounds):
-            for name in rotated(list(children), k):
-                lat[name] += children[name].time(1, cfg.lat_n)
-                thr[name] += children[name].time(64, cfg.thr_n)
-            cfg.log(f"  round {k + 1}/{cfg.rounds} t={threads} done")
+        times = time_rounds(children, cfg.rounds, [(1, cfg.lat_n), (64, cfg.thr_n)],
+                            lambda k: cfg.log(f"  round {k + 1}/{cfg.rounds} t={threads} done"))
     finally:
         for child in children.values():
             child.close()
-    return [_row(name, threads, info[name], lat.get(name, []), thr.get(name, []), manifest, cfg.out_dir)
-            for name in runtimes]
+    return [_row(name, threads, info[name], times.get(name, {}).get(1, []), times.get(name, {}).get(64, []),
+                 manifest, cfg.out_dir) for name in runtimes]
 
 
-def _start_children(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None, work: Path,
-                    children: dict[str, Child], info: dict[str, dict]) -> None:
-    """Build the children, ``cfg.setup_parallel`` at a time (set-up only: nothing is timed until all are ready)."""
-    queue, starting = list(runtimes), {}
+def _mnist_args(cfg: BenchConfig, raw: Path | None) -> list[str]:
+    args = ["--dir", str(cfg.out_dir), "--accuracy-samples", str(cfg.accuracy_samples)]
+    if raw is not None:
+        args += ["--raw-tflite", str(raw)]
+    if cfg.data:
+        args += ["--data", cfg.data]
+    return args
+
+
+def start_children(names: list[str], make: Callable[[str], Child], *, parallel: int, timeout_s: float,
+                   on_ready: Callable[[str, dict], None]) -> tuple[dict[str, Child], dict[str, dict]]:
+    """Build the children, ``parallel`` at a time (set-up only: nothing is timed until all are ready).
+
+    Returns the ready children and every name's ready line (``{"ready": False, "error": ...}`` for one that failed,
+    timed out, or whose ``make`` raised RuntimeError); ``on_ready(name, info)`` is called as each one settles."""
+    queue, starting = list(names), {}
+    children: dict[str, Child] = {}
+    info: dict[str, dict] = {}
     while queue or starting:
-        while queue and len(starting) < cfg.setup_parallel:
+        while queue and len(starting) < parallel:
             name = queue.pop(0)
             try:
-                raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
-            except RuntimeError as exc:  # e.g. raw onnx2tf downloading calibration images for RGB inputs, offline
-                last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
-                info[name] = {"ready": False, "error": f"raw onnx2tf failed: {last[0][:160]}"}
-                cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
-                continue
-            starting[name] = (Child(name, cfg, threads, raw_path, work), time.monotonic() + cfg.ready_timeout_s)
+                starting[name] = (make(name), time.monotonic() + timeout_s)
+            except RuntimeError as exc:
+                info[name] = {"ready": False, "error": str(exc)[:300]}
+                on_ready(name, info[name])
+        if not starting:
+            continue
         streams = {c.proc.stdout: n for n, (c, _) in starting.items()}
         ready, _, _ = select.select(list(streams), [], [], 1.0)
         done = [streams[s] for s in ready]
@@ -207,11 +221,25 @@ def _start_children(cfg: BenchConfig, runtimes: list[str], threads: int, raw: Ra
         for name in done:
             child, _ = starting.pop(name)
             info[name] = child.read(0.0)
-            cfg.log(f"  ready t={threads} {name:20s} {_ready_text(info[name])}")
+            on_ready(name, info[name])
             if info[name].get("ready"):
                 children[name] = child
             else:
                 child.close()
+    return children, info
+
+
+def time_rounds(children: dict[str, Child], rounds: int, plan: list[tuple[int, int]],
+                on_round: Callable[[int], None]) -> dict[str, dict[int, list[float]]]:
+    """``rounds`` interleaved rounds: each visits every child in a rotated order and times ``n`` calls at each
+    ``(batch, n)`` of ``plan``. Returns every call's seconds, by child and batch."""
+    times: dict[str, dict[int, list[float]]] = {n: {batch: [] for batch, _ in plan} for n in children}
+    for k in range(rounds if children else 0):
+        for name in rotated(list(children), k):
+            for batch, n in plan:
+                times[name][batch] += children[name].time(batch, n)
+        on_round(k)
+    return times
 
 
 def _ready_text(info: dict) -> str:

@@ -1,0 +1,71 @@
+"""Our candidate in the zoo conversion benchmark: one zoo model through ``converter.api.convert``, in a child.
+
+``python -m converter.bench.zoo_child NAME OUT_DIR [--precisions fp32,fp16] [--parity-samples N | --no-parity]``
+
+Converts as ``converter.zoo.models.run_entry`` does (a live module with cached honest weights, the entry's input
+names, dtypes and ranges, parity on the zoo's realistic labelled samples) and nothing else: no scoreboard row,
+no reference statistics, so the process's time and memory are the conversion's. Timed from the outside
+(:func:`converter.bench.proc.run_measured`) like the peers, whose children also build the module first.
+Exit 0 when the artifacts are written (a parity failure included: the benchmark measures cost; ``parity.json``
+says whether it passed), 2 with one ``zoo_child: ...`` line on stderr when the conversion fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from converter._proc.children import die_with_parent
+
+    die_with_parent()
+    p = argparse.ArgumentParser(prog="zoo_child")
+    p.add_argument("name")
+    p.add_argument("out", type=Path)
+    p.add_argument("--precisions", default="fp32,fp16")
+    parity = p.add_mutually_exclusive_group(required=True)
+    parity.add_argument("--parity-samples", type=int)
+    parity.add_argument("--no-parity", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        convert_entry(args.name, args.out, tuple(args.precisions.split(",")),
+                      None if args.no_parity else args.parity_samples)
+    except Exception as exc:  # the benchmark's cell shows this line
+        print(f"zoo_child: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def convert_entry(name: str, out: Path, precisions: tuple[str, ...], parity_samples: int | None) -> None:
+    """Convert zoo model ``name`` into ``out``; ``parity_samples=None``: parity off (``--no-parity``)."""
+    import torch
+
+    from converter._convert.sources import LoadedModel
+    from converter.api import convert
+    from converter.options import ConvertOptions
+    from converter.parity.data import ParityData
+    from converter.zoo.models import ZOO
+
+    entry = ZOO[name]
+    module = entry.build()
+    with torch.no_grad():  # a dict (a Hugging Face ModelOutput) names its outputs itself, as in run_entry
+        returns_dict = isinstance(module(*entry.sample_inputs()), dict)
+    options = ConvertOptions(input_names=tuple(entry.input_names),
+                             output_names=() if returns_dict else tuple(entry.output_names),
+                             precisions=precisions, parity=parity_samples is not None,
+                             parity_samples=parity_samples or 1, input_dtypes=entry.input_dtypes,
+                             input_ranges=entry.input_ranges)
+    parity_data: str | ParityData = "random"  # parity off: convert feeds one seeded sample to the export
+    if parity_samples is not None:
+        data = entry.make_inputs(parity_samples, 1)  # the seed run_entry uses (its seed 0 + 1)
+        labels = entry.task(data) if entry.task is not None else None
+        parity_data = ParityData(data, labels, f"zoo {name}: {parity_samples} seeded realistic samples", real=True)
+    loaded = LoadedModel(name, "callable", module, default_input_shapes=tuple(entry.input_shapes))
+    convert(loaded, out_dir=out, options=options, input_shapes=list(entry.input_shapes), parity_data=parity_data,
+            force=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
