@@ -131,7 +131,7 @@ def _judge_second_size(out: Path, manifest: Manifest, side: TorchSide, options: 
     is judged at the sample's size only (a trace may fix sizes; it is not an artifact that ships)."""
     chunk = (manifest.fixed_batch or side.chunks(False)[0],)
     second = replace(side, data=side.resized, outputs={})
-    outputs, crashed, _ = _run_runtimes(out, manifest, second, options, chunk)
+    outputs, crashed, _ = _run_runtimes(out, manifest, second, options, chunk, {})
     if "pytorch" in side.resized_outputs:
         reference = side.resized_outputs["pytorch"]
     elif ("onnxruntime", "fp32") in outputs:
