@@ -218,6 +218,13 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: Manifest, opset: int, 
 
     loaded = tf.saved_model.load(str(saved_model))  # keep alive: the signature only references its variables
     signature = loaded.signatures["serving_default"]
+    artifact = "saved_model (via tf2onnx)"
+    if (manifest.dynamic_batch_route or {}).get("batch_map") and hasattr(loaded, "serve_one"):
+        # a batch-mapped signature is a WHILE loop over the per-sample graph; tf2onnx writes it as an ONNX Loop
+        # onnxruntime refuses (INVALID_GRAPH: a Conv inside with a wrong-sized attribute, int32/int64 counters).
+        # The per-sample graph the SavedModel saves beside the signature is checked instead, a sample at a time
+        signature, batch = loaded.serve_one.get_concrete_function(), 1
+        artifact = "saved_model per-sample function (via tf2onnx)"
     with silenced(verbose):
         frozen = convert_variables_to_constants_v2(signature, lower_control_flow=False, aggressive_inlining=True)
         in_names = [t.name for t in frozen.inputs]
@@ -239,4 +246,4 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: Manifest, opset: int, 
         result = inner.fn(feed)
         return [layout.from_layout(result[flat_order.index(o.name)], tuple(o.perm_from_pytorch)) for o in outs]
 
-    return Runner("tf2onnx_roundtrip", "fp32", "saved_model (via tf2onnx)", fn, batch)
+    return Runner("tf2onnx_roundtrip", "fp32", artifact, fn, batch)
