@@ -1,6 +1,10 @@
 """Our candidate in the zoo conversion benchmark: one zoo model through ``converter.api.convert``, in a child.
 
 ``python -m converter.bench.zoo_child NAME OUT_DIR [--precisions fp32,fp16] [--parity-samples N | --no-parity]``
+``python -m converter.bench.zoo_child NAME OUT_DIR --argv FILE.json [--parity-samples N | --no-parity]``: write the
+``convert`` command line that converts the same entry instead (the spec ``converter.zoo.factories:NAME``, its input
+shapes, names, dtypes and ranges, and with parity the same samples as an ``.npz`` beside FILE), untimed; the
+benchmark then times that command, what a user of the CLI runs.
 
 Converts as ``converter.zoo.models.run_entry`` does (a live module with cached honest weights, the entry's input
 names, dtypes and ranges, parity on the zoo's realistic labelled samples) and nothing else: no scoreboard row,
@@ -13,6 +17,7 @@ says whether it passed), 2 with one ``zoo_child: ...`` line on stderr when the c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parity = p.add_mutually_exclusive_group(required=True)
     parity.add_argument("--parity-samples", type=int)
     parity.add_argument("--no-parity", action="store_true")
+    p.add_argument("--argv", type=Path, help="write the convert command line as JSON here instead of converting")
     args = p.parse_args(argv)
+    if args.argv is not None:
+        args.argv.write_text(json.dumps(convert_argv(args.name, args.out, tuple(args.precisions.split(",")),
+                                                     None if args.no_parity else args.parity_samples,
+                                                     args.argv.with_suffix(".npz"))))
+        return 0
     try:
         convert_entry(args.name, args.out, tuple(args.precisions.split(",")),
                       None if args.no_parity else args.parity_samples)
@@ -36,6 +47,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo_child: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
         return 2
     return 0
+
+
+def convert_argv(name: str, out: Path, precisions: tuple[str, ...], parity_samples: int | None,
+                 npz: Path) -> list[str]:
+    """The ``convert`` arguments (after the command itself) for zoo model ``name``; with parity, its samples are
+    written to ``npz`` (one array per input name, the seed ``run_entry`` uses)."""
+    import numpy as np
+    import torch
+
+    from converter.zoo.models import ZOO
+
+    entry = ZOO[name]
+    module = entry.build()
+    with torch.no_grad():  # a dict (a Hugging Face ModelOutput) names its outputs itself
+        returns_dict = isinstance(module(*entry.sample_inputs()), dict)
+    argv = [f"converter.zoo.factories:{name}", "--out", str(out), "--precision", ",".join(precisions)]
+    for k, (shape, input_name) in enumerate(zip(entry.input_shapes, entry.input_names)):
+        argv += ["--input-shape", ",".join(map(str, shape)), "--input-name", input_name]
+        if entry.input_dtypes:
+            argv += ["--input-dtype", entry.input_dtypes[k]]
+        if entry.input_ranges:
+            argv += ["--input-range", ",".join(map(str, entry.input_ranges[k]))]
+    if not returns_dict:
+        for output_name in entry.output_names:
+            argv += ["--output-name", output_name]
+    if parity_samples is None:
+        return [*argv, "--no-parity"]
+    np.savez(npz, **dict(zip(entry.input_names, entry.make_inputs(parity_samples, 1))))
+    return [*argv, "--parity-data", str(npz), "--parity-samples", str(parity_samples)]
 
 
 def convert_entry(name: str, out: Path, precisions: tuple[str, ...], parity_samples: int | None) -> None:

@@ -4,8 +4,9 @@ Four candidates per zoo model, each a separate process measured by :func:`conver
 (wall, CPU, peak RSS of its process tree), interleaved, the order rotated by round and by model so none always
 runs first on cold caches:
 
-- ``ours_no_parity``: ``converter.api.convert`` of the zoo module, fp32 + fp16, parity off (``zoo_child``);
-- ``ours_parity100``: the same with parity on ``parity_samples`` (100) of the zoo's realistic samples;
+- ``ours_no_parity``: the ``convert`` command on the zoo module (``convert converter.zoo.factories:NAME`` with the
+  entry's input shapes, names, dtypes and ranges, written by ``zoo_child --argv``), fp32 + fp16, ``--no-parity``;
+- ``ours_parity100``: the same with parity on ``parity_samples`` (100) of the zoo's realistic samples (an ``.npz``);
 - ``onnx2tf_raw``: ``onnx2tf -i model.onnx -o DIR`` in a temporary cwd, on the ONNX file our conversion wrote
   (an untimed seed conversion per model, which also builds and caches the zoo weights before any timing). For
   RGB image inputs onnx2tf downloads 20 sample images from GitHub unless its cwd holds the file: the cwd gets it,
@@ -115,7 +116,20 @@ def _seed(cfg: ZooBenchConfig, name: str, work: Path, log) -> tuple[Path | None,
     onnx = work / "seed" / name / "model.onnx"
     error = "" if res.returncode == 0 and onnx.is_file() else _reason(res, cfg.timeout_s)
     log(f"  seed {name}: {f'{res.wall_s:.1f}s' if not error else 'FAILED: ' + error[:100]}")
+    for candidate, flags in ((OURS, ["--no-parity"]), (PARITY, ["--parity-samples", str(cfg.parity_samples)])):
+        argv, env = _ours_argv(name, Path(OUT_PLACEHOLDER), ["--precisions", "fp32,fp16", *flags,
+                                                             "--argv", str(_argv_file(work, name, candidate))])
+        run_measured(f"argv {name}", argv, cwd=work, env=env, timeout_s=cfg.timeout_s)
     return (None if error else onnx), error, res.wall_s
+
+
+#: Stands for each run's own output directory in the ``convert`` command lines written before the runs.
+OUT_PLACEHOLDER = "@OUT@"
+
+
+def _argv_file(work: Path, name: str, candidate: str) -> Path:
+    (work / "argv").mkdir(exist_ok=True)
+    return work / "argv" / f"{name}-{candidate}.json"
 
 
 def _write_onnx2tf_sample(path: Path) -> None:
@@ -139,9 +153,14 @@ def _measure(cfg: ZooBenchConfig, candidate: str, name: str, k: int, work: Path,
 
     out = work / f"{candidate}-{name}-{k}"
     if candidate in (OURS, PARITY):
-        flags = ["--no-parity"] if candidate == OURS else ["--parity-samples", str(cfg.parity_samples)]
-        argv, env = _ours_argv(name, out, ["--precisions", "fp32,fp16", *flags])
-        cwd = work
+        import json
+
+        template = _argv_file(work, name, candidate)
+        if not template.is_file():
+            return Measurement(name, k, candidate, None, error="the zoo entry's convert command could not be built")
+        argv = [str(cfg.bin_dir / "convert"), *(str(out) if a == OUT_PLACEHOLDER else a
+                                                for a in json.loads(template.read_text()))]
+        env, cwd = child_env(), work
     elif candidate == RAW:
         if seed[0] is None:
             return Measurement(name, k, candidate, None, error=f"no ONNX: our seed conversion failed ({seed[1]})")
@@ -153,6 +172,8 @@ def _measure(cfg: ZooBenchConfig, candidate: str, name: str, k: int, work: Path,
             return Measurement(name, k, candidate, None, error=litert)
         argv, env, cwd = litert_command(litert, name, out.with_suffix(".tflite")), child_env(), work
     res = run_measured(candidate, argv, cwd=cwd, env=env, timeout_s=cfg.timeout_s)
+    if candidate == PARITY and res.returncode == 1 and (out / "manifest.json").is_file():
+        res.returncode = 0  # convert's exit 1: every artifact written, a parity row failed (detail says so)
     detail = _ours_detail(out) if candidate in (OURS, PARITY) and res.returncode == 0 else {}
     shutil.rmtree(out, ignore_errors=True)
     out.with_suffix(".tflite").unlink(missing_ok=True)
@@ -178,7 +199,9 @@ def _reason(res: ProcResult, timeout_s: float) -> str:
         return f"timed out after {timeout_s:g} s"
     plain = re.sub(r"\x1b\[[0-9;]*m", "", res.tail)  # onnx2tf colours its messages
     lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
+    # a Python exception's own line says more than what follows it (onnx2tf prints the offending tensor after)
+    errors = [ln for ln in lines if re.match(r"^\w+(Error|Exception): ", ln)]
+    last = errors[-1] if errors else lines[-1] if lines else ""
     return (last or f"exit {res.returncode}")[:300] if res.returncode > 0 else f"killed by signal {-res.returncode}"
 
 
