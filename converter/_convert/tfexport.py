@@ -52,11 +52,13 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool, batch_map: bool = 
         out_specs = tuple(tf.TensorSpec(o.shape[1:], o.dtype) for o in keras_model.outputs)
         return list(tf.map_fn(one, tuple(xs), fn_output_signature=out_specs))
 
-    def serve(*args):
+    def in_artifact_layout(args, body):
         xs = [x if m == layout.identity(len(m)) else tf.transpose(x, m) for x, m in zip(args, in_moves)]
-        ys = mapped(xs) if batch_map else run(xs)
         return {n: (y if m == layout.identity(len(m)) else tf.transpose(y, m))
-                for n, y, m in zip(names, ys, out_moves)}
+                for n, y, m in zip(names, body(xs), out_moves)}
+
+    def serve(*args):
+        return in_artifact_layout(args, mapped if batch_map else run)
 
     module = tf.Module()
     if batch_map:
@@ -66,9 +68,7 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool, batch_map: bool = 
         one_specs = [tf.TensorSpec([1, *s.shape[1:]], s.dtype, name=s.name) for s in specs]
 
         def serve_one(*args):
-            xs = [x if m == layout.identity(len(m)) else tf.transpose(x, m) for x, m in zip(args, in_moves)]
-            return {n: (y if m == layout.identity(len(m)) else tf.transpose(y, m))
-                    for n, y, m in zip(names, run(xs), out_moves)}
+            return in_artifact_layout(args, run)
 
         module.serve_one = tf.function(serve_one, input_signature=one_specs, autograph=False)
     # Track only the variables, not the Keras model: saving a Keras model traces every layer's call

@@ -49,19 +49,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def returns_dict(entry, module) -> bool:
+    """Whether the module returns a dict (a Hugging Face ``ModelOutput``): it then names its outputs itself, as in
+    ``converter.zoo.models.run_entry``, and the entry's output names are not passed."""
+    import torch
+
+    with torch.no_grad():
+        return isinstance(module(*entry.sample_inputs()), dict)
+
+
+def entry_options(entry, module, **fields):
+    """The ``ConvertOptions`` ``run_entry`` gives ``entry`` (its input names, dtypes and ranges; its output names
+    unless the module names them), with ``fields`` (precisions, parity, ...) on top."""
+    from converter.options import ConvertOptions
+
+    return ConvertOptions(input_names=tuple(entry.input_names),
+                          output_names=() if returns_dict(entry, module) else tuple(entry.output_names),
+                          input_dtypes=entry.input_dtypes, input_ranges=entry.input_ranges, **fields)
+
+
 def convert_argv(name: str, out: Path, precisions: tuple[str, ...], parity_samples: int | None,
                  npz: Path) -> list[str]:
     """The ``convert`` arguments (after the command itself) for zoo model ``name``; with parity, its samples are
     written to ``npz`` (one array per input name, the seed ``run_entry`` uses)."""
     import numpy as np
-    import torch
 
     from converter.zoo.models import ZOO
 
     entry = ZOO[name]
-    module = entry.build()
-    with torch.no_grad():  # a dict (a Hugging Face ModelOutput) names its outputs itself
-        returns_dict = isinstance(module(*entry.sample_inputs()), dict)
     argv = [f"converter.zoo.factories:{name}", "--out", str(out), "--precision", ",".join(precisions)]
     for k, (shape, input_name) in enumerate(zip(entry.input_shapes, entry.input_names)):
         argv += ["--input-shape", ",".join(map(str, shape)), "--input-name", input_name]
@@ -69,7 +84,7 @@ def convert_argv(name: str, out: Path, precisions: tuple[str, ...], parity_sampl
             argv += ["--input-dtype", entry.input_dtypes[k]]
         if entry.input_ranges:
             argv += ["--input-range", ",".join(map(str, entry.input_ranges[k]))]
-    if not returns_dict:
+    if not returns_dict(entry, entry.build()):
         for output_name in entry.output_names:
             argv += ["--output-name", output_name]
     if parity_samples is None:
@@ -80,23 +95,15 @@ def convert_argv(name: str, out: Path, precisions: tuple[str, ...], parity_sampl
 
 def convert_entry(name: str, out: Path, precisions: tuple[str, ...], parity_samples: int | None) -> None:
     """Convert zoo model ``name`` into ``out``; ``parity_samples=None``: parity off (``--no-parity``)."""
-    import torch
-
     from converter._convert.sources import LoadedModel
     from converter.api import convert
-    from converter.options import ConvertOptions
     from converter.parity.data import ParityData
     from converter.zoo.models import ZOO
 
     entry = ZOO[name]
     module = entry.build()
-    with torch.no_grad():  # a dict (a Hugging Face ModelOutput) names its outputs itself, as in run_entry
-        returns_dict = isinstance(module(*entry.sample_inputs()), dict)
-    options = ConvertOptions(input_names=tuple(entry.input_names),
-                             output_names=() if returns_dict else tuple(entry.output_names),
-                             precisions=precisions, parity=parity_samples is not None,
-                             parity_samples=parity_samples or 1, input_dtypes=entry.input_dtypes,
-                             input_ranges=entry.input_ranges)
+    options = entry_options(entry, module, precisions=precisions, parity=parity_samples is not None,
+                            parity_samples=parity_samples or 1)
     parity_data: str | ParityData = "random"  # parity off: convert feeds one seeded sample to the export
     if parity_samples is not None:
         data = entry.make_inputs(parity_samples, 1)  # the seed run_entry uses (its seed 0 + 1)

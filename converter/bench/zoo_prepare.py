@@ -46,22 +46,16 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(name: str, out: Path, batch: int, seed: int) -> dict:
     """Convert zoo model ``name`` into ``out/converted`` and save its inputs (see the module docstring)."""
     import numpy as np
-    import torch
 
     from converter._convert.sources import LoadedModel
     from converter.api import convert
-    from converter.options import ConvertOptions
+    from converter.bench.zoo_child import entry_options
     from converter.zoo.models import ZOO
 
     entry = ZOO[name]
     module = entry.build().eval()
     inputs = entry.make_inputs(batch, seed)
-    with torch.no_grad():  # a dict (a Hugging Face ModelOutput) names its outputs itself, as in run_entry
-        returns_dict = isinstance(module(*(torch.from_numpy(x[:1]) for x in inputs)), dict)
-    options = ConvertOptions(input_names=tuple(entry.input_names),
-                             output_names=() if returns_dict else tuple(entry.output_names), precisions=("fp32",),
-                             parity=False, seed=seed, dynamic_batch=True, input_dtypes=entry.input_dtypes,
-                             input_ranges=entry.input_ranges)
+    options = entry_options(entry, module, precisions=("fp32",), parity=False, seed=seed, dynamic_batch=True)
     loaded = LoadedModel(name, "callable", module, default_input_shapes=tuple(entry.input_shapes))
     start = time.perf_counter()
     convert(loaded, out_dir=out / "converted", options=options, input_shapes=list(entry.input_shapes), force=True)

@@ -6,7 +6,6 @@ A runner may only accept a fixed batch (``batch``); :func:`run_batched` feeds it
 
 from __future__ import annotations
 
-
 import io
 import os
 import warnings
