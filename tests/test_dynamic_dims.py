@@ -135,25 +135,33 @@ def test_same_size_dimensions_share_a_label_unless_told_otherwise() -> None:
     assert [second_size(n) for n in (1, 2, 3, 16)] == [2, 1, 1, 8]
 
 
-@pytest.mark.slow
-def test_bert_at_a_symbolic_length_fails_parity_instead_of_shipping_wrong_numbers(tmp_path) -> None:
-    """The README's limit: onnx2tf 1.28.8 mistranslates self-attention at a symbolic sequence length. Nothing wrong
-    ships: depending on the length, the TF graph cannot run the sample (a one-line conversion error) or it runs and
-    parity fails (exit code 1) while the ONNX graph itself is right."""
-    from converter.errors import TensorFlowConversionError
-    from tests.toy_text import bert
-
-    for steps in (12, 16):
-        try:
-            _bert_at(steps, tmp_path / str(steps), bert)
-        except TensorFlowConversionError as exc:
-            assert "cannot run the sample input" in str(exc)
+def _ids(steps: int, seed: int, masked: bool) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 1000, (1, steps), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids, "attention_mask": torch.ones(1, steps, dtype=torch.int64)} if masked else {"input_ids": ids}
 
 
-def _bert_at(steps: int, out, bert) -> None:
-    inputs = {"input_ids": torch.randint(0, 1000, (1, steps), generator=torch.Generator().manual_seed(0)),
-              "attention_mask": torch.ones(1, steps, dtype=torch.int64)}
-    result = converter.convert(bert(), inputs, out_dir=out, precisions=("fp32",), parity_samples=8,
-                               dynamic_dims={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}})
-    rows = {r.runtime: r for r in result.parity.runtimes}
-    assert result.exit_code == 1 and rows["onnxruntime"].passed and not rows["saved_model"].passed
+@pytest.mark.parametrize("name", ["bert", pytest.param("gpt2", marks=pytest.mark.slow)])
+def test_self_attention_converts_at_a_symbolic_length(tmp_path, name: str) -> None:
+    """BERT (ids + attention mask) and GPT-2 (causal mask built inside, dynamo-exported) at a symbolic sequence
+    length: every artifact takes any length and passes parity at 12 and 6. What it takes: symbolic shape inference
+    gives onnx2tf constant head reshapes, slice bounds stay inside int32 for TFLite, and the vmap-built masks'
+    GatherND becomes a flat Gather."""
+    from tests import toy_text
+
+    masked = name == "bert"
+    model = getattr(toy_text, name)()
+    dims = SEQ if masked else {"input_ids": SEQ["input_ids"]}
+    result = converter.convert(model, _ids(12, 0, masked), out_dir=tmp_path / name, precisions=("fp32", "fp16"),
+                               parity_samples=8, dynamic_dims=dims)
+    assert result.parity.passed, result.parity.to_markdown()
+    assert result.parity.dynamic_dims == "seq = 12 and 6"
+    assert {(r.runtime, r.precision) for r in result.parity.runtimes} >= {
+        ("saved_model", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
+    for steps in (3, 20):
+        feed = _ids(steps, steps, masked)
+        with torch.no_grad():
+            want = model(**feed)
+        want = (want.last_hidden_state if masked else want).numpy()
+        for runtime in ("saved_model", "tflite_fp32"):
+            got = result.runtime(runtime)(**feed)  # a list of outputs, or the one output itself
+            np.testing.assert_allclose(got[0] if masked else got, want, atol=2e-5, rtol=0)

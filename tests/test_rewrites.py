@@ -55,7 +55,7 @@ def chunk_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [1, 6, 3, 3])], [_f32("y", [1, 3, 3, 3])])
 
 
-def dynamic_batch_graph() -> onnx.ModelProto:
+def dynamic_batch_graph(out_shape=("batch", 3, 18)) -> onnx.ModelProto:
     """``x.reshape(n, c // 2, -1)`` with a symbolic batch: Shape→Gather(scalar 1) folds, Shape→Gather(0) stays."""
     nodes = [
         helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
@@ -72,7 +72,7 @@ def dynamic_batch_graph() -> onnx.ModelProto:
         helper.make_node("Concat", ["n1", "h1", "rest"], ["target"], name="/Concat", axis=0),
         helper.make_node("Reshape", ["x", "target"], ["y"], name="/Reshape"),
     ]
-    return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", ["batch", 3, 18])])
+    return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", list(out_shape))])
 
 
 def dynamic_view_graph() -> onnx.ModelProto:
@@ -311,6 +311,42 @@ def position_slice_graph() -> onnx.ModelProto:
     return _model(nodes, [ids], [out], [buffer])
 
 
+def head_view_graph() -> onnx.ModelProto:
+    """``q.view(*x.shape[:2], -1, 16).transpose(1, 2)`` of ``x[1, seq, 32]``: transformers' attention heads at a
+    symbolic length, the target ``Concat(B, T, [-1], [16])`` read off ``Shape`` at run time."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
+        _const("zero", np.array(0, np.int64)), _const("one", np.array(1, np.int64)),
+        helper.make_node("Gather", ["shape", "zero"], ["b"], name="/GatherB", axis=0),
+        helper.make_node("Gather", ["shape", "one"], ["t"], name="/GatherT", axis=0),
+        _const("axis0", np.array([0], np.int64)),
+        helper.make_node("Unsqueeze", ["b", "axis0"], ["b1"], name="/UnsqueezeB"),
+        helper.make_node("Unsqueeze", ["t", "axis0"], ["t1"], name="/UnsqueezeT"),
+        _const("rest", np.array([-1, 16], np.int64)),
+        helper.make_node("Concat", ["b1", "t1", "rest"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["heads"], name="/Reshape"),
+        helper.make_node("Transpose", ["heads"], ["out"], name="/Transpose", perm=[0, 2, 1, 3]),
+    ]
+    return _model(nodes, [_f32("x", [1, "seq", 32])], [_f32("out", [1, 2, "seq", 16])])
+
+
+def vmap_gather_graph(length="seq") -> onnx.ModelProto:
+    """``x[rows, cols - 1]`` as ``torch.vmap`` exports it: GatherND on a stack of index grids (Concat of
+    Unsqueeze(-1)); ``cols - 1`` reaches -1, which GatherND reads from the end."""
+    rows = helper.make_tensor_value_info("rows", TensorProto.INT64, [1, length])
+    cols = helper.make_tensor_value_info("cols", TensorProto.INT64, [1, length])
+    nodes = [
+        _const("one", np.array(1, np.int64)),
+        helper.make_node("Sub", ["cols", "one"], ["shifted"], name="/Sub"),
+        _const("last", np.array([-1], np.int64)),
+        helper.make_node("Unsqueeze", ["rows", "last"], ["r1"], name="/UnsqueezeRows"),
+        helper.make_node("Unsqueeze", ["shifted", "last"], ["c1"], name="/UnsqueezeCols"),
+        helper.make_node("Concat", ["r1", "c1"], ["stack"], name="/Stack", axis=-1),
+        helper.make_node("GatherND", ["x", "stack"], ["out"], name="/GatherND"),
+    ]
+    return _model(nodes, [_f32("x", [2, length]), rows, cols], [_f32("out", [1, length])])
+
+
 def bool_mask_expand_graph() -> onnx.ModelProto:
     """A [1, seq] mask expanded to [1, 1, seq, seq] as bool, as Hugging Face builds attention masks."""
     mask = helper.make_tensor_value_info("mask", TensorProto.INT64, [1, "seq"])
@@ -376,6 +412,18 @@ def _all_shapes_known(m: onnx.ModelProto) -> bool:
     return all(o in known for n in m.graph.node for o in n.output)
 
 
+def _reshape_targets(m: onnx.ModelProto) -> list[list[int]]:
+    known = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return [known[n.input[1]].tolist() for n in m.graph.node if n.op_type == "Reshape" and n.input[1] in known]
+
+
+def _int32_bounds(m: onnx.ModelProto) -> bool:
+    """Every integer constant (the slice bounds among them) fits int32: TFLite casts strided_slice bounds to int32,
+    where INT64_MAX becomes -1 (BERT's position slice came out empty in TFLite while TF was right)."""
+    values = [numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == TensorProto.INT64]
+    return bool(values) and all(np.abs(v).max() <= np.iinfo(np.int32).max for v in values if v.size)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -396,9 +444,13 @@ CASES = [
         "wildcard_dynamic_reshape", lambda: rewrites.fold_constants(dynamic_view_graph()),
         rewrites.wildcard_dynamic_reshape, _no_op("Shape", "Gather", "Concat"),
     ),
+    Case(  # (n, c // 2, -1) unfolded has two run-time entries: the proven output shape [batch, 3, 18] decides
+        "wildcard_from_output_shape", dynamic_batch_graph, rewrites.wildcard_dynamic_reshape,
+        lambda m: _reshape_targets(m) == [[-1, 3, 18]],
+    ),
     Case(
-        "wildcard_needs_one_runtime_entry", dynamic_batch_graph, rewrites.wildcard_dynamic_reshape,
-        _has_op("Concat"), changes=False,
+        "wildcard_needs_one_unknown", lambda: dynamic_batch_graph(out_shape=["batch", "c", 18]),
+        rewrites.wildcard_dynamic_reshape, _has_op("Concat"), changes=False,
     ),
     Case("shuffle_as_gather", channel_shuffle_graph, rewrites.shuffle_as_gather, _no_op("Reshape", "Transpose")),
     Case(
@@ -454,8 +506,14 @@ CASES = [
          _no_op("Shape", "Slice", "Cast", "Sqrt", "Reciprocal")),
     Case("wildcard_from_partial_shape", lambda: rewrites.fold_constants(seq_first_view_graph()),
          rewrites.wildcard_dynamic_reshape, _no_op("Shape", "Slice", "Concat")),
+    Case("wildcard_from_proven_output_shape", head_view_graph, rewrites.wildcard_dynamic_reshape,
+         lambda m: _reshape_targets(m) == [[1, -1, 2, 16]] and _no_op("Shape", "Gather", "Concat")(m)),
+    Case("gather_nd_as_flat_gather", vmap_gather_graph, rewrites.gather_nd_as_flat_gather,
+         lambda m: _no_op("GatherND")(m) and _has_op("Gather")(m)),
+    Case("gather_nd_at_static_shapes_stays", lambda: vmap_gather_graph(5), rewrites.gather_nd_as_flat_gather,
+         lambda m: True, changes=False),
     Case("full_rank_dynamic_slice", position_slice_graph, rewrites.full_rank_dynamic_slices,
-         lambda m: any(n.op_type == "Slice" and len(n.input) == 5 for n in m.graph.node)),
+         lambda m: any(n.op_type == "Slice" and len(n.input) == 5 for n in m.graph.node) and _int32_bounds(m)),
     Case("static_slice_stays", chunk_graph, rewrites.full_rank_dynamic_slices, lambda m: True, changes=False),
     Case("expand_bool_as_int", bool_mask_expand_graph, rewrites.expand_bool_as_int,
          lambda m: sum(n.op_type == "Cast" for n in m.graph.node) == 4),

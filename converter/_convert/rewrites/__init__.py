@@ -20,6 +20,7 @@ from converter._convert.rewrites.slices import full_rank_dynamic_slices
 from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 from converter._convert.rewrites.fold import fold_constants
+from converter._convert.rewrites.gathers import gather_nd_as_flat_gather
 from converter._convert.rewrites.graph import _input_dependent  # noqa: F401 (used as rewrites._input_dependent)
 from converter._convert.rewrites.names import _VALID_NAME, sanitize_names  # noqa: F401 (rewrites._VALID_NAME)
 from converter._convert.rewrites.offline import NetworkBlockedError, patch_onnx2tf_offline
@@ -42,6 +43,7 @@ __all__ = [
     "fold_constants",
     "full_rank_broadcast_constants",
     "full_rank_dynamic_slices",
+    "gather_nd_as_flat_gather",
     "infer_shapes",
     "materialize_lstm_states",
     "onnx2tf_kwargs_for",
@@ -72,6 +74,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
+    ("gather_nd_as_flat_gather", gather_nd_as_flat_gather),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
     ("full_rank_broadcast_constants", full_rank_broadcast_constants),
     ("expand_bool_as_int", expand_bool_as_int),

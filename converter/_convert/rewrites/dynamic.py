@@ -23,6 +23,12 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
     ``Shape`` on its transposed tensors and builds the wrong target ("grouped convolution must have at least one
     group: 0 groups"; a Transpose with perm ``[-1, -1, 4, 0, -1]``). Why exact: for any valid Reshape, -1 resolves
     to total / prod(other entries), which is the one unknown entry's value; run after ``fold_constants``.
+
+    A target that cannot be read that way (a ``-1`` already in it beside a run-time entry: transformers'
+    ``q.view(*input_shape, -1, head_dim)`` at a symbolic sequence length) is taken from the Reshape's *output* shape
+    when shape inference proves all of it but one entry: [1, seq, 2, 16] becomes [1, -1, 2, 16]. onnx2tf would
+    otherwise compute the target from ``Shape`` of its own transposed tensors (BERT: a reshape asking for 16 where
+    the length is 13).
     """
     model = _copy(model)
     graph = model.graph
@@ -34,7 +40,9 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         target = partial.get(node.input[1])
         if target is None or sum(v is None for v in target) != 1 or any(v is not None and v <= 0 for v in target):
-            continue
+            target = shapes.get(node.output[0])  # the proven output shape
+            if target is None or sum(v is None for v in target) > 1:
+                continue
         name = f"{node.input[1]}_wildcard"
         graph.initializer.append(numpy_helper.from_array(
             np.array([-1 if v is None else v for v in target], np.int64), name))

@@ -37,14 +37,48 @@ def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown."""
-    graph = onnx.shape_inference.infer_shapes(_weightless(model), data_prop=True).graph
+    """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown.
+
+    In a graph with a symbolic dimension past the batch, ONNX's inference loses most static dimensions after the
+    first Shape -> Reshape; onnxruntime's symbolic inference fills in the ones it proves."""
+    light = _weightless(model)
+    shapes = _dims(onnx.shape_inference.infer_shapes(light, data_prop=True).graph)
+    if _symbolic_past_batch(model):
+        for name, dims in _symbolic_shapes(light).items():
+            old = shapes.get(name)
+            if old is None:
+                shapes[name] = dims
+            elif len(old) == len(dims):
+                shapes[name] = tuple(o if o is not None else d for o, d in zip(old, dims))
+    return shapes
+
+
+def _dims(graph: onnx.GraphProto) -> dict[str, tuple[int | None, ...]]:
     shapes = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
         tensor_type = info.type.tensor_type
         if tensor_type.HasField("shape"):
             shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
     return shapes
+
+
+def _symbolic_shapes(light: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Shapes from onnxruntime's symbolic shape inference, which carries a symbolic dimension (``seq``) through
+    Shape -> Gather -> Concat -> Reshape and keeps the static ones around it ([1, seq, 2, 16] where ONNX's own
+    inference gives [unk, unk, unk, 16]); empty if it cannot run on this graph."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        return _dims(SymbolicShapeInference.infer_shapes(light, auto_merge=True).graph)
+    except Exception:  # an op it has no rule for: ONNX's own inference stands
+        return {}
+
+
+def _symbolic_past_batch(model: onnx.ModelProto) -> bool:
+    """Whether a graph input has a symbolic dimension past the batch (``--dynamic-dim``)."""
+    inits = {t.name for t in model.graph.initializer}
+    return any(k > 0 and not (d.HasField("dim_value") and d.dim_value > 0)
+               for i in model.graph.input if i.name not in inits for k, d in enumerate(i.type.tensor_type.shape.dim))
 
 
 def _view(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, onnx.NodeProto], dict[str, int],

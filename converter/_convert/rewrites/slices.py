@@ -6,19 +6,21 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converter._convert.rewrites.graph import _copy, _view
+from converter._convert.rewrites.graph import _copy, _symbolic_past_batch, _view
 
-_END = np.iinfo(np.int64).max
+#: "to the end" of an untouched axis; INT32_MAX, not INT64_MAX: TFLite runs strided_slice on int32 bounds and the cast
+#: turns INT64_MAX into -1, which cuts the axis to nothing (ends are clamped to the dimension either way)
+_END = np.iinfo(np.int32).max
 
 
 def full_rank_dynamic_slices(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give a ``Slice`` whose starts or ends are computed at run time (and whose axes are constant) one start, end
-    and step per axis of its input: the untouched axes get ``0:INT64_MAX:1``, the sliced ones their run-time values.
+    and step per axis of its input: the untouched axes get ``0:INT32_MAX:1``, the sliced ones their run-time values.
 
     Without it: onnx2tf translates a Slice with dynamic bounds over a subset of the axes into a ``strided_slice``
     that applies them to the wrong axis: BERT's ``position_ids[:, 0:seq]`` (a [1, 512] buffer cut to the sequence
     length once ``--dynamic-dim input_ids:1`` makes that length symbolic) comes out as shape [0, 16], and every
-    output after it is empty. Why exact and general: ONNX Slice over all axes with ``0:INT64_MAX:1`` on the others
+    output after it is empty. Why exact and general: ONNX Slice over all axes with ``0:INT32_MAX:1`` on the others
     is the same slice by definition (ends are clamped to the dimension); the rewrite keys only on the op, constant
     axes and a known input rank. Only graphs with an input dimension past the batch that is symbolic are touched
     (elsewhere onnx2tf reads the bounds at conversion time).
@@ -73,12 +75,6 @@ def full_rank_dynamic_slices(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     return model
-
-
-def _symbolic_past_batch(model: onnx.ModelProto) -> bool:
-    inits = {t.name for t in model.graph.initializer}
-    return any(k > 0 and not (d.HasField("dim_value") and d.dim_value > 0)
-               for i in model.graph.input if i.name not in inits for k, d in enumerate(i.type.tensor_type.shape.dim))
 
 
 def _constant(name: str, known: dict, producers: dict) -> np.ndarray | None:
