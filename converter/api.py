@@ -266,10 +266,15 @@ def _diagnose(model, weights, out: Path, manifest: Manifest, side, report: Parit
 
 
 def _with_fields(options: ConvertOptions, fields: dict[str, Any]) -> ConvertOptions:
-    """``options`` with the keyword fields a caller passed to :func:`convert` (lists become tuples)."""
+    """``options`` with the keyword fields a caller passed to :func:`convert` (lists become tuples; ``None`` for a
+    field whose default is a tuple means that default, as it does for ``precisions``)."""
+    from dataclasses import MISSING
     from dataclasses import fields as dataclass_fields
 
-    known = {f.name for f in dataclass_fields(ConvertOptions)}
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default
+                for f in dataclass_fields(ConvertOptions)}
+    fields = {k: v for k, v in fields.items() if not (v is None and isinstance(defaults.get(k), tuple))}
+    known = set(defaults)
     unknown = sorted(set(fields) - known)
     if unknown:
         raise InputError(f"convert() got an unknown option {unknown[0]!r}",

@@ -201,6 +201,17 @@ def test_bad_api_calls_are_one_line_errors(tmp_path, kwargs: dict, message: str)
     assert not (tmp_path / "out").exists()
 
 
+def test_none_means_the_default_for_tuple_options() -> None:
+    """``input_ranges=None`` (e.g. forwarded from a caller's own optional argument) is the default, not a
+    TypeError from deep inside the options; ``precisions=None`` keeps its meaning (every precision)."""
+    from converter.api import _with_fields
+    from converter.options import ConvertOptions
+
+    nones = dict.fromkeys(("input_ranges", "dynamic_dims", "int8_keep_float", "input_names", "class_axes"))
+    assert _with_fields(ConvertOptions(), nones) == ConvertOptions()
+    assert _with_fields(ConvertOptions(precisions=("fp32",)), {"precisions": None}).precisions is None
+
+
 def test_full_int8_of_a_model_with_integer_inputs_calibrates_on_integers(tmp_path) -> None:
     """Representative samples keep each input's dtype (token ids stay int64): the selective-int8 search and the
     calibration would otherwise feed float32 to an int64 input and stop."""
