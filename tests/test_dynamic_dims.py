@@ -165,3 +165,19 @@ def test_self_attention_converts_at_a_symbolic_length(tmp_path, name: str) -> No
         for runtime in ("saved_model", "tflite_fp32"):
             got = result.runtime(runtime)(**feed)  # a list of outputs, or the one output itself
             np.testing.assert_allclose(got[0] if masked else got, want, atol=2e-5, rtol=0)
+
+
+def test_the_second_size_cuts_the_users_data() -> None:
+    """At the second size parity runs on the user's own samples cut to it (a padded batch stays padded); seeded
+    noise, or a second size larger than the data, falls back to random data (None here)."""
+    from converter._convert.torchstage import _cut
+    from converter.parity.data import ParityData
+
+    ids = np.arange(5 * 12).reshape(5, 12)
+    mask = (np.arange(12)[None] < np.array([12, 9, 7, 4, 2])[:, None]).astype(np.int64)
+    cut = _cut(ParityData([ids, mask], None, "ids.npz"), [(1, 6), (1, 6)], 3)
+    assert [x.shape for x in cut.inputs] == [(3, 6), (3, 6)]
+    np.testing.assert_array_equal(cut.inputs[0], ids[:3, :6])
+    np.testing.assert_array_equal(cut.inputs[1], mask[:3, :6])
+    assert _cut(ParityData([ids, mask], None, "noise", real=False), [(1, 6), (1, 6)], 3) is None
+    assert _cut(ParityData([ids, mask], None, "ids.npz"), [(1, 24), (1, 24)], 3) is None

@@ -347,6 +347,18 @@ def vmap_gather_graph(length="seq") -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [2, length]), rows, cols], [_f32("out", [1, length])])
 
 
+def relative_distance_graph(dtype=TensorProto.INT64) -> onnx.ModelProto:
+    """``abs(key_pos - query_pos)`` of T5's relative-position buckets, on positions in {0, 1} minus 1."""
+    pos = helper.make_tensor_value_info("pos", dtype, [1, "seq"])
+    out = helper.make_tensor_value_info("out", dtype, [1, "seq"])
+    nodes = [
+        _const("one", np.array(1, helper.tensor_dtype_to_np_dtype(dtype))),
+        helper.make_node("Sub", ["pos", "one"], ["delta"], name="/Sub"),
+        helper.make_node("Abs", ["delta"], ["out"], name="/Abs"),
+    ]
+    return _model(nodes, [pos], [out])
+
+
 def bool_mask_expand_graph() -> onnx.ModelProto:
     """A [1, seq] mask expanded to [1, 1, seq, seq] as bool, as Hugging Face builds attention masks."""
     mask = helper.make_tensor_value_info("mask", TensorProto.INT64, [1, "seq"])
@@ -512,6 +524,10 @@ CASES = [
          lambda m: _no_op("GatherND")(m) and _has_op("Gather")(m)),
     Case("gather_nd_at_static_shapes_stays", lambda: vmap_gather_graph(5), rewrites.gather_nd_as_flat_gather,
          lambda m: True, changes=False),
+    Case("int64_abs_as_select", relative_distance_graph, rewrites.int64_abs_as_select,
+         lambda m: _no_op("Abs")(m) and _has_op("Neg")(m)),
+    Case("float_abs_stays", lambda: relative_distance_graph(TensorProto.FLOAT), rewrites.int64_abs_as_select,
+         _has_op("Abs"), changes=False),
     Case("full_rank_dynamic_slice", position_slice_graph, rewrites.full_rank_dynamic_slices,
          lambda m: any(n.op_type == "Slice" and len(n.input) == 5 for n in m.graph.node) and _int32_bounds(m)),
     Case("static_slice_stays", chunk_graph, rewrites.full_rank_dynamic_slices, lambda m: True, changes=False),

@@ -65,20 +65,35 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
     return side
 
 
-#: Parity samples at the second size of the dynamic dimensions (random, like the first size's default)
+#: Parity samples at the second size of the dynamic dimensions
 SECOND_SIZE_SAMPLES = 32
 
 
+def _cut(data: ParityData, shapes: list[tuple[int, ...]], samples: int) -> ParityData | None:
+    """The first ``samples`` of the user's ``data``, each input cut to ``shapes`` (past the batch axis); None for
+    seeded noise or where a shape does not fit inside the data."""
+    if not data.real or any(len(x.shape) != len(s) or any(d > have for d, have in zip(s[1:], x.shape[1:]))
+                            for x, s in zip(data.inputs, shapes)):
+        return None
+    cut = [np.ascontiguousarray(x[(slice(0, samples), *(slice(0, d) for d in s[1:]))])
+           for x, s in zip(data.inputs, shapes)]
+    return ParityData(cut, None, f"{data.description}, cut to the second size")
+
+
 def _second_size(side: TorchSide, model: LoadedModel, options: ConvertOptions, shapes, dtypes) -> None:
-    """``side.resized``: seeded random parity data with every dynamic dimension at its second size, and the
-    PyTorch outputs on it; a model that rejects that size says so in one line."""
+    """``side.resized``: parity data with every dynamic dimension at its second size, and the PyTorch outputs on it;
+    a model that rejects that size says so in one line. The user's own data is cut to that size (a padded batch of
+    token ids stays a padded batch: seeded noise would mask whole rows of attention, whose outputs are garbage in
+    every runtime); seeded random data otherwise, or where the second size is larger than the data."""
     from converter._convert.dims import resolve
     from converter.parity import runtimes
 
     dims = resolve(options.dynamic_dims, side.input_names, shapes)
     side.dynamic_dims = dims.describe()
-    side.resized = load_parity_data("random", dims.resized(shapes), dtypes, min(options.parity_samples, SECOND_SIZE_SAMPLES),
-                                    options.seed + 1, options.input_ranges)
+    resized = dims.resized(shapes)
+    samples = min(options.parity_samples, SECOND_SIZE_SAMPLES)
+    side.resized = _cut(side.data, resized, samples) or load_parity_data(
+        "random", resized, dtypes, samples, options.seed + 1, options.input_ranges)
     if model.module is None or not options.parity:
         return
     try:

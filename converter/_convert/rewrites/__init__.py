@@ -21,6 +21,7 @@ from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffl
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 from converter._convert.rewrites.fold import fold_constants
 from converter._convert.rewrites.gathers import gather_nd_as_flat_gather
+from converter._convert.rewrites.integers import int64_abs_as_select
 from converter._convert.rewrites.graph import _input_dependent  # noqa: F401 (used as rewrites._input_dependent)
 from converter._convert.rewrites.names import _VALID_NAME, sanitize_names  # noqa: F401 (rewrites._VALID_NAME)
 from converter._convert.rewrites.offline import NetworkBlockedError, patch_onnx2tf_offline
@@ -45,6 +46,7 @@ __all__ = [
     "full_rank_dynamic_slices",
     "gather_nd_as_flat_gather",
     "infer_shapes",
+    "int64_abs_as_select",
     "materialize_lstm_states",
     "onnx2tf_kwargs_for",
     "patch_onnx2tf_offline",
@@ -75,6 +77,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
     ("gather_nd_as_flat_gather", gather_nd_as_flat_gather),
+    ("int64_abs_as_select", int64_abs_as_select),
     ("patchwise_conv_transpose", patchwise_conv_transpose),
     ("full_rank_broadcast_constants", full_rank_broadcast_constants),
     ("expand_bool_as_int", expand_bool_as_int),
