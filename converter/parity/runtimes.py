@@ -177,24 +177,37 @@ def keras_native_runner(keras_model, manifest_inputs: list[TensorInfo]) -> Runne
     return Runner("keras_native", "fp32", None, fn, None)
 
 
-def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: int):
-    """``tf2onnx.convert.from_graph_def`` without its defensive copies: by default each of its ~20 graph optimizers
-    runs on a deep copy of the graph (to roll back one that raises), which was 4.6 of resnet18's 11.9 s. Without
-    them (``TF2ONNX_CATCH_ERRORS=FALSE``) the same optimizers run in place; only if one raises is the conversion
-    repeated the default way."""
-    import tf2onnx
-    from tf2onnx import constants
+def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: int, optimize: bool):
+    """``tf2onnx.convert.from_graph_def`` (pinned tf2onnx 1.17), by default without its ONNX graph optimizers.
 
+    Those ~12 optimizers (transpose pushing, constant folding, identity removal, …) make the ONNX file smaller and
+    faster, not different, and onnxruntime optimizes the graph itself when it loads it; but each rewrites every
+    node's protobuf after its pass, re-copying the weights (4.5 of resnet18's 12 s), and by default deep-copies the
+    graph before each one to roll back one that raises (another 4.6 s). The row is there to prove the TF graph
+    converts and computes the same numbers, so ``optimize=False`` skips them. A TF while loop over a TensorList
+    (Keras RNNs) only becomes a graph onnxruntime accepts after tf2onnx's loop optimizer: ``optimize=True`` runs
+    them all, in place (``TF2ONNX_CATCH_ERRORS=FALSE``), and the default way only if one raises."""
+    import tensorflow as tf
+    from tf2onnx import constants, tf_loader
+    from tf2onnx.convert import _convert_common
+
+    with tf.device("/cpu:0"), tf.Graph().as_default() as graph, tf_loader.tf_session(graph=graph) as session:
+        tf.import_graph_def(graph_def, name="")
+        input_names = tf_loader.inputs_without_resource(session, input_names)
+        frozen = tf_loader.tf_optimize(input_names, output_names, graph_def)
+    common = dict(name="roundtrip", continue_on_error=True, opset=opset, input_names=input_names,
+                  output_names=output_names)
+    if not optimize:
+        return _convert_common(frozen, optimizers={}, **common)[0]
     key = constants.ENV_TF2ONNX_CATCH_ERRORS
     saved = os.environ.get(key)
-    os.environ[key] = "FALSE"
     try:
-        return tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
-                                              opset=opset)[0]
-    except Exception:
-        os.environ[key] = "TRUE"
-        return tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
-                                              opset=opset)[0]
+        os.environ[key] = "FALSE"
+        try:
+            return _convert_common(frozen, **common)[0]
+        except Exception:
+            os.environ[key] = "TRUE"
+            return _convert_common(frozen, **common)[0]
     finally:
         if saved is None:
             os.environ.pop(key, None)
@@ -228,10 +241,14 @@ def tf2onnx_roundtrip_runner(saved_model: Path, manifest: Manifest, opset: int, 
         frozen = convert_variables_to_constants_v2(signature, lower_control_flow=False, aggressive_inlining=True)
         in_names = [t.name for t in frozen.inputs]
         out_names = [t.name for t in frozen.outputs]
-        model_proto = _tf2onnx(frozen.graph.as_graph_def(), in_names, out_names, opset)
-    path = workdir / "tf2onnx_roundtrip.onnx"
-    path.write_bytes(model_proto.SerializeToString())
-    inner = onnxruntime_runner(path, batch=batch)
+        graph_def = frozen.graph.as_graph_def()
+        path = workdir / "tf2onnx_roundtrip.onnx"
+        path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize=False).SerializeToString())
+        try:
+            inner = onnxruntime_runner(path, batch=batch)
+        except Exception:  # e.g. a TensorList loop, valid only after tf2onnx's loop optimizer
+            path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize=True).SerializeToString())
+            inner = onnxruntime_runner(path, batch=batch)
     # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
     flat_order = sorted(o.name for o in manifest.outputs)
     in_order = [in_names.index(f"{i.name}:0") for i in manifest.inputs]
