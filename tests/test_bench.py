@@ -16,7 +16,7 @@ from tests.conftest import ROOT, run_cli
 
 ALL_RUNTIMES = ("pytorch", "torchscript", "torch_compile", "onnxruntime", "saved_model", "saved_model_xla",
                 "tflite_fp32", "tflite_fp16", "tflite_dynamic_int8", "tflite_int8", "tflite_onnx2tf_raw",
-                "tflite_fp32_aa")
+                "tflite_litert", "tflite_fp32_aa")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -24,6 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def bench_run(tmp_path_factory, mnist_dir) -> tuple[Path, dict, str]:
     import torch
 
+    from converter.bench import litert
     from reference_models.mnist_cnn import MnistCNN
 
     work = tmp_path_factory.mktemp("bench")
@@ -32,9 +33,11 @@ def bench_run(tmp_path_factory, mnist_dir) -> tuple[Path, dict, str]:
     out = work / "conv"
     conv = run_cli("convert", "mnist_cnn", "--weights", work / "w.pt", "--out", out, "--no-parity")
     assert conv.returncode == 0, conv.stderr
+    # litert-torch's venv (~3 GB) is built by a benchmark a user runs, never by the test suite: without it, no row
+    runtimes = [] if litert.is_ready() else ["--runtimes", ",".join(r for r in ALL_RUNTIMES if r != "tflite_litert")]
     run = subprocess.run([str(ROOT / "scripts" / "benchmark"), str(out), "--quick", "--data", str(mnist_dir),
-                          "--json", str(work / "b.json"), "--md", str(work / "b.md"), "--plots", str(work / "plots")],
-                         capture_output=True, text=True, timeout=900)
+                          "--json", str(work / "b.json"), "--md", str(work / "b.md"), "--plots", str(work / "plots"),
+                          *runtimes], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     return work, json.loads((work / "b.json").read_text()), (work / "b.md").read_text()
 
@@ -43,7 +46,9 @@ def test_every_runtime_has_a_row_with_positive_latency(bench_run, mnist_official
     _, result, _ = bench_run
     digits = 512 if mnist_official else 500  # --quick scores 512 digits; the embedded fallback holds 500
     rows = {r["runtime"]: r for r in result["rows"]}
-    assert set(rows) == set(ALL_RUNTIMES)
+    from converter.bench import litert
+
+    assert set(rows) == set(ALL_RUNTIMES) - (set() if litert.is_ready() else {"tflite_litert"})
     for name, row in rows.items():
         assert row["ok"], f"{name}: {row['error']}"
         assert 0 < row["latency_median_s"] <= row["latency_p90_s"], name
@@ -106,7 +111,7 @@ def test_latency_floor_and_machine_rates_are_recorded(bench_run):
     result = bench_run[1]
     machine = result["machine"]["1"]
     assert machine["matmul_flops_s"] > 1e8 and machine["copy_bandwidth_bytes_s"] > 1e8
-    for row in result["rows"]:
+    for row in (r for r in result["rows"] if r["ok"]):
         assert row["floor_b1_s"] > 0 and row["latency_vs_floor"] > 0, row["runtime"]
     whats = " ".join(c["what"] for c in result["checks"])
     assert "tflite_fp32 / raw onnx2tf tflite latency (A/A control" in whats
@@ -141,3 +146,61 @@ def test_training_markdown_shows_ratios_and_device():
     md = to_markdown(result)
     assert "| torch_compile | cpu | 160 | 300 | 90.00 % |" in md
     assert "| torch_compile / torch_eager samples/s | 1.60x | 3.00x | 2-5x |" in md
+
+
+# ----------------------------------------------------------- the litert-torch row, without the litert venv
+
+
+def _fake_row(runtime: str, latency_s: float, ok: bool = True) -> dict:
+    return {"runtime": runtime, "threads": 1, "ok": ok, "latency_median_s": latency_s, "accuracy": None}
+
+
+def test_tflite_fp32_is_checked_against_litert_torch_with_the_aa_control():
+    from converter.bench.core import _checks
+    from converter.bench.serving_report import TARGET_TFLITE_VS_LITERT
+
+    rows = [_fake_row("tflite_fp32", 100e-6), _fake_row("tflite_litert", 125e-6), _fake_row("tflite_fp32_aa", 102e-6)]
+    (check,) = _checks(rows)
+    assert check["what"] == "t=1 tflite_fp32 / litert-torch tflite latency (A/A control, same file twice: 1.020)"
+    assert check["value"] == 0.8 and check["target"] == TARGET_TFLITE_VS_LITERT and check["met"]
+    assert _checks([rows[0], _fake_row("tflite_litert", 0.0, ok=False)]) == []  # a FAILED peer: no ratio
+
+
+def test_litert_row_plumbing(tmp_path):
+    from converter.bench import core, litert, runtimes
+
+    cfg = core.BenchConfig(out_dir=tmp_path)
+    args = core._mnist_args(cfg, None, tmp_path / "litert_torch.tflite")
+    assert args[args.index("--tflite") + 1] == str(tmp_path / "litert_torch.tflite")
+    argv = litert.litert_command(Path("/v/bin/python"), "mnist_cnn", Path("/o/m.tflite"), input_shape=(1, 1, 28, 28),
+                                 weights="/w/model.pt")
+    assert argv[3:] == ["mnist_cnn", "/o/m.tflite", "--input-shape", "1,1,28,28", "--weights", "/w/model.pt"]
+    manifest = {"source": {"kind": "reference"}, "inputs": [{"pytorch_shape": [1, 1, 28, 28],
+                                                             "perm_from_pytorch": [0, 2, 3, 1]}]}
+    # litert-torch's file keeps the PyTorch layout; an ONNX source has no PyTorch module to give it
+    _, precision, perm = runtimes.tflite_file("tflite_litert", tmp_path, manifest, None, Path("/l.tflite"))
+    assert (precision, perm) == ("fp32", (0, 1, 2, 3))
+    assert core._available("tflite_litert", tmp_path, manifest)
+    assert not core._available("tflite_litert", tmp_path, {**manifest, "source": {"kind": "onnx"}})
+
+
+def test_a_litert_export_that_failed_leaves_its_row_failed_with_the_reason(tmp_path):
+    from converter.bench import core
+
+    cfg = core.BenchConfig(out_dir=tmp_path, log=lambda m: None)
+    reason = "litert-torch export failed (exit 2): litert_child: RuntimeError: no"
+    (row,) = core._run_threads(cfg, ["tflite_litert"], 1, None, reason, tmp_path, {"source": {}, "artifacts": {}})
+    assert not row["ok"] and row["error"] == reason and row["runtime"] == "tflite_litert"
+
+
+def test_litert_child_builds_the_module_the_pytorch_rows_load():
+    """The litert venv has no TensorFlow: the child's module comes from the torch-only source loader."""
+    import torch
+
+    from converter._convert.sources import load_model
+    from converter.bench.litert_child import source_module
+
+    module, (sample,) = source_module("mnist_cnn", None, (1, 1, 28, 28))
+    assert tuple(sample.shape) == (1, 1, 28, 28) and not module.training
+    with torch.no_grad():
+        assert torch.equal(module(sample), load_model("mnist_cnn").module(sample))

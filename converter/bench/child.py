@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=Path, help="serving mode: the model's inputs (.npz by input name, PyTorch layout)")
     p.add_argument("--batches", default="1,32", help="serving mode: batch sizes to prepare")
     p.add_argument("--zoo", help="serving mode, pytorch: the zoo entry to build")
-    p.add_argument("--tflite", type=Path, help="serving mode, tflite_litert: litert-torch's .tflite")
+    p.add_argument("--tflite", type=Path, help="tflite_litert: litert-torch's .tflite")
     p.add_argument("--outputs", type=Path, help="serving mode: save the batch-1 outputs here (.npz)")
     args = p.parse_args(argv)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -90,7 +90,7 @@ def _setup(args):
     manifest = json.loads((args.dir / "manifest.json").read_text())
     images, labels = _data(args, manifest)
     t0 = time.perf_counter()
-    bench1 = br.build(args.runtime, args.dir, manifest, args.threads, args.raw_tflite)
+    bench1 = br.build(args.runtime, args.dir, manifest, args.threads, args.raw_tflite, args.tflite)
     bench64 = br.with_batch64(bench1, images[:BATCH], _resizable(br, bench1, args, manifest))
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -151,8 +151,7 @@ def _setup_serving(args):
 def _resizable(br, bench1, args, manifest):
     """The candidate batch-64 runner: the same object where the runtime takes any batch."""
     if bench1.runtime.startswith("tflite"):
-        perm = br.RAW_ONNX2TF_PERM if bench1.runtime == "tflite_onnx2tf_raw" else tuple(manifest["inputs"][0]["perm_from_pytorch"])
-        path = args.raw_tflite if bench1.runtime == "tflite_onnx2tf_raw" else args.dir / str(bench1.artifact)
+        path, _, perm = br.tflite_file(bench1.runtime, args.dir, manifest, args.raw_tflite, args.tflite)
         try:
             return br.tflite_at(path, bench1.precision, args.threads, bench1.runtime, perm, batch=BATCH)
         except RuntimeError:  # e.g. XNNPACK cannot reshape a graph whose Reshape bakes in batch 1: loop

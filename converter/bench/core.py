@@ -8,6 +8,10 @@ noisy neighbour therefore hits all runtimes alike, and the ratios between rows a
 
 Latency = batch 1, median and p90 of all timed calls; throughput = 64 / median batch-64 call time.
 Accuracy is top-1 on the labelled digits (the 10k MNIST test set for ``mnist_cnn``).
+
+The peers our TFLite fp32 file is judged against, both made before any child starts (never timed) and run by the same
+interpreter: raw onnx2tf's file of the same ONNX graph, and litert-torch's file of the same PyTorch source
+(:mod:`converter.bench.litert`, in its own venv); a peer that cannot be made leaves its row FAILED with the reason.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from converter._proc import children as child_procs
+from converter.bench import litert as bench_litert
 from converter.bench import roofline as bench_roofline
 from converter.bench.proc import rotated
 from converter.bench.runtimes import RUNTIMES
+from converter.bench.serving_report import TARGET_TFLITE_VS_LITERT
 
 TARGET_VS_RAW = 1.0  # our TFLite fp32 latency / raw onnx2tf TFLite fp32 latency
 TARGET_INT8_SPEEDUP = 0.6  # dynamic-range int8 latency / fp32 latency
@@ -134,12 +140,15 @@ def run(cfg: BenchConfig) -> dict:
         raw = RawBaseline(cfg.out_dir / "model.onnx", work) if "tflite_onnx2tf_raw" in runtimes else None
         # the raw baseline's child starts last, so its onnx2tf run overlaps the other children's set-up
         runtimes = [r for r in runtimes if r != "tflite_onnx2tf_raw"] + (["tflite_onnx2tf_raw"] if raw else [])
+        litert = _litert_export(cfg, manifest, work) if "tflite_litert" in runtimes else None
         rows: list[dict] = []
         for threads in cfg.threads:
-            rows += _run_threads(cfg, runtimes, threads, raw, work, manifest)
+            rows += _run_threads(cfg, runtimes, threads, raw, litert, work, manifest)
         for row in rows:
             if row["runtime"] == "tflite_onnx2tf_raw" and raw is not None and raw.ok():
                 row["size_bytes"] = raw.path().stat().st_size
+            if row["runtime"] == "tflite_litert" and isinstance(litert, Path):
+                row["size_bytes"] = litert.stat().st_size
         machine = {t: bench_roofline.measure_machine(t) for t in sorted({1, *cfg.threads, os.cpu_count() or 1})}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -154,6 +163,8 @@ def run(cfg: BenchConfig) -> dict:
 
 
 def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
+    if runtime == "tflite_litert":  # litert-torch converts the PyTorch source
+        return manifest["source"]["kind"] != "onnx"
     if runtime.startswith("tflite_") and runtime != "tflite_onnx2tf_raw":
         return (out_dir / f"model_{runtime.removeprefix('tflite_').removesuffix('_aa')}.tflite").is_file()
     if runtime.startswith("saved_model"):
@@ -163,15 +174,28 @@ def _available(runtime: str, out_dir: Path, manifest: dict) -> bool:
     return True
 
 
-def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None, work: Path,
-                 manifest: dict) -> list[dict]:
+def _litert_export(cfg: BenchConfig, manifest: dict, work: Path) -> Path | str:
+    """litert-torch's .tflite of the directory's PyTorch source (its spec, weights and input shape), or why not."""
+    source = manifest["source"]
+    cfg.log("  litert-torch: exporting the PyTorch source (untimed)")
+    got = bench_litert.export(source["spec"], work / "litert_torch.tflite", timeout_s=cfg.ready_timeout_s,
+                              input_shape=tuple(manifest["inputs"][0]["pytorch_shape"]),
+                              weights=source.get("weights"), log=cfg.log)
+    cfg.log("  litert-torch: " + ("exported" if isinstance(got, Path) else got))
+    return got
+
+
+def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBaseline | None,
+                 litert: Path | str | None, work: Path, manifest: dict) -> list[dict]:
     def make(name: str) -> Child:
         try:
             raw_path = raw.path() if raw is not None and name == "tflite_onnx2tf_raw" else None
         except RuntimeError as exc:  # e.g. raw onnx2tf downloading calibration images for RGB inputs, offline
             last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or ["?"]
             raise RuntimeError(f"raw onnx2tf failed: {last[0][:160]}") from None
-        return Child(name, _mnist_args(cfg, raw_path), threads, work)
+        if name == "tflite_litert" and not isinstance(litert, Path):
+            raise RuntimeError(litert or "litert-torch's file was not made")
+        return Child(name, _mnist_args(cfg, raw_path, litert if name == "tflite_litert" else None), threads, work)
 
     children, info = start_children(
         runtimes, make, parallel=cfg.setup_parallel, timeout_s=cfg.ready_timeout_s,
@@ -186,10 +210,12 @@ def _run_threads(cfg: BenchConfig, runtimes: list[str], threads: int, raw: RawBa
                  manifest, cfg.out_dir) for name in runtimes]
 
 
-def _mnist_args(cfg: BenchConfig, raw: Path | None) -> list[str]:
+def _mnist_args(cfg: BenchConfig, raw: Path | None, litert: Path | None = None) -> list[str]:
     args = ["--dir", str(cfg.out_dir), "--accuracy-samples", str(cfg.accuracy_samples)]
     if raw is not None:
         args += ["--raw-tflite", str(raw)]
+    if litert is not None:
+        args += ["--tflite", str(litert)]
     if cfg.data:
         args += ["--data", cfg.data]
     return args
@@ -308,9 +334,12 @@ def _checks(rows: list[dict]) -> list[dict]:
     checks = []
     for threads in sorted({r["threads"] for r in rows}):
         by = {r["runtime"]: r for r in rows if r["threads"] == threads and r["ok"]}
-        if "tflite_fp32" in by and "tflite_onnx2tf_raw" in by:
-            ratio = by["tflite_fp32"]["latency_median_s"] / by["tflite_onnx2tf_raw"]["latency_median_s"]
-            check = _check(f"t={threads} tflite_fp32 / raw onnx2tf tflite latency", ratio, TARGET_VS_RAW, "x")
+        for peer, label, target in (("tflite_onnx2tf_raw", "raw onnx2tf", TARGET_VS_RAW),
+                                    ("tflite_litert", "litert-torch", TARGET_TFLITE_VS_LITERT)):
+            if "tflite_fp32" not in by or peer not in by:
+                continue
+            ratio = by["tflite_fp32"]["latency_median_s"] / by[peer]["latency_median_s"]
+            check = _check(f"t={threads} tflite_fp32 / {label} tflite latency", ratio, target, "x")
             if "tflite_fp32_aa" in by:  # same file, second process: how far apart two identical rows land
                 aa = by["tflite_fp32_aa"]["latency_median_s"] / by["tflite_fp32"]["latency_median_s"]
                 check["aa_control"] = round(aa, 3)

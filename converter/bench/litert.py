@@ -3,9 +3,9 @@
 litert-torch (Google's PyTorch -> TFLite converter, ``litert_torch.convert(module, sample_args).export(path)``)
 cannot be installed beside this project's pinned stack (it brings its own TensorFlow-free TFLite tooling and
 other pins), so it lives in a venv of its own, built once with :func:`ensure_venv` and run only as a separate
-process (:func:`litert_command`, whose child is ``converter/bench/litert_child.py``). That venv holds torch and the
-zoo's third-party libraries but no TensorFlow and no ONNX: the child imports only torch-side code
-(``converter.zoo.models``).
+process (:func:`litert_command`, whose child is ``converter/bench/litert_child.py``; :func:`export` runs it). That
+venv holds torch and the zoo's third-party libraries but no TensorFlow and no ONNX: the child imports only torch-side
+code (``converter.zoo.models``, or ``converter._convert.sources`` for a converter source such as ``mnist_cnn``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import fcntl
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from converter._proc import children as child_procs
 
 #: Where the venv is built and reused (outside the repo: it is ~3 GB and shared by every benchmark of a machine).
 DEFAULT_VENV = Path.home() / ".cache" / "torch2tf-bench" / "litert-venv"
@@ -62,13 +65,44 @@ def is_ready(root: Path = DEFAULT_VENV) -> bool:
     return not _missing_pins(root / "bin" / "python")
 
 
-def litert_command(python: Path, name: str, out_path: Path) -> list[str]:
-    """argv converting zoo model ``name`` with litert-torch into the ``.tflite`` file ``out_path``.
+def litert_command(python: Path, name: str, out_path: Path, *, input_shape: tuple[int, ...] | None = None,
+                   weights: str | Path | None = None) -> list[str]:
+    """argv converting ``name`` with litert-torch into the ``.tflite`` file ``out_path``.
 
-    ``python``: the venv's interpreter (:func:`ensure_venv`). Self-contained (no environment needed): the child
-    puts this repository on its own path. It exits 0 with the file written, or 2 with one line on stderr saying
-    why, e.g. ``litert_child: RuntimeError: ...``."""
-    return [str(python), "-P", str(_CHILD), name, str(out_path)]
+    ``name``: a zoo model; with ``input_shape``, a PyTorch source spec of ``convert`` instead (``mnist_cnn``,
+    ``package.module:callable``, ...) with its optional state_dict ``weights``, exported on one seeded input of that
+    shape (PyTorch layout). ``python``: the venv's interpreter (:func:`ensure_venv`). Self-contained (no environment
+    needed): the child puts this repository on its own path. It exits 0 with the file written, or 2 with one line on
+    stderr saying why, e.g. ``litert_child: RuntimeError: ...``."""
+    argv = [str(python), "-P", str(_CHILD), name, str(out_path)]
+    if input_shape is not None:
+        argv += ["--input-shape", ",".join(str(d) for d in input_shape)]
+    if weights is not None:
+        argv += ["--weights", str(weights)]
+    return argv
+
+
+def export(name: str, out_path: Path, *, timeout_s: float, input_shape: tuple[int, ...] | None = None,
+           weights: str | Path | None = None, log: Callable[[str], None] = print) -> Path | str:
+    """litert-torch's ``.tflite`` of ``name`` (as :func:`litert_command` reads it) at ``out_path``, or one line saying
+    why not (the venv could not be built, the export failed or ran past ``timeout_s``): a benchmark shows it in the
+    row instead of stopping."""
+    try:
+        python = ensure_venv(log=log)
+    except LitertUnavailable as exc:
+        return f"litert-torch unavailable: {exc}"
+    stderr = tempfile.TemporaryFile()
+    argv = litert_command(python, name, out_path, input_shape=input_shape, weights=weights)
+    proc = subprocess.Popen(argv, env=child_procs.child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=stderr)
+    job = child_procs.Spawned(proc, stderr)
+    try:
+        code = job.wait(timeout_s)
+        if code == 0 and out_path.is_file():
+            return out_path
+        return f"litert-torch export failed ({child_procs.exit_reason(code, timeout_s)}): {job.last_line()[:300]}"
+    finally:
+        job.close()
 
 
 def _missing_pins(python: Path) -> list[str]:

@@ -26,9 +26,10 @@ import numpy as np
 RAW_ONNX2TF_PERM = (0, 2, 3, 1)
 RUNTIMES = ("pytorch", "torchscript", "torch_compile", "onnxruntime", "saved_model", "saved_model_xla",
             "tflite_fp32", "tflite_fp16", "tflite_dynamic_int8", "tflite_int8", "tflite_onnx2tf_raw",
-            "tflite_fp32_aa")
+            "tflite_litert", "tflite_fp32_aa")
+#: ``tflite_litert`` is litert-torch's own .tflite of the converted directory's PyTorch source (PyTorch layout in).
 #: ``tflite_fp32_aa`` is an A/A control: a second, independent child on the same ``model_fp32.tflite``. Its
-#: gap to ``tflite_fp32`` is the noise floor any "ours vs raw onnx2tf" ratio must be read against.
+#: gap to ``tflite_fp32`` is the noise floor any "ours vs raw onnx2tf / litert-torch" ratio must be read against.
 #: Serving mode: ``tflite_litert`` is litert-torch's own .tflite of the same module (PyTorch layout, ``args_i`` in),
 #: run by the same interpreter as ours; ``tflite_fp32_aa`` the A/A control, as above.
 SERVING_RUNTIMES = ("pytorch", "onnxruntime", "saved_model", "tflite_fp32", "tflite_litert", "tflite_fp32_aa")
@@ -53,21 +54,34 @@ class Bench:
     op_histogram: dict[str, int] | None = None
 
 
-def build(runtime: str, out_dir: Path, manifest: dict, threads: int, raw_tflite: Path | None) -> Bench:
-    """Build ``runtime`` for the converted directory ``out_dir`` using ``threads`` intra-op threads."""
+def build(runtime: str, out_dir: Path, manifest: dict, threads: int, raw_tflite: Path | None,
+          litert_tflite: Path | None = None) -> Bench:
+    """Build ``runtime`` for the converted directory ``out_dir`` using ``threads`` intra-op threads.
+
+    ``raw_tflite`` / ``litert_tflite``: the files of ``tflite_onnx2tf_raw`` / ``tflite_litert``, made outside it."""
     if runtime in ("pytorch", "torchscript", "torch_compile"):
         return _torch(runtime, manifest, threads)
     if runtime == "onnxruntime":
         return _onnxruntime(out_dir / "model.onnx", threads)
     if runtime in ("saved_model", "saved_model_xla"):
         return _saved_model(out_dir / "saved_model", manifest, threads, xla=runtime.endswith("xla"))
+    path, precision, perm = tflite_file(runtime, out_dir, manifest, raw_tflite, litert_tflite)
+    return tflite_at(path, precision, threads, runtime, perm)
+
+
+def tflite_file(runtime: str, out_dir: Path, manifest: dict, raw_tflite: Path | None,
+                litert_tflite: Path | None) -> tuple[Path, str, tuple[int, ...]]:
+    """(file, precision, permutation from the PyTorch layout to the file's input) of a ``tflite_*`` runtime."""
     if runtime == "tflite_onnx2tf_raw":
         if raw_tflite is None:
             raise ValueError("tflite_onnx2tf_raw needs the raw onnx2tf float32 .tflite")
-        return tflite_at(raw_tflite, "fp32", threads, runtime, RAW_ONNX2TF_PERM)
+        return raw_tflite, "fp32", RAW_ONNX2TF_PERM
+    if runtime == "tflite_litert":
+        if litert_tflite is None:
+            raise ValueError("tflite_litert needs litert-torch's .tflite (--tflite FILE)")
+        return litert_tflite, "fp32", tuple(range(len(manifest["inputs"][0]["pytorch_shape"])))  # PyTorch layout
     precision = runtime.removeprefix("tflite_").removesuffix("_aa")
-    perm = tuple(manifest["inputs"][0]["perm_from_pytorch"])
-    return tflite_at(out_dir / f"model_{precision}.tflite", precision, threads, runtime, perm)
+    return out_dir / f"model_{precision}.tflite", precision, tuple(manifest["inputs"][0]["perm_from_pytorch"])
 
 
 def with_batch64(bench: Bench, probe: np.ndarray, resized: Bench | None) -> Bench:

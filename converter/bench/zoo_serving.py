@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from converter._proc import children as child_procs
 from converter.bench import serving_report as report
 from converter.bench.core import Child, environment, start_children, time_rounds
+from converter.bench.litert import export as litert_export
 from converter.bench.runtimes import SERVING_RUNTIMES
 
 #: One model's conversion or litert-torch export (the slowest zoo conversion took ~14 min with every precision).
@@ -117,31 +117,9 @@ def _exports(cfg: ZooServingConfig, name: str, work: Path) -> tuple[dict | str, 
     if isinstance(meta, str):  # nothing of ours to compare litert-torch's file with
         return meta, "not exported (our conversion failed)"
     cfg.log(f"{name}: ours in {meta['convert_s']} s; exporting with litert-torch")
-    litert = _litert_export(name, litert_file, cfg.log)
+    litert = litert_export(name, litert_file, timeout_s=EXPORT_TIMEOUT_S, log=cfg.log)
     cfg.log(f"{name}: litert-torch: " + ("done" if isinstance(litert, Path) else litert))
     return meta, litert
-
-
-def _litert_export(name: str, out: Path, log: Callable[[str], None]) -> Path | str:
-    """litert-torch's .tflite of zoo model ``name`` (in its own venv, :mod:`converter.bench.litert`), or why not."""
-    from converter.bench import litert
-
-    try:
-        python = litert.ensure_venv(log=log)
-    except litert.LitertUnavailable as exc:
-        return f"litert-torch unavailable: {exc}"
-    stderr = tempfile.TemporaryFile()
-    proc = subprocess.Popen(litert.litert_command(python, name, out), env=child_procs.child_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-    job = child_procs.Spawned(proc, stderr)
-    try:
-        code = job.wait(EXPORT_TIMEOUT_S)
-        if code == 0 and out.is_file():
-            return out
-        how = child_procs.exit_reason(code, EXPORT_TIMEOUT_S)
-        return f"litert-torch export failed ({how}): {job.last_line()[:300]}"
-    finally:
-        job.close()
 
 
 def _time(cfg: ZooServingConfig, name: str, work: Path, threads: int, litert: Path | str,
