@@ -40,8 +40,8 @@ def wildcard_dynamic_reshape(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         target = partial.get(node.input[1])
         if target is None or sum(v is None for v in target) != 1 or any(v is not None and v <= 0 for v in target):
-            target = shapes.get(node.output[0])  # the proven output shape
-            if target is None or sum(v is None for v in target) > 1:
+            target = shapes.get(node.output[0])  # the proven output shape (a 0 would mean "copy" in a target)
+            if target is None or sum(v is None for v in target) > 1 or 0 in target:
                 continue
         name = f"{node.input[1]}_wildcard"
         graph.initializer.append(numpy_helper.from_array(
