@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from converter._convert.rewrites.graph import _copy, _weightless
+from converter._convert.rewrites.graph import _copy, _elem_types
 
 
 def expand_bool_as_int(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -21,9 +21,7 @@ def expand_bool_as_int(model: onnx.ModelProto) -> onnx.ModelProto:
     model = _copy(model)
     graph = model.graph
     constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    inferred = onnx.shape_inference.infer_shapes(_weightless(model)).graph
-    types = {i.name: i.type.tensor_type.elem_type for i in [*inferred.input, *inferred.value_info, *inferred.output]}
-    types.update({t.name: t.data_type for t in graph.initializer})
+    types = _elem_types(model)
     nodes = []
     for node in graph.node:
         is_bool = node.op_type == "Expand" and node.domain in ("", "ai.onnx") and types.get(node.input[0]) == TensorProto.BOOL

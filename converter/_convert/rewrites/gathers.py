@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converter._convert.rewrites.graph import _copy, _remove_dead, _symbolic_past_batch, _view
+from converter._convert.rewrites.graph import _constant, _copy, _remove_dead, _symbolic_past_batch, _view
 
 
 def gather_nd_as_flat_gather(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -67,10 +67,7 @@ def _index_grids(node: onnx.NodeProto, producers: dict, known: dict, shapes: dic
         unsqueeze = producers.get(name)
         if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or len(unsqueeze.input) < 2:
             return None
-        axes = known.get(unsqueeze.input[1])
-        source = producers.get(unsqueeze.input[1])
-        if axes is None and source is not None and source.op_type == "Constant":
-            axes = numpy_helper.to_array(source.attribute[0].t)
+        axes = _constant(unsqueeze.input[1], known, producers)
         if axes is None or axes.size != 1 or int(axes.ravel()[0]) % (depth + 1) != depth:
             return None
         grids.append(unsqueeze.input[0])

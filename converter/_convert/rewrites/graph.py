@@ -81,6 +81,24 @@ def _symbolic_past_batch(model: onnx.ModelProto) -> bool:
                for i in model.graph.input if i.name not in inits for k, d in enumerate(i.type.tensor_type.shape.dim))
 
 
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> inferred ONNX element type (``TensorProto.INT64``, ...), initializers included."""
+    inferred = onnx.shape_inference.infer_shapes(_weightless(model)).graph
+    types = {i.name: i.type.tensor_type.elem_type for i in [*inferred.input, *inferred.value_info, *inferred.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types
+
+
+def _constant(name: str, known: dict[str, np.ndarray], producers: dict[str, onnx.NodeProto]) -> np.ndarray | None:
+    """The value of ``name`` when it is an initializer or a ``Constant`` node's output, else None."""
+    if name in known:
+        return known[name]
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant":
+        return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
 def _view(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, onnx.NodeProto], dict[str, int],
                                           dict[str, tuple[int | None, ...]]]:
     """What the pattern rewrites look up: initializer values, each tensor's producer, each tensor's consumer

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from converter._convert.rewrites.graph import _copy, _weightless
+from converter._convert.rewrites.graph import _copy, _elem_types
 
 
 def int64_abs_as_select(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -18,18 +18,18 @@ def int64_abs_as_select(model: onnx.ModelProto) -> onnx.ModelProto:
     general: it is the definition of the absolute value, int64 negation wraps exactly as ``Abs`` does at INT64_MIN,
     and the rewrite keys only on the op and its operand's inferred type.
     """
-    inferred = onnx.shape_inference.infer_shapes(_weightless(model)).graph
-    types = {i.name: i.type.tensor_type.elem_type for i in [*inferred.input, *inferred.value_info, *inferred.output]}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
-    targets = [n for n in model.graph.node if n.op_type == "Abs" and n.domain in ("", "ai.onnx")
-               and types.get(n.input[0]) == TensorProto.INT64]
-    if not targets:
+    types = _elem_types(model)
+
+    def is_int64_abs(node: onnx.NodeProto) -> bool:
+        return node.op_type == "Abs" and node.domain in ("", "ai.onnx") and types.get(node.input[0]) == TensorProto.INT64
+
+    if not any(is_int64_abs(n) for n in model.graph.node):
         return model
     model = _copy(model)
     graph = model.graph
     nodes = []
     for node in graph.node:
-        if not (node.op_type == "Abs" and node.domain in ("", "ai.onnx") and types.get(node.input[0]) == TensorProto.INT64):
+        if not is_int64_abs(node):
             nodes.append(node)
             continue
         x, prefix = node.input[0], node.name or node.output[0]

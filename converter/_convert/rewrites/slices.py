@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converter._convert.rewrites.graph import _copy, _symbolic_past_batch, _view
+from converter._convert.rewrites.graph import _constant, _copy, _symbolic_past_batch, _view
 
 #: "to the end" of an untouched axis; INT32_MAX, not INT64_MAX: TFLite runs strided_slice on int32 bounds and the cast
 #: turns INT64_MAX into -1, which cuts the axis to nothing (ends are clamped to the dimension either way)
@@ -75,12 +75,3 @@ def full_rank_dynamic_slices(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     return model
-
-
-def _constant(name: str, known: dict, producers: dict) -> np.ndarray | None:
-    if name in known:
-        return known[name]
-    node = producers.get(name)
-    if node is not None and node.op_type == "Constant":
-        return numpy_helper.to_array(node.attribute[0].t)
-    return None
