@@ -57,6 +57,25 @@ def test_the_litert_torch_row_runs_beside_ours(bench_run, mnist_dir):
     assert check["value"] > 0 and "A/A control" in check["what"]
 
 
+def test_a_source_whose_weights_moved_is_a_one_line_error(bench_run, tmp_path):
+    """The benchmark reloads the directory's PyTorch source (FLOPs, the torch rows): weights moved since the
+    conversion stop it at once with one line naming the file, exit 2, before any child starts."""
+    import shutil
+
+    work, _, _ = bench_run
+    moved = tmp_path / "conv"
+    shutil.copytree(work / "conv", moved, ignore=shutil.ignore_patterns("bench"))
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["source"]["weights"] = str(tmp_path / "gone.pt")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    run = subprocess.run([str(ROOT / "scripts" / "benchmark"), str(moved), "--quick"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("benchmark: error: ") and "gone.pt" in lines[-1], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and not (moved / "bench").exists()
+
+
 def test_every_runtime_has_a_row_with_positive_latency(bench_run, mnist_official):
     _, result, _ = bench_run
     digits = 512 if mnist_official else 500  # --quick scores 512 digits; the embedded fallback holds 500

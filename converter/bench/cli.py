@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg.runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if args.quick:
         cfg.rounds, cfg.lat_n, cfg.thr_n, cfg.accuracy_samples = 1, 20, 2, 512
-    result = bench.run(cfg)
+    from converter.errors import ConverterError
+
+    try:
+        result = bench.run(cfg)
+    except ConverterError as exc:  # e.g. the directory's PyTorch source or weights moved since it was converted
+        print(f"benchmark: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     bench_dir = args.out_dir / "bench"
     plots = bench_output.write_plots(result, args.plots or bench_dir)
     result["plots"] = [str(p) for p in plots]

@@ -134,6 +134,7 @@ class RawBaseline:
 def run(cfg: BenchConfig) -> dict:
     """Benchmark every runtime at every thread count; return the JSON-ready result."""
     manifest = json.loads((cfg.out_dir / "manifest.json").read_text())
+    work_count = _work(manifest)  # first: a source that no longer loads stops the run before any child starts
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=cfg.workdir))
     try:
         runtimes = [r for r in cfg.runtimes if _available(r, cfg.out_dir, manifest)]
@@ -152,7 +153,6 @@ def run(cfg: BenchConfig) -> dict:
         machine = {t: bench_roofline.measure_machine(t) for t in sorted({1, *cfg.threads, os.cpu_count() or 1})}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    work_count = _work(manifest)
     _add_floors(rows, work_count, machine)
     return {"benchmark": "inference", "out_dir": str(cfg.out_dir), "model": manifest["source"],
             "config": {"rounds": cfg.rounds, "lat_calls_per_round": cfg.lat_n, "thr_calls_per_round": cfg.thr_n,
