@@ -32,7 +32,8 @@ RUNTIMES = ("pytorch", "torchscript", "torch_compile", "onnxruntime", "saved_mod
 #: gap to ``tflite_fp32`` is the noise floor any "ours vs raw onnx2tf / litert-torch" ratio must be read against.
 #: Serving mode: ``tflite_litert`` is litert-torch's own .tflite of the same module (PyTorch layout, ``args_i`` in),
 #: run by the same interpreter as ours; ``tflite_fp32_aa`` the A/A control, as above.
-SERVING_RUNTIMES = ("pytorch", "onnxruntime", "saved_model", "tflite_fp32", "tflite_litert", "tflite_fp32_aa")
+SERVING_RUNTIMES = ("pytorch", "onnxruntime", "saved_model", "keras_twin", "tflite_fp32", "tflite_litert",
+                    "tflite_fp32_aa")
 
 
 @dataclass
@@ -205,6 +206,12 @@ def serving(runtime: str, out_dir: Path, manifest: dict, threads: int, *, zoo: s
                                     [i["dtype"] for i in onnx["inputs"]], [o["name"] for o in onnx["outputs"]], threads)
     if runtime == "saved_model":
         return _saved_model_serving(out_dir / "saved_model", manifest, threads)
+    if runtime == "keras_twin":
+        if zoo is None:
+            raise ValueError("the keras_twin runtime needs --zoo NAME")
+        from converter.bench import keras_twin
+
+        return keras_twin.serving(zoo, manifest, threads)
     if runtime in ("tflite_fp32", "tflite_fp32_aa"):
         ins = [(i["name"], tuple(i["perm_from_pytorch"])) for i in manifest["inputs"]]
         outs = [(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]

@@ -15,13 +15,21 @@ import numpy as np
 
 TARGET_SAVED_MODEL_VS_ORT = 1.2
 TARGET_TFLITE_VS_LITERT = 1.0
-#: (numerator, denominator, target for image classifiers at batch 1)
-RATIOS: tuple[tuple[str, str, float], ...] = (("saved_model", "onnxruntime", TARGET_SAVED_MODEL_VS_ORT),
-                                              ("tflite_fp32", "tflite_litert", TARGET_TFLITE_VS_LITERT))
+#: (numerator, denominator, target for image classifiers at batch 1). The two ``keras_twin`` ratios have no target:
+#: they place the SavedModel against TensorFlow's own build of the architecture (:mod:`converter.bench.keras_twin`),
+#: and that build against onnxruntime (TensorFlow's floor for the first ratio).
+RATIOS: tuple[tuple[str, str, float | None], ...] = (
+    ("saved_model", "onnxruntime", TARGET_SAVED_MODEL_VS_ORT),
+    ("keras_twin", "onnxruntime", None),
+    ("saved_model", "keras_twin", None),
+    ("tflite_fp32", "tflite_litert", TARGET_TFLITE_VS_LITERT))
+#: Runtimes with weights of their own (same architecture, not the same function): timed, never compared with eager.
+OWN_WEIGHTS = frozenset({"keras_twin"})
 #: A/A control per ratio numerator: a second process on the same file. Its gap to the numerator's row is how far
 #: two identical rows land apart on this machine, the noise a ratio near its target must be read against.
 AA_CONTROL = {"tflite_fp32": "tflite_fp32_aa"}
 LABELS = {"pytorch": "PyTorch eager", "onnxruntime": "onnxruntime", "saved_model": "SavedModel serving_default",
+          "keras_twin": "TF's own Keras build, serving_default",
           "tflite_fp32": "our TFLite fp32", "tflite_litert": "litert-torch TFLite",
           "tflite_fp32_aa": "our TFLite fp32 (A/A control)"}
 MIB = 1024 * 1024
@@ -77,6 +85,8 @@ def ratios(rows: list[dict], image_classifier: bool) -> list[dict]:
     for threads, batch in sorted({(r["threads"], r["batch"]) for r in rows}):
         for num, den, target in RATIOS:
             a, b = ok.get((num, threads, batch)), ok.get((den, threads, batch))
+            if "keras_twin" in (num, den) and not any(r["runtime"] == "keras_twin" for r in rows):
+                continue  # no twin for this architecture: no row, rather than a "not measured" one
             value = a["median_s"] / b["median_s"] if a and b else None
             goal = target if image_classifier and batch == 1 else None
             met, word = verdict(value, goal)
@@ -145,8 +155,11 @@ def to_markdown(result: dict) -> str:
              f"{cfg['batch1_calls_per_round']} batch-1 and {cfg['batchN_calls_per_round']} batch-{cfg['batch']} calls "
              "per runtime, each runtime in its own process. Targets at batch 1, image classifiers: SavedModel <= "
              f"{TARGET_SAVED_MODEL_VS_ORT}x onnxruntime, our TFLite fp32 <= {TARGET_TFLITE_VS_LITERT}x litert-torch's.",
-             "", "| model | kind | threads | SavedModel / ORT b1 | verdict | our TFLite / litert b1 | verdict "
-             "| ops that differ (ours vs litert-torch) |", "|---|---|---|---|---|---|---|---|"]
+             "TF's own Keras build of the architecture, where keras.applications has one, is TensorFlow's floor for "
+             "the first ratio.",
+             "", "| model | kind | threads | SavedModel / ORT b1 | verdict | TF's own build / ORT b1 "
+             "| our TFLite / litert b1 | verdict | ops that differ (ours vs litert-torch) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for model in result["models"]:
         lines += _summary_lines(model)
     for model in result["models"]:
@@ -164,15 +177,17 @@ def _kind(model: dict) -> str:
 
 def _summary_lines(model: dict) -> list[str]:
     if model.get("error"):
-        return [f"| {model['model']} | - | - | FAILED: {_one_line(model['error'])[:120]} | | | | |"]
+        return [f"| {model['model']} | - | - | FAILED: {_one_line(model['error'])[:120]} | | | | | |"]
     ops = op_diff_text(model["op_diff"], limit=3) if model.get("op_diff") is not None else "-"
     out = []
     for threads in sorted({r["threads"] for r in model["ratios"]}):
-        cells = {r["numerator"]: r for r in model["ratios"] if r["threads"] == threads and r["batch"] == 1}
-        sm, tfl = cells.get("saved_model", {}), cells.get("tflite_fp32", {})
+        cells = {(r["numerator"], r["denominator"]): r for r in model["ratios"]
+                 if r["threads"] == threads and r["batch"] == 1}
+        sm, tfl = cells.get(("saved_model", "onnxruntime"), {}), cells.get(("tflite_fp32", "tflite_litert"), {})
+        floor = cells.get(("keras_twin", "onnxruntime"), {})
         aa = f" (A/A {_x(tfl['aa_control'])})" if None not in (tfl.get("aa_control"), tfl.get("value")) else ""
         out.append(f"| {model['model']} | {_kind(model)} | {threads} | {_x(sm.get('value'))} | "
-                   f"{_verdict(sm)} | {_x(tfl.get('value'))}{aa} | {_verdict(tfl)} | {ops} |")
+                   f"{_verdict(sm)} | {_x(floor.get('value'))} | {_x(tfl.get('value'))}{aa} | {_verdict(tfl)} | {ops} |")
     return out
 
 
@@ -195,7 +210,8 @@ def _timing_table(rows: list[dict]) -> list[str]:
         if not r["ok"]:
             lines.append(f"{cells} FAILED: {_one_line(r['error'])[:100]} |" + " |" * 6)
             continue
-        err = "-" if r["max_rel_err_vs_eager"] is None else f"{r['max_rel_err_vs_eager']:.1e}"
+        err = "own weights" if r["runtime"] in OWN_WEIGHTS else "-" if r["max_rel_err_vs_eager"] is None else \
+            f"{r['max_rel_err_vs_eager']:.1e}"
         lines.append(f"{cells} {_us(r['median_s'])} | {_us(r['p90_s'])} | {_us(r['median_s'] / r['batch'])} "
                      f"| {r['calls']} | {r['mode']} | {_size(r['size_bytes'])} | {err} |")
     return lines
@@ -225,6 +241,9 @@ def _ops_lines(model: dict) -> list[str]:
         lines += ["", "Graph ops, SavedModel serving_default (TF kernels, constants and plumbing left out) vs the ONNX "
                   f"graph onnxruntime runs: {sum(tf_ops.values())} vs {sum(onnx_ops.values())}; "
                   f"SavedModel: {top_ops(tf_ops)}; ONNX: {top_ops(onnx_ops)}."]
+    if hist.get("keras_twin"):
+        lines += ["", f"TF's own Keras build of the architecture: {sum(hist['keras_twin'].values())} graph ops; "
+                  f"{top_ops(hist['keras_twin'])}."]
     if model.get("dynamic_batch_route"):
         lines += ["", f"Symbolic batch route: {model['dynamic_batch_route']}"]
     return lines

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from converter._proc import children as child_procs
-from converter.bench import serving_report as report
+from converter.bench import keras_twin, serving_report as report
 from converter.bench.core import Child, environment, start_children, time_rounds
 from converter.bench.litert import export as litert_export
 from converter.bench.runtimes import SERVING_RUNTIMES
@@ -130,7 +130,7 @@ def _time(cfg: ZooServingConfig, name: str, work: Path, threads: int, litert: Pa
     def make(runtime: str) -> Child:
         args = ["--dir", str(converted), "--inputs", str(work / "inputs.npz"), "--batches", f"1,{cfg.batch}",
                 "--outputs", str(_outputs_file(work, runtime, threads))]
-        if runtime == "pytorch":
+        if runtime in ("pytorch", "keras_twin"):
             args += ["--zoo", name]
         if runtime == "tflite_litert":
             if isinstance(litert, str):
@@ -138,7 +138,7 @@ def _time(cfg: ZooServingConfig, name: str, work: Path, threads: int, litert: Pa
             args += ["--tflite", str(litert)]
         return Child(runtime, args, threads, work)
 
-    runtimes = list(cfg.runtimes)
+    runtimes = [r for r in cfg.runtimes if r != "keras_twin" or keras_twin.has_twin(name)]
     for runtime in runtimes:
         _outputs_file(work, runtime, threads).unlink(missing_ok=True)
     children, info = start_children(runtimes, make, parallel=cfg.setup_parallel, timeout_s=cfg.ready_timeout_s,
@@ -171,7 +171,8 @@ def _errors_vs_eager(work: Path, runtimes: list[str], threads: int) -> dict[str,
     want = load("pytorch")
     if want is None:
         return {}
-    return {r: report.max_rel_err(got, want) for r in runtimes if (got := load(r)) is not None}
+    return {r: report.max_rel_err(got, want) for r in runtimes
+            if r not in report.OWN_WEIGHTS and (got := load(r)) is not None}
 
 
 def _sizes(manifest: dict, litert: Path | str) -> dict[str, int | None]:
