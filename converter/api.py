@@ -27,7 +27,6 @@ from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
 from converter._convert.manifest import Manifest
 from converter._convert.progress import Reporter, reporting, stage
-from converter._convert.side import TorchSide
 from converter._convert.sources import LoadedModel, load_model
 from converter._convert.tensorflow import preload as preload_tensorflow
 
@@ -133,9 +132,19 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
            timings: dict[str, float], start: float) -> tuple[Manifest, ParityReport | None]:
     """Everything :func:`convert` writes, into the staging directory ``tmp``: the stages in order."""
     stage("loading the model and exporting it to ONNX")
-    side = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
-    timings["pytorch_stage"] = time.perf_counter() - start
-    manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
+    pending = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
+    try:
+        side = pending.exported()
+        timings["pytorch_stage"] = time.perf_counter() - start
+        manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
+        t = time.perf_counter()
+        if options.parity:
+            stage("parity: the PyTorch reference outputs (computed beside the TF build)")
+        side = pending.result()  # the reference outputs, computed in the child while TF built the artifacts
+        timings["pytorch_reference_wait"] = time.perf_counter() - t
+    except BaseException:
+        pending.cancel()
+        raise
     report = None
     if options.parity:
         t = time.perf_counter()
@@ -176,7 +185,7 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
     # a recorded source is loaded in the child even for library callers: in-process it would import with the
     # caller's sys.path, which may hold the current directory
     side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate or not import_cwd,
-                       export_onnx=False, import_cwd=import_cwd)
+                       export_onnx=False, import_cwd=import_cwd).result()
     report = checks.run_parity(out_dir, manifest, side, options)
     _diagnose(model, weights, out_dir, manifest, side, report, options, None, import_cwd)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))
@@ -227,7 +236,9 @@ def _describe_source(spec: str, weights: str | None) -> str:
 
 
 def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, isolate: bool,
-                export_onnx: bool, import_cwd: bool = True) -> TorchSide:
+                export_onnx: bool, import_cwd: bool = True) -> torchstage.IsolatedStage | torchstage.Done:
+    """The PyTorch stage, running: in a child process for an isolated spec (its ``exported()`` side arrives
+    before its ``result()``), else done in this process."""
     if isinstance(model, str):
         if isolate and not isinstance(parity_data, ParityData) and torchchild.has_torch_side(model):
             stage = torchstage.start_isolated(model, None if weights is None else str(weights), out, options,
@@ -238,9 +249,9 @@ def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, i
             except BaseException:
                 stage.cancel()
                 raise
-            return stage.result()
+            return stage
         model = load_model(model, weights, allow_pickle=options.allow_pickle)
-    return torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx)
+    return torchstage.Done(torchstage.run(model, out, options, input_shapes, parity_data, export_onnx=export_onnx))
 
 
 def _diagnose(model, weights, out: Path, manifest: Manifest, side, report: ParityReport, options: ConvertOptions,

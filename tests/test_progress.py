@@ -14,6 +14,7 @@ from tests.conftest import run_cli
 
 STAGES = ["loading the model and exporting it to ONNX", "translating ONNX to TensorFlow (onnx2tf, 1 nodes)",
           "writing the SavedModel", "writing model_fp32.tflite", "writing model_fp16.tflite",
+          "parity: the PyTorch reference outputs (computed beside the TF build)",
           "parity: 12 samples through every runtime"]
 LINE = re.compile(r"^convert: \[\s*(\d+\.\d) s\] (.+)$")
 
@@ -29,7 +30,8 @@ def test_the_command_names_each_stage_with_the_elapsed_time(tmp_path, quiet: boo
     assert stages == ([] if quiet else STAGES), done.stderr
     assert times == sorted(times)
     timings = json.loads((tmp_path / "out" / "manifest.json").read_text())["timings_s"]
-    assert {"pytorch_stage", "onnx_to_tf", "saved_model", "tflite_fp32", "tflite_fp16", "parity", "total"} <= set(timings)
+    assert {"pytorch_stage", "onnx_to_tf", "saved_model", "tflite_fp32", "tflite_fp16", "pytorch_reference_wait", "parity",
+            "total"} <= set(timings)
     assert "PASSED" in done.stdout  # the table is printed either way
 
 

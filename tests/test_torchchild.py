@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from converter import cli
@@ -82,3 +83,24 @@ def test_child_given_no_request_exits_on_its_own() -> None:
     done = subprocess.run([sys.executable, "-m", "converter._convert.torchstage"], stdin=subprocess.DEVNULL,
                           capture_output=True, cwd=ROOT, timeout=120)
     assert done.returncode == 3, done.stderr[-1000:]
+
+
+def test_the_exported_side_arrives_before_the_reference_outputs(spawned, tmp_path) -> None:
+    """The parent builds the TF artifacts from the exported side while the child still computes the PyTorch
+    reference (eager and TorchScript on every parity sample); the whole side follows with the same data."""
+    from converter._convert import torchstage
+    from converter.options import ConvertOptions
+
+    stage = torchstage.start_isolated("tests.toy_models:slow_reference", None, tmp_path, ConvertOptions(parity_samples=100),
+                                      [[1, 4]], "random")
+    try:
+        early = stage.exported()
+        assert stage.spawned.proc.poll() is None  # eager sleeps 0.5 s on each of the two parity chunks
+        assert early.outputs == {} and (tmp_path / "model.onnx").is_file()
+        whole = stage.result()
+    finally:
+        stage.cancel()
+    assert set(whole.outputs) == {"pytorch", "torchscript"} and whole.output_names == early.output_names
+    assert np.array_equal(whole.data.inputs[0], early.data.inputs[0]) and whole.data.inputs[0].shape == (100, 4)
+    assert whole.outputs["pytorch"][64][0].shape == (100, 3)
+    assert not (tmp_path / ".torch_stage").exists()  # the hand-over files go with the child

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -73,6 +75,21 @@ class TinyLinear(nn.Module):
 
 def tiny_linear() -> nn.Module:
     return TinyLinear()
+
+
+class SlowReference(TinyLinear):
+    """TinyLinear whose eager forward sleeps 0.5 s on a batch of more than one sample (the reference outputs on the
+    parity data), not while probed at batch 1 or traced for an export."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+        if not exporting and x.shape[0] > 1:
+            time.sleep(0.5)
+        return self.fc(x)
+
+
+def slow_reference() -> nn.Module:
+    return SlowReference()
 
 
 class DictOutputs(nn.Module):

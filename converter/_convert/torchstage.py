@@ -2,9 +2,11 @@
 
 It runs in-process for API callers that hand over a live ``nn.Module``, and in a child process for the
 CLI (:func:`start_isolated`; the command starts that child before anything else, :mod:`converter._convert.torchchild`):
-the child imports torch, then takes its request, writes ``model.onnx`` and the reference outputs,
-and exits before the parent builds anything in TensorFlow (the parent only imports TensorFlow meanwhile),
-so the two frameworks never work in one process's memory or thread pools. ``.onnx`` sources need no torch at all.
+the child imports torch, then takes its request and writes ``model.onnx`` with everything the TF build needs (names,
+shapes, dtypes, the parity data: the *exported* side). The parent, which imported TensorFlow meanwhile, builds the TF
+artifacts from that while the child computes the PyTorch reference outputs on one core (:meth:`IsolatedStage.exported`,
+then :meth:`IsolatedStage.result` before parity). The two frameworks never share a process's memory or thread
+pools. ``.onnx`` sources need no torch at all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +32,16 @@ from converter.parity.data import ParityData, load_parity_data
 from converter._convert.sources import LoadedModel
 
 _STAGE_FILE = ".torch_stage"
+#: The child's early hand-over (``exported.json`` / ``.npz``: the side without reference outputs); ``side.*`` is
+#: the whole one
+_EXPORTED, _WHOLE = "exported", "side"
 
 
 def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, parity_data,
-        *, export_onnx: bool = True) -> TorchSide:
+        *, export_onnx: bool = True, on_exported: Callable[[TorchSide], None] | None = None) -> TorchSide:
     """Export ``model`` into ``out/model.onnx`` (unless ``export_onnx`` is False, for ``--check``) and
-    compute its PyTorch outputs on the parity data."""
+    compute its PyTorch outputs on the parity data. ``on_exported`` gets the side as soon as ``model.onnx`` is
+    written, before any reference output exists (the child hands it to the parent there)."""
     shapes, dtypes = export.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx",
                                            options.input_dtypes)
     if model.module is not None:  # a wrong --input-shape/--input-dtype/--input-range is the model's complaint
@@ -54,6 +62,8 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
                      data, reference_name=model.reference_name,
                      source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights,
                              **exported})
+    if on_exported is not None:
+        on_exported(side)
     if model.module is not None and options.parity:
         # an ExportedProgram is specialised to the batch it was exported at: feed it exactly that
         fixed = shapes[0][0] if model.kind == "exported_program" else None
@@ -141,18 +151,49 @@ def _torch_outputs(model: LoadedModel, data: ParityData, sample, chunks, fixed: 
     return outputs
 
 
+@dataclass
+class Done:
+    """A PyTorch stage that ran in this process: the same face as :class:`IsolatedStage`."""
+
+    side: TorchSide
+
+    def exported(self) -> TorchSide:
+        return self.side
+
+    def result(self) -> TorchSide:
+        return self.side
+
+    def cancel(self) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------------------- child process
 
 class IsolatedStage:
-    """A running PyTorch child (:func:`start_isolated`); :meth:`result` waits for it.
+    """A running PyTorch child (:func:`start_isolated`): :meth:`exported` waits for ``model.onnx``, :meth:`result`
+    for the whole side and the child's exit.
 
     The CLI imports TensorFlow while the child exports: the two imports are the largest fixed costs of a
-    conversion and overlap on two cores. The child has written everything and exited before the parent
-    builds anything in TensorFlow, so only the imports share memory, never two working frameworks.
+    conversion and overlap on two cores. Then the parent translates the ONNX graph while the child computes the
+    reference outputs (one thread: eager and TorchScript on every parity sample, seconds on a large model).
     """
+
+    #: How often :meth:`exported` looks for the child's hand-over file
+    POLL_S = 0.01
 
     def __init__(self, stage: Path, spawned: child.Child) -> None:
         self.stage, self.spawned = stage, spawned
+
+    def exported(self) -> TorchSide:
+        """The side as soon as ``model.onnx`` is written (no reference outputs yet); the whole :meth:`result` when
+        the child ended first (an error, or nothing left to compute)."""
+        while not (self.stage / f"{_EXPORTED}.json").is_file():
+            if self.spawned.proc.poll() is not None:
+                if (self.stage / f"{_EXPORTED}.json").is_file():  # written just before the exit
+                    break
+                return self.result()
+            time.sleep(self.POLL_S)
+        return _read_side(self.stage, _EXPORTED)
 
     def result(self) -> TorchSide:
         try:
@@ -164,10 +205,10 @@ class IsolatedStage:
                 tail = self.spawned.last_line() or "(no output)"
                 raise ExportError(f"the PyTorch stage crashed (exit {returncode}): {tail[:200]}",
                                   "rerun with --verbose; check the model runs on CPU")
-            if not (self.stage / "side.json").is_file():  # e.g. the model's code called sys.exit(0)
+            if not (self.stage / f"{_WHOLE}.json").is_file():  # e.g. the model's code called sys.exit(0)
                 raise ExportError(f"the PyTorch stage exited without a result: {self.spawned.last_line() or '(no output)'}",
                                   "check the model's factory and forward() do not exit the process")
-            return _read_side(self.stage)
+            return _read_side(self.stage, _WHOLE)
         finally:
             self.cancel()
 
@@ -205,7 +246,8 @@ def _read_error(path: Path) -> str | None:
         return None
 
 
-def _write_side(stage: Path, side: TorchSide) -> None:
+def _write_side(stage: Path, side: TorchSide, name: str) -> None:
+    """``name.npz`` then ``name.json``: the JSON file's presence says both are whole."""
     arrays: dict[str, np.ndarray] = {}
     for i, x in enumerate(side.data.inputs):
         arrays[f"input/{i}"] = x
@@ -221,18 +263,19 @@ def _write_side(stage: Path, side: TorchSide) -> None:
         arrays.update({f"resized/{i}": x for i, x in enumerate(side.resized.inputs)})
         for runtime, outs in side.resized_outputs.items():
             arrays.update({f"resized_out/{runtime}/{i}": o for i, o in enumerate(outs)})
-    np.savez(stage / "side.npz", **arrays)
+    np.savez(stage / f"{name}.npz", **arrays)
     meta = {"kind": side.kind, "input_names": side.input_names, "output_names": side.output_names,
             "shapes": side.shapes, "dtypes": side.dtypes, "description": side.data.description,
             "real": side.data.real, "reference_name": side.reference_name,
             "has_keras": side.keras_state is not None, "source": side.source, "dynamic_dims": side.dynamic_dims,
             "resized": None if side.resized is None else side.resized.description}
-    (stage / "side.json").write_text(json.dumps(meta))
+    (stage / f"{name}.json.tmp").write_text(json.dumps(meta))
+    os.replace(stage / f"{name}.json.tmp", stage / f"{name}.json")  # the parent polls for it: never half-written
 
 
-def _read_side(stage: Path) -> TorchSide:
-    meta = json.loads((stage / "side.json").read_text())
-    with np.load(stage / "side.npz", allow_pickle=False) as z:
+def _read_side(stage: Path, name: str) -> TorchSide:
+    meta = json.loads((stage / f"{name}.json").read_text())
+    with np.load(stage / f"{name}.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     inputs = [arrays[f"input/{i}"] for i in range(len(meta["shapes"]))]
     data = ParityData(inputs, arrays.get("labels"), meta["description"], meta["real"])
@@ -278,8 +321,8 @@ def _child() -> int:
         model = load_model(request["spec"], request["weights"], allow_pickle=options.allow_pickle)
         shapes = [tuple(s) for s in request["input_shapes"]] if request["input_shapes"] else None
         side = run(model, Path(request["out"]), options, shapes, request["parity_data"],
-                   export_onnx=request["export_onnx"])
-        _write_side(stage, side)
+                   export_onnx=request["export_onnx"], on_exported=lambda early: _write_side(stage, early, _EXPORTED))
+        _write_side(stage, side, _WHOLE)
     except ConverterError as exc:
         print(exc, file=sys.stderr, flush=True)  # the parent's fallback if the file below cannot be written
         (stage / "error.json").write_text(json.dumps({"message": str(exc)}))
