@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", nargs="?", type=Path, help="a directory written by convert --out")
     p.add_argument("--zoo", help="serving benchmark of zoo models instead (comma list of converter.zoo names): "
                    "SavedModel / onnxruntime / PyTorch eager / our TFLite fp32 / litert-torch's TFLite at batch 1 "
-                   "and 32 (default JSON/Markdown: zoo_serving.json / .md)")
+                   "and 32, and TF's own Keras build of the architecture where keras.applications has one "
+                   "(default JSON/Markdown: zoo_serving.json / .md)")
     p.add_argument("--work", type=Path, help="--zoo: keep each model's artifacts and child logs here")
     p.add_argument("--reuse", action="store_true", help="--zoo: reuse the artifacts a previous run left in --work")
     p.add_argument("--json", type=Path, help="default OUT_DIR/bench/bench.json")
