@@ -221,13 +221,26 @@ def unquantised(tflite_file: Path, precision: str) -> str | None:
 
 
 def op_histogram(tflite_bytes: bytes) -> dict[str, int]:
-    """How many of each builtin op a TFLite file holds (e.g. how many TRANSPOSE the layout cost)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """How many of each op a TFLite file holds (e.g. how many TRANSPOSE the layout cost), in every subgraph: a
+    batch-mapped graph keeps the model in a WHILE body, where the interpreter's op list (the main subgraph) would
+    show one WHILE. Custom ops count by their custom code."""
+    from ai_edge_litert import schema_py_generated as schema
 
-    interpreter = Interpreter(model_content=tflite_bytes)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
+    kinds = []
+    for k in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(k)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # small codes live in the deprecated field
+        custom = code.CustomCode()
+        is_custom = builtin == schema.BuiltinOperator.CUSTOM and custom
+        kinds.append(custom.decode() if is_custom else names.get(builtin, str(builtin)))
     counts: dict[str, int] = {}
-    for op in interpreter._get_ops_details():  # the public API exposes no op list
-        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for k in range(graph.OperatorsLength()):
+            kind = kinds[graph.Operators(k).OpcodeIndex()]
+            counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
 
 

@@ -384,24 +384,8 @@ def tflite_serving(path: Path, runtime: str, ins: list[tuple[str, tuple[int, ...
 
 
 def tflite_histogram(path: Path) -> dict[str, int]:
-    """Operator count per op in every subgraph of a TFLite file (a WHILE's body included; custom ops by their custom
-    code). The manifest's ``op_histogram`` reads the interpreter's op list, which holds the main subgraph only: a
-    batch-mapped graph would show one WHILE where the model's ops are."""
-    from ai_edge_litert import schema_py_generated as schema
+    """Operator count per op in every subgraph of a TFLite file (:func:`converter._convert.tfexport.op_histogram`,
+    what the manifest records)."""
+    from converter._convert.tfexport import op_histogram
 
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    kinds = []
-    for k in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(k)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # small codes live in the deprecated field
-        custom = code.CustomCode()
-        is_custom = builtin == schema.BuiltinOperator.CUSTOM and custom
-        kinds.append(custom.decode() if is_custom else names.get(builtin, str(builtin)))
-    counts: dict[str, int] = {}
-    for g in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(g)
-        for k in range(graph.OperatorsLength()):
-            kind = kinds[graph.Operators(k).OpcodeIndex()]
-            counts[kind] = counts.get(kind, 0) + 1
-    return dict(sorted(counts.items()))
+    return op_histogram(path.read_bytes())
