@@ -78,8 +78,8 @@ def convert(
     ``options``: a :class:`ConvertOptions`; any of its fields may also be passed as a keyword
     (``precisions=("fp32", "fp16")``, ``dynamic_batch=True``, ``atol=1e-5``), overriding ``options``.
     ``calibration``: full-int8 representative inputs, one PyTorch-layout array per input, or an ``.npy`` path.
-    ``isolate=True`` with a spec: the PyTorch side runs in a child process that exits before TensorFlow loads
-    (what the CLI does). ``progress=True``: say on stderr which stage runs and for how long (the command's default;
+    ``isolate=True`` with a spec: the PyTorch side runs in a child process, never beside TensorFlow, and computes
+    the reference outputs while this process builds the TF artifacts (what the CLI does). ``progress=True``: say on stderr which stage runs and for how long (the command's default;
     :mod:`converter._convert.progress`).
 
     Returns a :class:`ConversionResult`: ``result.parity`` (``raise_if_failed()``, ``to_markdown()``,

@@ -333,6 +333,6 @@ def _child() -> int:
 if __name__ == "__main__":
     from converter._convert.quiet import exit_without_teardown
 
-    # torch's teardown takes ~0.33 s after the last file is written, on the conversion's critical path: the
-    # parent waits for this process to end before it builds anything in TF
+    # torch's teardown takes ~0.33 s after the last file is written: the parent waits for this process to end
+    # before parity (and before anything at all with export_onnx=False or parity off on a fast TF build)
     exit_without_teardown(_child())
