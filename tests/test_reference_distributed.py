@@ -34,6 +34,7 @@ def _run_all(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, s
 ACCURACY_BAR = {"official": 0.95, "embedded": 0.94}
 
 
+@pytest.mark.slow  # ~30 s on 2 shared cores: two processes train to the accuracy bar
 def test_torch_ddp_two_processes_agree_and_reach_the_accuracy_bar(tmp_path: Path, mnist_dir: Path,
                                                                   mnist_official: bool) -> None:
     out = tmp_path / "ddp"

@@ -352,6 +352,7 @@ def test_plant_channel_outlier_keeps_the_function(build, producer, consumers, ch
     assert act[channel] > OUTLIER_FACTOR / 10 * others.max(), act
 
 
+@pytest.mark.slow  # ~50 s; the fast suite keeps keep-float recovery in tests/test_int8.py
 def test_zoo_outlier_model_loses_full_int8_and_keep_float_recovers_it(tmp_path) -> None:
     """A zoo architecture (the trained squeezenet1_1) with one activation channel scaled x1000 and compensated
     (same float function): full int8 collapses (measured: 82.2 % -> 35.0 %, chance), and --int8-keep-float auto
