@@ -71,6 +71,18 @@ def test_tf_own_build_places_the_saved_model_without_a_target():
         "\n".join(report._summary_lines(model))
 
 
+def test_every_keras_twin_is_a_zoo_classifier_that_keras_builds():
+    import keras
+
+    from converter.bench.keras_twin import TWINS
+    from converter.bench.zoo_prepare import is_image_classifier
+    from converter.zoo.models import ZOO
+
+    for zoo, (cls, _) in TWINS.items():
+        assert is_image_classifier(ZOO[zoo].input_shapes, ZOO[zoo].task is not None), zoo
+        assert hasattr(keras.applications, cls), cls
+
+
 def test_tf_own_build_serves_at_the_entrys_input_size(tmp_path):
     """The keras_twin child: keras.applications' MobileNetV3Small built at the manifest's size and class count,
     exported and called through serving_default at batch 1 and 2, in its own process like every runtime."""

@@ -1,11 +1,11 @@
 """TensorFlow's own build of a zoo architecture: the floor a converted SavedModel is measured against.
 
-A zoo image classifier that ``keras.applications`` also implements (MobileNetV3-Small, EfficientNet-B0,
-RegNetY-400MF, ConvNeXt-Tiny) is built there natively, at the zoo entry's input size and class count, with seeded
-random weights, exported with Keras' own ``model.export`` and called through its ``serving_default`` signature
-exactly as the converted SavedModel is (:func:`converter.bench.runtimes.serving`). No converter is involved, so
-its latency is what TensorFlow itself takes for the architecture on this machine: when the native build is as far
-from onnxruntime as ours, the gap is TensorFlow's executor and kernels, not the conversion.
+A zoo image classifier that Keras 3's ``keras.applications`` also implements (MobileNetV3-Small, EfficientNet-B0,
+ConvNeXt-Tiny; Keras 3 has no RegNets) is built there natively, at the zoo entry's input size and class count, with
+seeded random weights, exported with Keras' own ``model.export`` and called through its ``serving_default``
+signature exactly as the converted SavedModel is (:func:`converter.bench.runtimes.serving`). No converter is
+involved, so its latency is what TensorFlow itself takes for the architecture on this machine: when the native
+build is as far from onnxruntime as ours, the gap is TensorFlow's executor and kernels, not the conversion.
 
 The twin computes the same kind of function with other weights (and details such as where a block puts its
 squeeze-excitation may differ): it is timed, never compared with PyTorch's outputs.
@@ -24,7 +24,6 @@ TWINS: dict[str, tuple[str, dict]] = {
     "mobilenet_v3_small": ("MobileNetV3Small", {"include_preprocessing": False}),
     "mobilenetv3_small_100": ("MobileNetV3Small", {"include_preprocessing": False}),
     "efficientnet_b0": ("EfficientNetB0", {}),
-    "regnet_y_400mf": ("RegNetY004", {"include_preprocessing": False}),
     "convnext_tiny": ("ConvNeXtTiny", {"include_preprocessing": False}),
 }
 
