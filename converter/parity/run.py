@@ -43,8 +43,16 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: Conve
     makers: list[tuple[tuple[str, str], object]] = [
         (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
                                                                       batch=fixed))]
+    shared: dict[str, object] = {}  # one tf.saved_model.load for the two rows that read the SavedModel
+
+    def saved_model():
+        if "loaded" not in shared:
+            shared["loaded"] = runtimes.load_saved_model(out / "saved_model")
+        return shared["loaded"]
+
     if "saved_model" in arts:
-        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed)))
+        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed,
+                                                                                     saved_model())))
     if side.keras_state is not None:
         def keras_native() -> runtimes.Runner:
             import tf_keras  # already loaded by onnx2tf; Keras 3 would cost a ~3 s import for one small net
@@ -56,7 +64,7 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: Conve
         makers.append((("keras_native", "fp32"), keras_native))
     if "saved_model" in arts:
         makers.append((("tf2onnx_roundtrip", "fp32"), lambda: runtimes.tf2onnx_roundtrip_runner(
-            out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose)))
+            out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose, saved_model())))
     found, crashed = [], {}
     for key, make in makers:
         t = time.perf_counter()

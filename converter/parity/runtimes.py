@@ -90,12 +90,21 @@ def onnxruntime_runner(path: Path, runtime: str = "onnxruntime", artifact: str |
     return Runner(runtime, "fp32", artifact or path.name, fn, batch)
 
 
-def saved_model_runner(path: Path, manifest: Manifest, batch: int | None) -> Runner:
-    """The SavedModel's ``serving_default`` signature, fed all chunks in one call (:func:`_mapped_signature`):
-    1000 eager calls of a batch-1 signature cost ~1.5 s of Python overhead."""
+def load_saved_model(path: Path):
+    """``tf.saved_model.load``: one load serves the SavedModel row and the tf2onnx round trip (0.65 s on
+    resnet18). Keep the object referenced while its signatures are used: they hold its variables weakly."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(path))  # a signature holds its variables weakly: keep ``loaded`` referenced
+    return tf.saved_model.load(str(path))
+
+
+def saved_model_runner(path: Path, manifest: Manifest, batch: int | None, loaded=None) -> Runner:
+    """The SavedModel's ``serving_default`` signature, fed all chunks in one call (:func:`_mapped_signature`):
+    1000 eager calls of a batch-1 signature cost ~1.5 s of Python overhead. ``loaded``: the SavedModel at ``path``
+    if already loaded (:func:`load_saved_model`)."""
+    import tensorflow as tf
+
+    loaded = loaded if loaded is not None else load_saved_model(path)
     ins, outs = manifest.inputs, manifest.outputs
 
     def fn(xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -237,18 +246,16 @@ def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: 
 
 
 def tf2onnx_roundtrip_runner(saved_model: Path, manifest: Manifest, opset: int, workdir: Path,
-                             batch: int | None, verbose: bool = False) -> Runner:
+                             batch: int | None, verbose: bool = False, loaded=None) -> Runner:
     """SavedModel -> ONNX with tf2onnx -> onnxruntime: proves the TF graph is a faithful, portable graph
     (variables frozen first, since a loaded signature captures them as extra inputs).
 
     Control flow stays functional (``lower_control_flow=False``, as tf2onnx's own ``from_function`` does): lowered
     to v1 Enter/Exit frames, a Keras RNN's while loop leaves a ``TensorListReserve`` that tf2onnx emits with an
     undefined dtype and onnxruntime refuses to load ("Invalid tensor data type 0")."""
-    import tensorflow as tf
-
     from converter._convert.quiet import silenced
 
-    loaded = tf.saved_model.load(str(saved_model))  # keep alive: the signature only references its variables
+    loaded = loaded if loaded is not None else load_saved_model(saved_model)  # keep alive (see load_saved_model)
     signature = loaded.signatures["serving_default"]
     artifact = "saved_model (via tf2onnx)"
     if (manifest.dynamic_batch_route or {}).get("batch_map") and hasattr(loaded, "serve_one"):
