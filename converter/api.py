@@ -79,8 +79,8 @@ def convert(
     (``precisions=("fp32", "fp16")``, ``dynamic_batch=True``, ``atol=1e-5``), overriding ``options``.
     ``calibration``: full-int8 representative inputs, one PyTorch-layout array per input, or an ``.npy`` path.
     ``isolate=True`` with a spec: the PyTorch side runs in a child process, never beside TensorFlow, and computes
-    the reference outputs while this process builds the TF artifacts (what the CLI does). ``progress=True``: say on stderr which stage runs and for how long (the command's default;
-    :mod:`converter._convert.progress`).
+    the reference outputs while this process builds the TF artifacts (what the CLI does). ``progress=True``: say on
+    stderr which stage runs and for how long (the command's default; :mod:`converter._convert.progress`).
 
     Returns a :class:`ConversionResult`: ``result.parity`` (``raise_if_failed()``, ``to_markdown()``,
     ``to_json()``), ``result.runtime("tflite_fp32")`` (call it like the model; NumPy outputs in the PyTorch layout).

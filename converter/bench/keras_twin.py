@@ -53,15 +53,14 @@ def serving(zoo: str, manifest: dict, threads: int):
     exported to a temporary directory and loaded back: the same load and call as the converted SavedModel."""
     import tensorflow as tf
 
-    from converter.bench.runtimes import Bench, tf_histogram
+    from converter.bench.runtimes import Bench, tf_histogram, tf_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf_threads(threads)
     with tempfile.TemporaryDirectory(prefix="keras-twin-") as tmp:
         about = export(zoo, manifest, Path(tmp) / "saved_model")
         loaded = tf.saved_model.load(str(Path(tmp) / "saved_model"))  # variables are read into memory here
     signature = loaded.signatures["serving_default"]
-    (name, spec), = signature.structured_input_signature[1].items()
+    (name, _), = signature.structured_input_signature[1].items()
 
     def call(feed: tf.Tensor) -> list[np.ndarray]:
         return [t.numpy() for t in signature(**{name: feed}).values()]

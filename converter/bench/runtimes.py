@@ -146,13 +146,20 @@ def _onnxruntime(path: Path, threads: int) -> Bench:
                  lambda feed: session.run(None, feed)[0], "native (batch dim made symbolic)")
 
 
+def tf_threads(threads: int) -> None:
+    """TensorFlow's thread pools as every TF row of a benchmark runs them: ``threads`` intra-op, one inter-op."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def _saved_model(path: Path, manifest: dict, threads: int, xla: bool) -> Bench:
     import tensorflow as tf
 
     from converter._convert import layout
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf_threads(threads)
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     inp, out = manifest["inputs"][0], manifest["outputs"][0]
     fn = tf.function(lambda x: signature(**{inp["name"]: x})[out["name"]], jit_compile=True) if xla else \
@@ -307,8 +314,7 @@ def _saved_model_serving(path: Path, manifest: dict, threads: int) -> Bench:
 
     from converter._convert import layout
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf_threads(threads)
     loaded = tf.saved_model.load(str(path))  # a signature holds its variables weakly: the closure keeps ``loaded``
     ins = [(i["name"], tuple(i["perm_from_pytorch"]), i["dtype"]) for i in manifest["inputs"]]
     outs = [(o["name"], tuple(o["perm_from_pytorch"])) for o in manifest["outputs"]]

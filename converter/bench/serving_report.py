@@ -82,10 +82,11 @@ def ratios(rows: list[dict], image_classifier: bool) -> list[dict]:
     ``within_noise``: :func:`within_noise`."""
     ok = {(r["runtime"], r["threads"], r["batch"]): r for r in rows if r["ok"]}
     out = []
+    twin_timed = any(r["runtime"] == "keras_twin" for r in rows)
     for threads, batch in sorted({(r["threads"], r["batch"]) for r in rows}):
         for num, den, target in RATIOS:
             a, b = ok.get((num, threads, batch)), ok.get((den, threads, batch))
-            if "keras_twin" in (num, den) and not any(r["runtime"] == "keras_twin" for r in rows):
+            if "keras_twin" in (num, den) and not twin_timed:
                 continue  # no twin for this architecture: no row, rather than a "not measured" one
             value = a["median_s"] / b["median_s"] if a and b else None
             goal = target if image_classifier and batch == 1 else None

@@ -6,6 +6,7 @@ torch); everything else runs here.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import replace
@@ -43,12 +44,8 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: Conve
     makers: list[tuple[tuple[str, str], object]] = [
         (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
                                                                       batch=fixed))]
-    shared: dict[str, object] = {}  # one tf.saved_model.load for the two rows that read the SavedModel
-
-    def saved_model():
-        if "loaded" not in shared:
-            shared["loaded"] = runtimes.load_saved_model(out / "saved_model")
-        return shared["loaded"]
+    # one tf.saved_model.load for the two rows that read the SavedModel
+    saved_model = functools.cache(lambda: runtimes.load_saved_model(out / "saved_model"))
 
     if "saved_model" in arts:
         makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed,
