@@ -4,6 +4,7 @@ mode, kept when it reproduces onnxruntime on the sample, and strict mode when it
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -63,7 +64,7 @@ def test_static_constants_become_full_rank_only_for_the_fast_route() -> None:
 
 def test_the_fast_route_is_kept_when_it_matches_onnxruntime() -> None:
     graph = _translate(channels_last_block(residual=False))
-    assert graph.translation == {"strict_mode": False}
+    assert graph.translation == {"strict_mode": False, "checked_nodes": [], "rebuilt_nodes": []}
     assert graph.sample_error < 1e-5
 
 
@@ -94,3 +95,82 @@ def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatc
     assert graph.translation["why"] == "relative error 0.5 on the sample without strict mode"
     assert graph.sample_error < 1e-5
 
+
+
+def attention_block() -> onnx.ModelProto:
+    """Tokens from a 4x4 map of 6 channels, single-head attention on them: the score map ``q @ k^T`` is 16 x 16, a
+    MatMul of two activations whose sizes repeat (which of the equal axes is which, only numbers can tell)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.array([1, 6, 16], np.int64), "tokens"),
+             numpy_helper.from_array(np.array([1, 6, 4, 4], np.int64), "map"),
+             *(numpy_helper.from_array(rng.standard_normal((6, 6)).astype(np.float32) / 3, n) for n in ("wq", "wk", "wv"))]
+    nodes = [helper.make_node("Reshape", ["x", "tokens"], ["r"], name="/attn/Reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1], name="/attn/Transpose"),
+             helper.make_node("MatMul", ["t", "wq"], ["q"], name="/attn/q"),
+             helper.make_node("MatMul", ["t", "wk"], ["k"], name="/attn/k"),
+             helper.make_node("MatMul", ["t", "wv"], ["v"], name="/attn/v"),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1], name="/attn/Transpose_1"),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"], name="/attn/scores"),
+             helper.make_node("Softmax", ["scores"], ["p"], axis=-1, name="/attn/Softmax"),
+             helper.make_node("MatMul", ["p", "v"], ["o"], name="/attn/mix"),
+             helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1], name="/attn/Transpose_2"),
+             helper.make_node("Reshape", ["ot", "map"], ["out"], name="/attn/Reshape_1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return model
+
+
+def _translate_at(model: onnx.ModelProto, shape: tuple[int, ...]):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    return tensorflow.onnx_to_keras(model, [shape], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
+
+
+def test_only_ambiguous_attention_matmuls_get_onnx2tfs_checks_on_the_fast_route() -> None:
+    """The fast route runs onnx2tf's per-node checks (a partial Keras model per node: quadratic in depth) only for
+    the MatMuls of two activations with a repeated size; the weight MatMuls are built the plain way, and the graph
+    still matches onnxruntime."""
+    graph = _translate_at(attention_block(), (1, 6, 4, 4))
+    assert graph.translation["strict_mode"] is False, graph.translation
+    assert graph.translation["checked_nodes"] == ["attn/scores", "attn/mix"]
+    assert graph.translation["rebuilt_nodes"] == []
+    assert graph.sample_error < 1e-5
+
+
+def test_a_node_whose_plain_build_raises_is_built_again_with_the_checks(monkeypatch) -> None:
+    """A node onnx2tf cannot build without its reference values (as levit's attention MatMul once could not) is
+    built again with them, computed on demand, instead of sending the whole graph to strict mode."""
+    import onnx2tf.ops.Softmax as softmax_op
+
+    real = softmax_op.make_node
+
+    def needs_references(**kwargs):
+        if kwargs.get("onnx_tensor_infos_for_validation") is None:
+            raise ValueError("Dimensions must be equal (as without reference values)")
+        assert kwargs["graph_node"].outputs[0].name in kwargs["onnx_tensor_infos_for_validation"]
+        return real(**kwargs)
+
+    monkeypatch.setattr(softmax_op, "make_node", needs_references)
+    graph = _translate_at(attention_block(), (1, 6, 4, 4))
+    assert graph.translation["strict_mode"] is False, graph.translation
+    assert graph.translation["rebuilt_nodes"] == ["attn/Softmax"]
+    assert graph.sample_error < 1e-5
+
+
+@pytest.mark.parametrize(("shapes", "constant", "expected"), [
+    ([[1, 4, 16, 8], [1, 4, 8, 16], [1, 4, 16, 16]], False, True),   # q @ k^T: a square score map
+    ([[1, 197, 64], [1, 64, 197], [1, 197, 197]], False, True),
+    ([[1, 3, 10, 8], [1, 3, 8, 12], [1, 3, 10, 12]], False, False),  # no size repeats: the shapes decide
+    ([[1, 24, 24, 96], [96, 384], [1, 24, 24, 384]], True, False),   # a Linear on a square map: weights
+])
+def test_which_matmuls_are_ambiguous(shapes, constant, expected) -> None:
+    import onnx_graphsurgeon as gs
+
+    from converter._convert.rewrites.checks import _ambiguous
+
+    a = gs.Variable("a", np.float32, shapes[0])
+    b = gs.Constant("b", np.zeros(shapes[1], np.float32)) if constant else gs.Variable("b", np.float32, shapes[1])
+    node = gs.Node("MatMul", "m", inputs=[a, b], outputs=[gs.Variable("c", np.float32, shapes[2])])
+    assert _ambiguous(node) is expected

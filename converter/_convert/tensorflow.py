@@ -8,6 +8,7 @@ names and order, and the layout chosen by :mod:`converter._convert.layout`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -99,10 +100,11 @@ def onnx_to_keras(
     """Translate with onnx2tf and work out the layout of every input and output.
 
     Two routes, the fast one first: onnx2tf without strict mode, on a graph whose broadcast constants are all
-    full-rank (``rewrites.prepare_for_onnx2tf(fast=True)``); strict mode re-runs the partial Keras model at every
-    ambiguous Mul/Add to choose a layout, quadratic in depth (convnext_tiny: 229 of 257 s). The fast graph is kept
-    when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf error, a wrong layout)
-    the graph is translated again in strict mode, and ``TFGraph.translation`` says why.
+    full-rank (``rewrites.prepare_for_onnx2tf(fast=True)``), and with onnx2tf's per-node checks run only for a node
+    that cannot be built without them (``rewrites.checks_on_demand``); strict mode re-runs the partial Keras model at
+    every ambiguous Mul/Add to choose a layout, quadratic in depth (convnext_tiny: 229 of 257 s). The fast graph is
+    kept when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf error, a wrong
+    layout) the graph is translated again in strict mode, and ``TFGraph.translation`` says why.
 
     ``unroll_rnn``: LSTM/GRU/RNN become one cell per time step (onnx2tf's ``enable_rnn_unroll``) instead of a
     while loop — what full-int8 calibration needs (see :func:`converter._convert.artifacts.build_tf`).
@@ -120,7 +122,6 @@ def onnx_to_keras(
     fast = None
     try:
         fast = _translate(*args, fast=True)
-        fast.translation = {"strict_mode": False}
         if fast.sample_error <= FAST_MAX_ERROR:
             return fast
         why = f"relative error {fast.sample_error:.2g} on the sample without strict mode"
@@ -157,7 +158,7 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
     kwargs.update(prepared.onnx2tf_kwargs)
     if unroll_rnn:
         kwargs["enable_rnn_unroll"] = True
-    keras_model = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
+    keras_model, checks = _run_onnx2tf(kwargs, calibration=_calibration(sample), verbose=verbose)
     interrupts.checkpoint()  # onnx2tf's bare ``except:`` clauses can swallow a Ctrl-C
     graph_inputs = {i.name: i for i in prepared.model.graph.input}
     inputs = [
@@ -205,7 +206,9 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
     floats = [(ref, layout.from_layout(got, o.keras_perm)) for ref, got, o in zip(reference, tf_out, outputs)
               if np.issubdtype(np.asarray(ref).dtype, np.floating)]
     error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
-    return TFGraph(keras_model, inputs, outputs, prepared.applied, error)
+    translation = {"strict_mode": not fast,
+                   **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt} if checks else {})}
+    return TFGraph(keras_model, inputs, outputs, prepared.applied, error, translation)
 
 
 def symbolic_axes(info: onnx.ValueInfoProto) -> tuple[int, ...]:
@@ -229,6 +232,8 @@ def _calibration(sample: list[np.ndarray]) -> np.ndarray | None:
 
 
 def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
+    """onnx2tf's Keras model, and (without strict mode) which nodes got onnx2tf's per-node checks
+    (``rewrites.checks_on_demand``; None in strict mode, where every node has them)."""
     import onnx2tf
 
     from converter._convert import rewrites
@@ -238,8 +243,9 @@ def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
         kwargs = {**kwargs, "output_folder_path": os.path.join(work, "out")}
         try:
             os.chdir(work)  # onnx2tf writes into the current directory
-            with rewrites.patch_onnx2tf_offline(calibration):
-                return onnx2tf.convert(**kwargs)
+            with rewrites.patch_onnx2tf_offline(calibration), contextlib.ExitStack() as patches:
+                checks = patches.enter_context(rewrites.checks_on_demand()) if kwargs.get("disable_strict_mode") else None
+                return onnx2tf.convert(**kwargs), checks
         except SystemExit:
             problem = _explain(log.getvalue(), "onnx2tf stopped")
         except Exception as exc:
