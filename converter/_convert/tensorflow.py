@@ -100,10 +100,10 @@ def onnx_to_keras(
     """Translate with onnx2tf and work out the layout of every input and output.
 
     Two routes, the fast one first: onnx2tf without strict mode, on a graph whose broadcast constants are all
-    full-rank (``rewrites.prepare_for_onnx2tf(fast=True)``), and with onnx2tf's per-node checks run only for a node
-    that cannot be built without them (``rewrites.checks_on_demand``); strict mode re-runs the partial Keras model at
-    every ambiguous Mul/Add to choose a layout, quadratic in depth (convnext_tiny: 229 of 257 s). The fast graph is
-    kept when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf error, a wrong
+    full-rank (``rewrites.prepare_for_onnx2tf(fast=True)``), with onnx2tf's per-node checks only where they are
+    needed and the layout of equal-sized tensors recorded right (``rewrites.fast_route``); strict mode re-runs the
+    partial Keras model at every ambiguous node to choose a layout, quadratic in depth (convnext_tiny: 229 of 257 s).
+    The fast graph is kept when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf error, a wrong
     layout) the graph is translated again in strict mode, and ``TFGraph.translation`` says why.
 
     ``unroll_rnn``: LSTM/GRU/RNN become one cell per time step (onnx2tf's ``enable_rnn_unroll``) instead of a
@@ -207,7 +207,8 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
               if np.issubdtype(np.asarray(ref).dtype, np.floating)]
     error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
     translation = {"strict_mode": not fast,
-                   **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt} if checks else {})}
+                   **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt,
+                       "relabelled_tensors": checks.relabelled} if checks else {})}
     return TFGraph(keras_model, inputs, outputs, prepared.applied, error, translation)
 
 
@@ -232,8 +233,7 @@ def _calibration(sample: list[np.ndarray]) -> np.ndarray | None:
 
 
 def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
-    """onnx2tf's Keras model, and (without strict mode) which nodes got onnx2tf's per-node checks
-    (``rewrites.checks_on_demand``; None in strict mode, where every node has them)."""
+    """onnx2tf's Keras model, and (without strict mode) what ``rewrites.fast_route`` did (None in strict mode)."""
     import onnx2tf
 
     from converter._convert import rewrites
@@ -244,7 +244,7 @@ def _run_onnx2tf(kwargs: dict, calibration: np.ndarray | None, verbose: bool):
         try:
             os.chdir(work)  # onnx2tf writes into the current directory
             with rewrites.patch_onnx2tf_offline(calibration), contextlib.ExitStack() as patches:
-                checks = patches.enter_context(rewrites.checks_on_demand()) if kwargs.get("disable_strict_mode") else None
+                checks = patches.enter_context(rewrites.fast_route()) if kwargs.get("disable_strict_mode") else None
                 return onnx2tf.convert(**kwargs), checks
         except SystemExit:
             problem = _explain(log.getvalue(), "onnx2tf stopped")

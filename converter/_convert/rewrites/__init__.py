@@ -15,7 +15,7 @@ from functools import partial
 import onnx
 
 from converter._convert.rewrites.booleans import expand_bool_as_int
-from converter._convert.rewrites.checks import OnDemand, checks_on_demand
+from converter._convert.rewrites.fastroute import FastRoute, fast_route
 from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
 from converter._convert.rewrites.slices import full_rank_dynamic_slices
 from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
@@ -36,13 +36,13 @@ __all__ = [
     "MAX_ABS_ERROR",
     "REWRITES",
     "NetworkBlockedError",
-    "OnDemand",
+    "FastRoute",
     "Prepared",
     "Rewrite",
     "anchor_constant_outputs",
     "anchor_constant_subgraphs",
-    "checks_on_demand",
     "erf_as_polynomial",
+    "fast_route",
     "expand_bool_as_int",
     "fold_constants",
     "full_rank_broadcast_constants",

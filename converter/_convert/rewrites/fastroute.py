@@ -1,0 +1,161 @@
+"""``fast_route``: onnx2tf without strict mode, with its per-node checks only where they are needed and the layout
+of equal-sized tensors recorded right.
+
+Strict mode costs the time it does because it checks every ambiguous node by building and running the partial Keras
+model up to it (quadratic in depth). The fast route (``disable_strict_mode`` on a graph whose broadcast constants
+are full-rank, judged afterwards on the sample) still paid two costs and had one blind spot; under this context
+manager:
+
+1. **Per-node checks only where needed.** Before translating, onnx2tf runs the whole ONNX graph in onnxruntime with
+   every intermediate tensor as an output, and then, even without strict mode, every MatMul (and some Concat,
+   Einsum, Tile nodes) builds and runs the partial Keras model to search the transpositions of its inputs
+   (``acquisition_of_validation_data``; vit_tiny: 11 of 22 s of translation, convnext_tiny 8 s, resnet18 2.3 of
+   3.3 s; every intermediate tensor held in memory at once). Here that inference is deferred, and a node gets the
+   reference values (computed once, on first demand, by onnx2tf's own ``dummy_onnx_inference`` with the arguments
+   onnx2tf gave it) only when
+   - it is a MatMul of two activations with a size repeated past the batch axis (attention's ``q @ k^T`` on a
+     square score map): the plain build can pick the wrong one of the equal axes without raising (seen: levit_128s,
+     off by O(1) at its first attention, failing two nodes later);
+   - or its plain build raised: it is built again with them.
+2. **The layout of equal-sized tensors.** onnx2tf records for every tensor whether its TF layout is transposed
+   against ONNX's (``before_op_output_shape_trans``), by comparing shapes. When every axis past the batch has the same
+   size the shapes cannot tell, and onnx2tf then assumes "transposed": right for a Conv's NHWC output, wrong for a
+   Reshape, whose output is in ONNX's layout by construction. Seen: mobilevit's tokens ``[4, 64, 64]``, whose
+   LayerNorm then normalised the token axis (relative error 0.12 on the sample; strict mode corrects it with its
+   partial-model runs, 40 s). Here an equal-sized Reshape output is recorded as in ONNX's layout, and a Transpose or
+   an elementwise op whose activation inputs are all in ONNX's layout passes that on.
+
+Everything it changes is judged afterwards like any fast translation: the sample check, then parity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+#: onnx2tf's per-tensor record: is the TF layout transposed against ONNX's (NCHW -> NHWC and so on)?
+TRANSPOSED = "before_op_output_shape_trans"
+
+#: ops whose output is laid out like their activation inputs
+LAYOUT_PRESERVING = frozenset({
+    "Transpose", "Identity", "Cast", "Dropout",
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Erf", "Tanh", "Relu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Clip", "Gelu", "Softmax", "LayerNormalization",
+})
+
+
+class _Deferred(RuntimeError):
+    """What onnx2tf sees from its up-front inference here: it warns and goes on without reference values."""
+
+
+@dataclass
+class FastRoute:
+    """What :func:`fast_route` did: the nodes that got onnx2tf's per-node checks up front (``checked``: ambiguous
+    attention MatMuls) or after their plain build raised (``rebuilt``), and the equal-sized tensors recorded as in
+    ONNX's layout (``relabelled``)."""
+
+    checked: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    relabelled: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def fast_route() -> Iterator[FastRoute]:
+    """Context manager for one ``onnx2tf.convert(disable_strict_mode=True)`` call; see the module docstring."""
+    from unittest import mock
+
+    import onnx2tf.onnx2tf as entry
+
+    run_everything = entry.dummy_onnx_inference
+    asked: dict = {}
+    done = FastRoute()
+
+    def deferred(**kwargs):
+        asked.update(kwargs)
+        raise _Deferred("reference values deferred until a node needs them")
+
+    @functools.cache
+    def references() -> dict:
+        return dict(zip(asked["output_names"], run_everything(**asked)))
+
+    def build(make_node, kwargs: dict):
+        node = kwargs["graph_node"]
+        if kwargs.get("onnx_tensor_infos_for_validation") is not None or not asked:
+            return make_node(**kwargs)
+        if _ambiguous(node):
+            done.checked.append(node.name)
+            return make_node(**{**kwargs, "onnx_tensor_infos_for_validation": references()})
+        try:
+            return make_node(**kwargs)
+        except Exception as plain:
+            try:
+                values = references()
+            except Exception:
+                raise plain from None  # onnxruntime cannot run the graph: the node's own error stands
+        done.rebuilt.append(node.name)
+        return make_node(**{**kwargs, "onnx_tensor_infos_for_validation": values})
+
+    def patched(make_node):
+        @functools.wraps(make_node)
+        def make(**kwargs):
+            if "graph_node" not in kwargs:  # the graph inputs
+                return make_node(**kwargs)
+            result = build(make_node, kwargs)
+            done.relabelled += _relabel(kwargs["graph_node"], kwargs["tf_layers_dict"])
+            return result
+        return make
+
+    def import_op(name: str):
+        return types.SimpleNamespace(make_node=patched(importlib.import_module(name).make_node))
+
+    shim = types.SimpleNamespace(import_module=import_op)
+    with mock.patch.object(entry, "dummy_onnx_inference", deferred), mock.patch.object(entry, "importlib", shim):
+        yield done
+
+
+def _ambiguous(node) -> bool:
+    """A MatMul of two activations (attention's ``q @ k^T``, ``attn @ v``) where a size repeats past the batch axis:
+    onnx2tf's plain build cannot tell which of the equal axes is which, and a wrong guess raises nothing."""
+    import onnx_graphsurgeon as gs
+
+    if node.op != "MatMul" or any(isinstance(t, gs.Constant) for t in node.inputs):
+        return False
+    return any(_repeats(list(t.shape or [])[1:]) for t in (*node.inputs, *node.outputs))
+
+
+def _repeats(dims: list) -> bool:
+    return len(dims) >= 2 and len(set(dims)) < len(dims)
+
+
+def _relabel(node, tensors: dict) -> list[str]:
+    """Record the equal-sized outputs of ``node`` that are in ONNX's layout as such (point 2 of the module docstring);
+    returns their names."""
+    import onnx_graphsurgeon as gs
+
+    if node.op != "Reshape" and node.op not in LAYOUT_PRESERVING:
+        return []
+    if node.op != "Reshape":
+        marks = {tensors[t.name].get(TRANSPOSED, True) for t in node.inputs
+                 if isinstance(t, gs.Variable) and t.name in tensors}
+        if marks != {False}:
+            return []
+    changed = []
+    for out in node.outputs:
+        record = tensors.get(out.name, {})
+        onnx_shape = list(out.shape or [])
+        if (len(onnx_shape) >= 3 and len(set(onnx_shape[1:])) == 1 and record.get(TRANSPOSED) is True
+                and _static_shape(record.get("tf_node")) == onnx_shape):
+            record[TRANSPOSED] = False
+            changed.append(out.name)
+    return changed
+
+
+def _static_shape(tensor) -> list[int] | None:
+    try:
+        return [int(d) for d in tensor.shape]
+    except (AttributeError, TypeError, ValueError):  # no tensor, unknown rank or a None dimension
+        return None
