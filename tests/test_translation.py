@@ -104,7 +104,8 @@ def attention_block() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(np.array([1, 6, 16], np.int64), "tokens"),
              numpy_helper.from_array(np.array([1, 6, 4, 4], np.int64), "map"),
-             *(numpy_helper.from_array(rng.standard_normal((6, 6)).astype(np.float32) / 3, n) for n in ("wq", "wk", "wv"))]
+             *(numpy_helper.from_array(rng.standard_normal((6, 6)).astype(np.float32) / 3, n)
+               for n in ("wq", "wk", "wv"))]
     nodes = [helper.make_node("Reshape", ["x", "tokens"], ["r"], name="/attn/Reshape"),
              helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1], name="/attn/Transpose"),
              helper.make_node("MatMul", ["t", "wq"], ["q"], name="/attn/q"),

@@ -103,8 +103,8 @@ def onnx_to_keras(
     full-rank (``rewrites.prepare_for_onnx2tf(fast=True)``), with onnx2tf's per-node checks only where they are
     needed and the layout of equal-sized tensors recorded right (``rewrites.fast_route``); strict mode re-runs the
     partial Keras model at every ambiguous node to choose a layout, quadratic in depth (convnext_tiny: 229 of 257 s).
-    The fast graph is kept when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf error, a wrong
-    layout) the graph is translated again in strict mode, and ``TFGraph.translation`` says why.
+    The fast graph is kept when it runs the sample within ``FAST_MAX_ERROR`` of onnxruntime; otherwise (an onnx2tf
+    error, a wrong layout) the graph is translated again in strict mode, and ``TFGraph.translation`` says why.
 
     ``unroll_rnn``: LSTM/GRU/RNN become one cell per time step (onnx2tf's ``enable_rnn_unroll``) instead of a
     while loop — what full-int8 calibration needs (see :func:`converter._convert.artifacts.build_tf`).
@@ -208,7 +208,7 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
     error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
     translation = {"strict_mode": not fast,
                    **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt,
-                       "relabelled_tensors": checks.relabelled} if checks else {})}
+                       "relabelled_tensors": checks.relabelled} if checks is not None else {})}
     return TFGraph(keras_model, inputs, outputs, prepared.applied, error, translation)
 
 
