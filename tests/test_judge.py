@@ -667,3 +667,29 @@ def test_raise_if_failed_returns_a_passed_report() -> None:
         row.passed, row.reason = True, ""
     assert report.raise_if_failed() is report
 
+
+
+@pytest.mark.parametrize("poison", ["none", "nan_on_both_sides", "nan_on_one_side", "inf_in_reference_only"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_prepared_reference_judges_exactly_like_the_plain_outputs(poison: str, precision: str) -> None:
+    """Parity prepares the reference once for all its rows (``prepare_reference``); every field of every row must
+    be what the plain outputs give, finite or not."""
+    from dataclasses import asdict
+
+    from converter.parity import judge
+
+    rng = np.random.default_rng(11)
+    ref = [rng.standard_normal((6, 10)).astype(np.float32), rng.standard_normal((6, 3, 4)).astype(np.float32)]
+    got = [r + rng.standard_normal(r.shape).astype(np.float32) * 1e-6 for r in ref]
+    if poison == "nan_on_both_sides":
+        ref[1][2, 1, 1] = got[1][2, 1, 1] = np.nan
+    elif poison == "nan_on_one_side":
+        got[0][3, 4] = np.nan
+    elif poison == "inf_in_reference_only":
+        ref[1][0, 0, 0] = np.inf
+    tol = judge.tolerance_for(precision)
+    plain = judge.compare("r", precision, None, ref, got, None, None, tol, ["logits", "extra"])
+    prepared = judge.compare("r", precision, None, judge.prepare_reference(ref), got, None, None, tol,
+                             ["logits", "extra"])
+    assert json.dumps(asdict(prepared), default=str) == json.dumps(asdict(plain), default=str)
+    assert plain.passed is (poison in ("none", "nan_on_both_sides")), plain.reason
