@@ -117,11 +117,7 @@ def attention_block() -> onnx.ModelProto:
              helper.make_node("MatMul", ["p", "v"], ["o"], name="/attn/mix"),
              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1], name="/attn/Transpose_2"),
              helper.make_node("Reshape", ["ot", "map"], ["out"], name="/attn/Reshape_1")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4, 4])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 4, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return model
+    return _model(nodes, [1, 6, 4, 4], inits)
 
 
 def _translate_at(model: onnx.ModelProto, shape: tuple[int, ...]):
@@ -191,11 +187,7 @@ def square_tokens_block() -> onnx.ModelProto:
              helper.make_node("LayerNormalization", ["t", "scale", "shift"], ["n"], axis=-1, name="/norm"),
              helper.make_node("Transpose", ["n"], ["u"], perm=[0, 2, 1], name="/fold/Transpose"),
              helper.make_node("Reshape", ["u", "map"], ["out"], name="/fold/Reshape")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 2, 4])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 2, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return model
+    return _model(nodes, [1, 8, 2, 4], inits)
 
 
 @pytest.mark.parametrize("relabel", [True, False])
