@@ -253,9 +253,7 @@ def compare(
         ref, got = np.where(mask, ref, 0.0), np.where(mask, got, 0.0)
         diff = np.abs(got - ref)
         mean_abs = float(diff[mask].mean()) if mask.any() else 0.0
-    # metrics.per_sample(ref, got), from the prepared peak: each sample's worst |Δ| and its scale
-    per_sample = np.max(diff, axis=1)
-    scale = np.maximum(prepared.peak, metrics.SCALE_FLOOR)
+    per_sample, scale = metrics.per_sample_of(diff, prepared.peak)
     max_abs = float(per_sample.max())
     max_rel = float((per_sample / scale).max())  # == metrics.relative_error(ref, got): these are its parts
     cosine = cosine_min(ref, got)

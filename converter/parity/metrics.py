@@ -20,8 +20,13 @@ def per_sample(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray
     """Of [N, features] arrays: each sample's worst |Δ| and its scale (largest |reference|, at least
     :data:`SCALE_FLOOR`). The relative error is the largest ratio of the two; the fp32 parity bound
     (``atol + rtol·scale``) is judged on them sample by sample."""
-    worst = np.max(np.abs(candidate - reference), axis=1)
-    return worst, np.maximum(np.max(np.abs(reference), axis=1), SCALE_FLOOR)
+    return per_sample_of(np.abs(candidate - reference), np.max(np.abs(reference), axis=1))
+
+
+def per_sample_of(abs_diff: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`per_sample` from its parts: ``abs_diff`` = |candidate - reference| [N, features] and ``peak`` = each
+    sample's largest |reference| [N] (parity computes the peak once per reference: ``judge.prepare_reference``)."""
+    return np.max(abs_diff, axis=1), np.maximum(peak, SCALE_FLOOR)
 
 
 def relative_error(reference: np.ndarray | Sequence[np.ndarray], candidate: np.ndarray | Sequence[np.ndarray], *,
