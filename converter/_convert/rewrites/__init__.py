@@ -15,11 +15,11 @@ from functools import partial
 import onnx
 
 from converter._convert.rewrites.booleans import expand_bool_as_int
-from converter._convert.rewrites.fastroute import FastRoute, fast_route
 from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
 from converter._convert.rewrites.slices import full_rank_dynamic_slices
 from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
+from converter._convert.rewrites.fastroute import FastRoute, fast_route
 from converter._convert.rewrites.fold import fold_constants
 from converter._convert.rewrites.gathers import gather_nd_as_flat_gather
 from converter._convert.rewrites.integers import int64_abs_as_select
@@ -35,15 +35,15 @@ from converter._convert.rewrites.subgraphs import anchor_constant_subgraphs
 __all__ = [
     "MAX_ABS_ERROR",
     "REWRITES",
-    "NetworkBlockedError",
     "FastRoute",
+    "NetworkBlockedError",
     "Prepared",
     "Rewrite",
     "anchor_constant_outputs",
     "anchor_constant_subgraphs",
     "erf_as_polynomial",
-    "fast_route",
     "expand_bool_as_int",
+    "fast_route",
     "fold_constants",
     "full_rank_broadcast_constants",
     "full_rank_dynamic_slices",
