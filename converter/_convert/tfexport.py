@@ -85,14 +85,18 @@ def save_saved_model(module, path: Path, verbose: bool = False) -> None:
     import tensorflow as tf
 
     concrete = module.serve.get_concrete_function()
+    # some onnx2tf layers hold variables the Keras model does not list (seen: convnext's depthwise kernels, whose
+    # plain save then fails on an "untracked" resource): track every variable the traced function reads
+    listed = {id(v) for v in module.variables_}
+    module.variables_ = [*module.variables_, *(v for v in concrete.graph.variables if id(v) not in listed)]
     with silenced(verbose):
         try:
             tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: concrete})
         except (AssertionError, ValueError, KeyError) as exc:
             if "untracked" not in str(exc):
                 raise
-            # some onnx2tf layers capture resources outside ``variables`` (seen: regnet, convnext):
-            # tf_keras' ExportArchive tracks everything the Keras model owns; same signature
+            # a captured resource that is not a variable: tf_keras' ExportArchive tracks everything the Keras model
+            # owns; same signature
             _save_with_export_archive(module, path)
             object.__setattr__(module, "saved_model_source", str(path))
 
@@ -130,20 +134,13 @@ def tflite_converter(module, saved_model: Path | None = None):
 
 def saved_model_converter(path: str | Path):
     """A ``TFLiteConverter`` for the ``serving_default`` signature of the SavedModel at ``path``: what
-    ``TFLiteConverter.from_saved_model`` returns, without its extra load of the SavedModel; the file's conversion
-    metadata then says "from a SavedModel", as from_saved_model's would."""
+    ``TFLiteConverter.from_saved_model`` returns, without its extra reads of the SavedModel
+    (:mod:`converter._convert.leanlite`); the file's conversion metadata says "from a SavedModel"."""
     import tensorflow as tf
-    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
-    from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
 
-    # what from_saved_model does: a class attribute the constructor reads into the file's metadata; put back
-    # after, so the next converter anyone in this process builds does not inherit it
-    previous = TFLiteConverterBase._original_model_type  # noqa: SLF001
-    TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # noqa: SLF001
-    try:
-        return TFLiteSavedModelConverterV2(str(path), {tf.saved_model.SERVING}, [SIGNATURE_KEY])
-    finally:
-        TFLiteConverterBase._original_model_type = previous  # noqa: SLF001
+    from converter._convert import leanlite
+
+    return leanlite.saved_model_converter(path, {tf.saved_model.SERVING}, SIGNATURE_KEY)
 
 
 def positional(module, representative: Callable[[], Iterable]) -> Callable[[], Iterable[list[np.ndarray]]]:
