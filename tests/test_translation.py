@@ -157,6 +157,40 @@ def test_a_node_whose_plain_build_raises_is_built_again_with_the_checks(monkeypa
     assert graph.sample_error < 1e-5
 
 
+def scalar_arithmetic() -> onnx.ModelProto:
+    """Add, Sub, Mul and Div, each of an activation and a scalar constant, then of two activations."""
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("a", 0.5), ("s", 1.5), ("m", -2.0), ("d", 4.0))]
+    nodes = [helper.make_node("Add", ["x", "a"], ["xa"], name="/Add"),
+             helper.make_node("Sub", ["xa", "s"], ["xs"], name="/Sub"),
+             helper.make_node("Mul", ["xs", "m"], ["xm"], name="/Mul"),
+             helper.make_node("Div", ["xm", "d"], ["xd"], name="/Div"),
+             helper.make_node("Mul", ["xd", "x"], ["y"], name="/Mul_1"),
+             helper.make_node("Add", ["y", "xa"], ["out"], name="/Add_1")]
+    return _model(nodes, [1, 8, 6, 6], inits)
+
+
+def test_scalar_tests_build_no_keras_layers_on_the_fast_route(monkeypatch) -> None:
+    """onnx2tf's Add/Sub/Mul/Div ask ``tf.rank(x) == 0`` of each input; on the fast route TensorFlow's ``rank`` sees
+    only the constants (where the answer counts), never an activation (where it would build two Keras layers whose
+    answer onnx2tf ignores), and the graph is exact."""
+    import tensorflow as tf
+    from tf_keras.src.engine.keras_tensor import KerasTensor
+
+    seen = []
+    real = tf.rank
+
+    def spy(x, name=None):
+        seen.append(isinstance(x, KerasTensor))
+        return real(x, name)
+
+    monkeypatch.setattr(tf, "rank", spy)
+    graph = _translate(scalar_arithmetic())
+    assert graph.translation["strict_mode"] is False, graph.translation
+    assert seen and not any(seen)
+    assert graph.sample_error < 1e-6
+
+
 @pytest.mark.parametrize(("shapes", "constant", "expected"), [
     ([[1, 4, 16, 8], [1, 4, 8, 16], [1, 4, 16, 16]], False, True),   # q @ k^T: a square score map
     ([[1, 197, 64], [1, 64, 197], [1, 197, 197]], False, True),
