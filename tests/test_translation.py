@@ -137,6 +137,41 @@ def test_only_ambiguous_attention_matmuls_get_onnx2tfs_checks_on_the_fast_route(
     assert graph.sample_error < 1e-5
 
 
+def test_the_checks_share_one_evaluation_of_the_keras_graph(monkeypatch) -> None:
+    """The checked MatMuls get their inputs' TF values from the shared evaluation (:mod:`kerasvalues`), never from
+    onnx2tf's partial model run from the graph's inputs, and the graph is as exact as with onnx2tf's own."""
+    import onnx2tf.utils.common_functions as common
+
+    def partial_model(**kwargs):
+        pytest.fail(f"onnx2tf built a partial model for {kwargs['graph_node_output'].name}")
+
+    monkeypatch.setattr(common, "acquisition_of_validation_data", partial_model)
+    graph = _translate_at(attention_block(), (1, 6, 4, 4))
+    assert graph.translation["strict_mode"] is False, graph.translation
+    assert graph.translation["checked_nodes"] == ["attn/scores", "attn/mix"]
+    assert graph.sample_error < 1e-5
+
+
+def test_the_shared_evaluation_matches_keras_on_every_tensor() -> None:
+    """Every intermediate tensor of an onnx2tf graph, valued by :mod:`kerasvalues` in one pass (in reverse order, so
+    later ones reuse earlier values), equals what a Keras model from the inputs to that tensor computes."""
+    import tensorflow as tf
+    import tf_keras
+
+    from converter._convert.rewrites.kerasvalues import _KerasValues
+
+    keras_model = _translate_at(attention_block(), (1, 6, 4, 4)).keras_model
+    x = np.random.default_rng(5).standard_normal((1, 4, 4, 6)).astype(np.float32)
+    tensors = [t for layer in keras_model.layers[1:] for node in layer.inbound_nodes
+               for t in tf.nest.flatten(node.outputs)]
+    assert len(tensors) > 10
+    values = _KerasValues()
+    values.bind(keras_model.inputs, {keras_model.inputs[0].name: x})
+    for t in reversed(tensors):
+        expected = tf_keras.Model(keras_model.inputs, t)(x, training=False).numpy()
+        np.testing.assert_array_equal(values.of(t), expected, err_msg=t.name)
+
+
 def test_a_node_whose_plain_build_raises_is_built_again_with_the_checks(monkeypatch) -> None:
     """A node onnx2tf cannot build without its reference values (as levit's attention MatMul once could not) is
     built again with them, computed on demand, instead of sending the whole graph to strict mode."""
