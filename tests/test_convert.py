@@ -91,6 +91,9 @@ def test_manifest_records_layout_and_ops(converted):
     assert outp["shape"] == [1, 10] and outp["perm_from_pytorch"] == [0, 1]
     hist = manifest["artifacts"]["tflite_fp32"]["op_histogram"]
     assert hist["CONV_2D"] == 1 and hist["FULLY_CONNECTED"] == 2 and hist.get("TRANSPOSE", 0) <= 1
+    fp16 = manifest["artifacts"]["tflite_fp16"]
+    assert fp16["fp16_route"] == {"cast_from_fp32": True}  # its weights all feed CONV_2D and FULLY_CONNECTED
+    assert fp16["op_histogram"]["DEQUANTIZE"] >= 3
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "dynamic_int8", "int8"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter._convert import export, layout
+from converter._convert import export, halfcast, layout
 from converter.quantization import int8child
 from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
 from converter.options import ConvertOptions
@@ -91,11 +91,25 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
                                                  details={"signature": tfexport.SIGNATURE_KEY})
     timings["saved_model"] = time.perf_counter() - t
     representative = _representative(calibration, side.data, graph.inputs)
+    fp32_file: list[bytes] = []  # the fp32 flatbuffer, once converted (the fp16 file is cast from it)
+
+    def fp32() -> bytes:
+        if not fp32_file:
+            fp32_file.append(tfexport.convert_tflite(module, "fp32", None, options.verbose, out / "saved_model"))
+        return fp32_file[0]
+
     for precision in options.tflite_precisions:
         t = time.perf_counter()
         stage(f"writing model_{precision}.tflite")
         extra: dict = {}
-        if precision == "int8" and options.int8_keep_float:
+        if precision == "fp32":
+            blob = fp32()
+        elif precision == "fp16":
+            blob, why = halfcast.cast_fp16(fp32(), options.verbose)
+            extra["fp16_route"] = {"cast_from_fp32": blob is not None, **({"why": why} if why else {})}
+            if blob is None:
+                blob = tfexport.convert_tflite(module, precision, None, options.verbose, out / "saved_model")
+        elif precision == "int8" and options.int8_keep_float:
             blob, extra = _selective_int8(*int8_source(), representative, side, proto, options, out)
             extra["rnn_unrolled"] = recurrent
         elif precision == "int8" and representative is not None and recurrent:
