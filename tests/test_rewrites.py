@@ -378,6 +378,18 @@ def bool_mask_expand_graph() -> onnx.ModelProto:
     return _model(nodes, [mask], [out])
 
 
+def mlp_scale_graph(scale=0.5, second_reader: bool = False) -> onnx.ModelProto:
+    """GELU's closing ``h * 0.5`` (a Constant node, as exported) in front of a Linear's MatMul; ``second_reader``:
+    the scaled tensor is also a graph output."""
+    rng = np.random.default_rng(4)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "fc2.weight")
+    nodes = [_const("half", np.asarray(scale, np.float32)),
+             helper.make_node("Mul", ["x", "half"], ["h"], name="/act/Mul_1"),
+             helper.make_node("MatMul", ["h", "fc2.weight"], ["y"], name="/fc2/MatMul")]
+    outputs = [_f32("y", [2, 5, 3]), *([_f32("h", [2, 5, 4])] if second_reader else [])]
+    return _model(nodes, [_f32("x", [2, 5, 4])], outputs, [weights])
+
+
 def _bias_full_rank(m: onnx.ModelProto) -> bool:
     add = next(n for n in m.graph.node if n.op_type == "Add")
     bias = next(t for t in m.graph.initializer if t.name == add.input[1])
@@ -534,6 +546,14 @@ CASES = [
     Case("expand_bool_as_int", bool_mask_expand_graph, rewrites.expand_bool_as_int,
          lambda m: sum(n.op_type == "Cast" for n in m.graph.node) == 4),
     Case("expand_of_floats_stays", big_expand_graph, rewrites.expand_bool_as_int, lambda m: True, changes=False),
+    Case("scale_into_matmul", mlp_scale_graph, rewrites.scale_into_matmul,
+         lambda m: _no_op("Mul")(m) and [t.name for t in m.graph.initializer] == ["fc2.weight/times_/act/Mul_1"]),
+    Case("scale_into_matmul_rounds_once", lambda: mlp_scale_graph(0.3), rewrites.scale_into_matmul, _no_op("Mul"),
+         atol=1e-6),
+    Case("scale_with_a_second_reader_stays", lambda: mlp_scale_graph(second_reader=True), rewrites.scale_into_matmul,
+         _has_op("Mul"), changes=False),
+    Case("per_channel_scale_stays", lambda: mlp_scale_graph(np.array([0.5, 1.0, 2.0, 0.25])),
+         rewrites.scale_into_matmul, _has_op("Mul"), changes=False),
     Case("sanitize_names", messy_names_graph, rewrites.sanitize_names, _names_valid),
     Case("infer_shapes", chunk_graph, rewrites.infer_shapes, _all_shapes_known),
 ]

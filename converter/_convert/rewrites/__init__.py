@@ -29,6 +29,7 @@ from converter._convert.rewrites.offline import NetworkBlockedError, patch_onnx2
 from converter._convert.rewrites.outputs import anchor_constant_outputs
 from converter._convert.rewrites.pooling import zero_pad_nonnegative_maxpool
 from converter._convert.rewrites.recurrent import materialize_lstm_states
+from converter._convert.rewrites.scales import scale_into_matmul
 from converter._convert.rewrites.shapes import infer_shapes
 from converter._convert.rewrites.subgraphs import anchor_constant_subgraphs
 
@@ -56,6 +57,7 @@ __all__ = [
     "patchwise_conv_transpose",
     "prepare_for_onnx2tf",
     "sanitize_names",
+    "scale_into_matmul",
     "shuffle_as_gather",
     "wildcard_dynamic_reshape",
     "zero_pad_nonnegative_maxpool",
@@ -76,6 +78,7 @@ class Prepared:
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
     ("erf_as_polynomial", erf_as_polynomial),
+    ("scale_into_matmul", scale_into_matmul),
     ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),
     ("wildcard_dynamic_reshape", wildcard_dynamic_reshape),
     ("shuffle_as_gather", shuffle_as_gather),
