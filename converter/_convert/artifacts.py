@@ -4,6 +4,7 @@ between the two is :class:`converter._convert.side.TorchSide`."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -91,12 +92,11 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
                                                  details={"signature": tfexport.SIGNATURE_KEY})
     timings["saved_model"] = time.perf_counter() - t
     representative = _representative(calibration, side.data, graph.inputs)
-    fp32_file: list[bytes] = []  # the fp32 flatbuffer, once converted (the fp16 file is cast from it)
 
+    @functools.cache
     def fp32() -> bytes:
-        if not fp32_file:
-            fp32_file.append(tfexport.convert_tflite(module, "fp32", None, options.verbose, out / "saved_model"))
-        return fp32_file[0]
+        """The fp32 flatbuffer, converted once: the fp16 file is cast from it."""
+        return tfexport.convert_tflite(module, "fp32", None, options.verbose, out / "saved_model")
 
     for precision in options.tflite_precisions:
         t = time.perf_counter()
