@@ -69,6 +69,20 @@ def test_the_fast_route_is_kept_when_it_matches_onnxruntime() -> None:
     assert graph.sample_error < 1e-5
 
 
+def test_weight_products_are_2d_matmuls_on_the_fast_route() -> None:
+    """The channels-last Linear (a [1, 6, 6, 8] activation times a constant [8, 8]) is one 2-D MatMul in the TF
+    graph, not a broadcasting BatchMatMulV2, and stays exact."""
+    import tensorflow as tf
+
+    graph = _translate(channels_last_block(residual=False))
+    assert graph.translation["strict_mode"] is False, graph.translation
+    model = graph.keras_model
+    traced = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec(model.inputs[0].shape, tf.float32))
+    ops = {op.type for op in traced.graph.get_operations()}
+    assert "MatMul" in ops and "BatchMatMulV2" not in ops, sorted(ops)
+    assert graph.sample_error < 1e-5
+
+
 def test_strict_mode_takes_over_when_the_fast_route_fails() -> None:
     """With the skip connection, onnx2tf without strict mode adds the NCHW-ordered branch to the NHWC input
     ("Dimensions must be equal, but are 8 and 6"); strict mode builds it, and the manifest says why it was used.

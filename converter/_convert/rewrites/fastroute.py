@@ -30,6 +30,12 @@ manager:
    scalar; on an activation (a Keras symbolic tensor) that builds two throw-away Keras layers whose answer is then
    ignored (only an eager result counts). Here ``rank`` of a symbolic tensor answers its static rank as a Python int,
    which onnx2tf ignores the same way (convnext_tiny: 2.5 of 11 s of translation).
+4. **Weight products as 2-D GEMMs.** An activation of rank 3 or more times a constant matrix (every Linear on
+   tokens or on a channels-last map) was a broadcasting ``BatchMatMulV2``, which TensorFlow runs as one small
+   product per leading index: 2.4-3.6x slower than one 2-D product in a micro-benchmark. Here it is reshaped to
+   ``[-1, K]``, multiplied once and reshaped back (all static sizes past the batch). TFLite's converter folds the
+   reshapes into the same FULLY_CONNECTED as before; convnext_tiny's SavedModel runs a sample in 81 instead of
+   156 ms.
 
 Everything it changes is judged afterwards like any fast translation: the sample check, then parity.
 """
@@ -131,6 +137,8 @@ def fast_route() -> Iterator[FastRoute]:
         for op in SCALAR_TESTS:
             module = importlib.import_module(f"onnx2tf.ops.{op}")
             patches.enter_context(mock.patch.object(module, "tf", _LayerFreeRank(module.tf)))
+        matmul = importlib.import_module("onnx2tf.ops.MatMul")
+        patches.enter_context(mock.patch.object(matmul, "tf", _FlatWeightMatMul(matmul.tf)))
         yield done
 
 
@@ -192,3 +200,27 @@ def _static_shape(tensor) -> list[int] | None:
         return [int(d) for d in tensor.shape]
     except (AttributeError, TypeError, ValueError):  # no tensor, unknown rank or a None dimension
         return None
+
+
+class _FlatWeightMatMul:
+    """``tensorflow`` as onnx2tf's MatMul sees it: an activation of rank 3 or more times a constant matrix is one
+    2-D product between two reshapes (point 4 of the module docstring) instead of a broadcasting BatchMatMulV2;
+    everything else is TensorFlow's."""
+
+    def __init__(self, tf) -> None:
+        self._tf = tf
+
+    def __getattr__(self, name: str):
+        return getattr(self._tf, name)
+
+    def matmul(self, a, b, **kwargs):
+        from tf_keras.src.engine.keras_tensor import KerasTensor
+
+        tf = self._tf
+        dims = list(a.shape) if isinstance(a, KerasTensor) and a.shape.rank is not None else []
+        flat = (len(dims) >= 3 and hasattr(b, "numpy") and b.shape.rank == 2 and dims[-1] is not None
+                and None not in dims[1:] and set(kwargs) <= {"output_type", "name"})
+        if not flat:
+            return tf.matmul(a, b, **kwargs)
+        product = tf.matmul(tf.reshape(a, [-1, dims[-1]]), b, **kwargs)
+        return tf.reshape(product, [-1, *dims[1:-1], int(b.shape[1])])
