@@ -51,8 +51,9 @@ from dataclasses import dataclass, field
 
 from converter._convert.rewrites.kerasvalues import incremental_checks
 
-#: onnx2tf op modules whose make_node tests each input with ``tf.rank(x) == 0`` (point 3 of the module docstring)
-SCALAR_TESTS = ("Add", "Sub", "Mul", "Div")
+#: onnx2tf op modules that see :class:`_TensorFlowForOps` as ``tf``: the ones whose make_node tests each input with
+#: ``tf.rank(x) == 0`` (point 3 of the module docstring) and MatMul (point 4)
+PATCHED_TF = ("Add", "Sub", "Mul", "Div", "MatMul")
 
 #: onnx2tf's per-tensor record: is the TF layout transposed against ONNX's (NCHW -> NHWC and so on)?
 TRANSPOSED = "before_op_output_shape_trans"
@@ -134,17 +135,19 @@ def fast_route() -> Iterator[FastRoute]:
         patches.enter_context(mock.patch.object(entry, "dummy_onnx_inference", deferred))
         patches.enter_context(mock.patch.object(entry, "importlib", shim))
         patches.enter_context(incremental_checks())
-        for op in SCALAR_TESTS:
+        for op in PATCHED_TF:
             module = importlib.import_module(f"onnx2tf.ops.{op}")
-            patches.enter_context(mock.patch.object(module, "tf", _LayerFreeRank(module.tf)))
-        matmul = importlib.import_module("onnx2tf.ops.MatMul")
-        patches.enter_context(mock.patch.object(matmul, "tf", _FlatWeightMatMul(matmul.tf)))
+            patches.enter_context(mock.patch.object(module, "tf", _TensorFlowForOps(module.tf)))
         yield done
 
 
-class _LayerFreeRank:
-    """``tensorflow`` as onnx2tf's Add/Sub/Mul/Div see it: ``rank`` of a Keras symbolic tensor is its static rank, a
-    Python int, instead of a Keras layer (point 3 of the module docstring); everything else is TensorFlow's."""
+class _TensorFlowForOps:
+    """``tensorflow`` as the ``PATCHED_TF`` op modules see it; everything but two functions is TensorFlow's:
+
+    - ``rank`` of a Keras symbolic tensor is its static rank, a Python int, instead of a Keras layer (point 3 of the
+      module docstring; only Add/Sub/Mul/Div call it, in their scalar test);
+    - ``matmul`` of an activation of rank 3 or more and a constant matrix is one 2-D product between two reshapes
+      instead of a broadcasting BatchMatMulV2 (point 4; MatMul's translation)."""
 
     def __init__(self, tf) -> None:
         self._tf = tf
@@ -156,6 +159,18 @@ class _LayerFreeRank:
         from tf_keras.src.engine.keras_tensor import KerasTensor
 
         return x.shape.rank if isinstance(x, KerasTensor) else self._tf.rank(x, name)
+
+    def matmul(self, a, b, **kwargs):
+        from tf_keras.src.engine.keras_tensor import KerasTensor
+
+        tf = self._tf
+        dims = list(a.shape) if isinstance(a, KerasTensor) and a.shape.rank is not None else []
+        flat = (len(dims) >= 3 and hasattr(b, "numpy") and b.shape.rank == 2 and dims[-1] is not None
+                and None not in dims[1:] and set(kwargs) <= {"output_type", "name"})
+        if not flat:
+            return tf.matmul(a, b, **kwargs)
+        product = tf.matmul(tf.reshape(a, [-1, dims[-1]]), b, **kwargs)
+        return tf.reshape(product, [-1, *dims[1:-1], int(b.shape[1])])
 
 
 def _ambiguous(node) -> bool:
@@ -201,26 +216,3 @@ def _static_shape(tensor) -> list[int] | None:
     except (AttributeError, TypeError, ValueError):  # no tensor, unknown rank or a None dimension
         return None
 
-
-class _FlatWeightMatMul:
-    """``tensorflow`` as onnx2tf's MatMul sees it: an activation of rank 3 or more times a constant matrix is one
-    2-D product between two reshapes (point 4 of the module docstring) instead of a broadcasting BatchMatMulV2;
-    everything else is TensorFlow's."""
-
-    def __init__(self, tf) -> None:
-        self._tf = tf
-
-    def __getattr__(self, name: str):
-        return getattr(self._tf, name)
-
-    def matmul(self, a, b, **kwargs):
-        from tf_keras.src.engine.keras_tensor import KerasTensor
-
-        tf = self._tf
-        dims = list(a.shape) if isinstance(a, KerasTensor) and a.shape.rank is not None else []
-        flat = (len(dims) >= 3 and hasattr(b, "numpy") and b.shape.rank == 2 and dims[-1] is not None
-                and None not in dims[1:] and set(kwargs) <= {"output_type", "name"})
-        if not flat:
-            return tf.matmul(a, b, **kwargs)
-        product = tf.matmul(tf.reshape(a, [-1, dims[-1]]), b, **kwargs)
-        return tf.reshape(product, [-1, *dims[1:-1], int(b.shape[1])])
