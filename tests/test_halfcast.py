@@ -8,8 +8,9 @@ import pytest
 from converter._convert import halfcast, tfexport
 
 
-def _fp32_file(with_added_table: bool) -> bytes:
-    """A dense layer (64 x 64 weights) then, with ``with_added_table``, a 32 x 64 constant added to the result."""
+def _fp32_file(with_added_table: bool, optimize: bool = False) -> bytes:
+    """A dense layer (64 x 64 weights) then, with ``with_added_table``, a 32 x 64 constant added to the result;
+    ``optimize``: TF's dynamic-range int8 file of it instead."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -23,7 +24,10 @@ def _fp32_file(with_added_table: bool) -> bytes:
 
     module = tf.Module()
     module.serve = serve
-    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], module).convert()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], module)
+    if optimize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
 
 
 def _run(blob: bytes, x: np.ndarray) -> np.ndarray:
@@ -59,3 +63,16 @@ def test_a_file_the_quantiser_cannot_read_is_a_reason_not_an_error() -> None:
 @pytest.mark.parametrize(("min_elements", "expected"), [(4096, 1), (4097, 0)])
 def test_float32_constants_counts_elements(min_elements: int, expected: int) -> None:
     assert len(halfcast.float32_constants(_fp32_file(with_added_table=False), min_elements)) == expected
+
+
+def test_an_int8_file_without_int8_tensors_is_reported(tmp_path) -> None:
+    """``tfexport.unquantised`` (parity's check of the int8 files) counts the same large float32 constants: a float
+    file passed off as dynamic-range int8 names its one 64 x 64 weight; a real dynamic-range file passes."""
+    fp32 = tmp_path / "fp32.tflite"
+    fp32.write_bytes(_fp32_file(with_added_table=False))
+    assert tfexport.unquantised(fp32, "dynamic_int8") == \
+        "it holds no int8 tensor, though 1 float weight(s) are large enough to quantise"
+    assert tfexport.unquantised(fp32, "int8") == "it holds no int8 tensor"
+    quantised = tmp_path / "dynamic.tflite"
+    quantised.write_bytes(_fp32_file(with_added_table=False, optimize=True))
+    assert tfexport.unquantised(quantised, "dynamic_int8") is None

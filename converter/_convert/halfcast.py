@@ -20,8 +20,8 @@ import numpy as np
 from converter._convert.quiet import silenced
 from converter.errors import first_line
 
-#: a float32 constant this large left after casting sends the file to TF's converter (the dynamic-range quantiser's
-#: own threshold for weights worth quantising, ``tfexport.DYNAMIC_RANGE_MIN_ELEMENTS``)
+#: a float32 constant this large left after casting sends the file to TF's converter: TFLite's dynamic-range
+#: quantiser's own threshold for weights worth quantising (it leaves smaller ones in float)
 MIN_ELEMENTS = 1024
 
 #: the ops whose weights ``ai_edge_quantizer`` casts to float16 (its FLOAT_CASTING algorithm's registered ops)

@@ -192,27 +192,21 @@ def convert_tflite(
                                         "rerun with --verbose; drop that precision with --precision") from None
 
 
-#: TFLite's dynamic-range quantiser leaves weight tensors with fewer elements than this in float.
-DYNAMIC_RANGE_MIN_ELEMENTS = 1024
-
-
 def unquantised(tflite_file: Path, precision: str) -> str | None:
     """Why an int8 TFLite file is not really quantised, or None when it is.
 
     Full int8 must hold int8 tensors; dynamic-range int8 must, unless no float weight reaches the quantiser's
-    1024-element threshold (a small model's file then stays float, and that is what it should be)."""
+    1024-element threshold (``halfcast.MIN_ELEMENTS``; a small model's file then stays float, and that is what it
+    should be)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(tflite_file))
-    details = interpreter.get_tensor_details()
-    if any(d["dtype"] == np.int8 for d in details):
+    from converter._convert.halfcast import float32_constants
+
+    if any(d["dtype"] == np.int8 for d in Interpreter(model_path=str(tflite_file)).get_tensor_details()):
         return None
     if precision == "int8":
         return "it holds no int8 tensor"
-    produced = {i for op in interpreter._get_ops_details() for i in op["outputs"]}  # the public API has no op list
-    fed = {d["index"] for d in interpreter.get_input_details()}
-    weights = [d for d in details if d["index"] not in produced | fed and d["dtype"] == np.float32
-               and int(np.prod(d["shape"])) >= DYNAMIC_RANGE_MIN_ELEMENTS]
+    weights = float32_constants(tflite_file.read_bytes())
     return f"it holds no int8 tensor, though {len(weights)} float weight(s) are large enough to quantise" \
         if weights else None
 
