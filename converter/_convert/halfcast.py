@@ -24,10 +24,6 @@ from converter.errors import first_line
 #: quantiser's own threshold for weights worth quantising (it leaves smaller ones in float)
 MIN_ELEMENTS = 1024
 
-#: the ops whose weights ``ai_edge_quantizer`` casts to float16 (its FLOAT_CASTING algorithm's registered ops)
-CAST_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
-
-
 def cast_fp16(fp32: bytes, verbose: bool = False) -> tuple[bytes | None, str]:
     """The fp16 file cast from the fp32 file ``fp32``, or None and why not (a large float32 constant the quantiser
     leaves, or its error)."""

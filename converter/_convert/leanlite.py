@@ -39,7 +39,7 @@ def saved_model_converter(path: str | Path, tags: set[str], signature_key: str):
 def duplicate_buffers(tflite_bytes: bytes) -> bool:
     """Whether two non-empty buffers of a TFLite flatbuffer hold the same bytes (read through the flatbuffer, no
     copy; only buffers of equal size are hashed)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(tflite_bytes, 0)
     by_size: dict[int, list] = {}

@@ -215,4 +215,3 @@ def _static_shape(tensor) -> list[int] | None:
         return [int(d) for d in tensor.shape]
     except (AttributeError, TypeError, ValueError):  # no tensor, unknown rank or a None dimension
         return None
-

@@ -33,20 +33,18 @@ def incremental_checks() -> Iterator[None]:
     def acquisition_of_validation_data(*, input_tensor_1, input_tensor_2, graph_node_output, tf_layers_dict,
                                        **kwargs):
         reference = kwargs["onnx_tensor_infos_for_validation"]
-        if reference is None or reference.get(graph_node_output.name) is None:
-            return original(input_tensor_1=input_tensor_1, input_tensor_2=input_tensor_2,
-                            graph_node_output=graph_node_output, tf_layers_dict=tf_layers_dict, **kwargs)
-        symbolic = [_is_symbolic(t) for t in (input_tensor_1, input_tensor_2)]
-        try:
-            if not any(symbolic):
-                raise _Unsupported("no symbolic input")
-            inputs = common.get_tf_model_inputs(tf_layers_dict=tf_layers_dict)
-            values.bind(inputs, _dummy_inputs(common, inputs, kwargs))
-            data = [values.of(t) if s else copy.deepcopy(t) for t, s in zip((input_tensor_1, input_tensor_2), symbolic)]
-        except Exception:  # onnx2tf's own way, whatever it makes of this node
-            return original(input_tensor_1=input_tensor_1, input_tensor_2=input_tensor_2,
-                            graph_node_output=graph_node_output, tf_layers_dict=tf_layers_dict, **kwargs)
-        return {graph_node_output.name: reference[graph_node_output.name]}, data[0], data[1]
+        tensors = (input_tensor_1, input_tensor_2)
+        symbolic = [_is_symbolic(t) for t in tensors]
+        if reference is not None and reference.get(graph_node_output.name) is not None and any(symbolic):
+            try:
+                inputs = common.get_tf_model_inputs(tf_layers_dict=tf_layers_dict)
+                values.bind(inputs, _dummy_inputs(common, inputs, kwargs))
+                data = [values.of(t) if s else copy.deepcopy(t) for t, s in zip(tensors, symbolic)]
+                return {graph_node_output.name: reference[graph_node_output.name]}, data[0], data[1]
+            except Exception:  # noqa: BLE001  onnx2tf's own way below, whatever it makes of this node
+                pass
+        return original(input_tensor_1=input_tensor_1, input_tensor_2=input_tensor_2,
+                        graph_node_output=graph_node_output, tf_layers_dict=tf_layers_dict, **kwargs)
 
     with contextlib.ExitStack() as patches:
         for op in CHECKING_OPS:
@@ -127,8 +125,7 @@ class _KerasValues:
             if getattr(node.layer, "_expects_training_arg", False):
                 kwargs.setdefault("training", False)  # as onnx2tf's dummy_tf_inference calls its model
             outputs = node.layer(*args, **kwargs)
-            for kt_out, value in zip(node.outputs if isinstance(node.outputs, list) else tf.nest.flatten(node.outputs),
-                                     tf.nest.flatten(outputs)):
+            for kt_out, value in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
                 self._values[str(id(kt_out))] = (kt_out, value)
             if not self._known(kt):
                 raise _Unsupported(f"evaluating {node.layer.name} did not give {kt!r}")
