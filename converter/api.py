@@ -20,6 +20,7 @@ import numpy as np
 
 from converter._convert import artifacts, interrupts, live, outdir, torchchild, torchstage
 from converter.parity import run as checks
+from converter.parity.offprocess import ChildRows
 from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError, first_line
 from converter.options import ConvertOptions
 from converter.runtime import Runtime, load_runtime
@@ -133,10 +134,13 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
     """Everything :func:`convert` writes, into the staging directory ``tmp``: the stages in order."""
     stage("loading the model and exporting it to ONNX")
     pending = _torch_side(model, weights, tmp, options, input_shapes, parity_data, isolate, export_onnx=True)
+    rows: ChildRows | None = None
     try:
         side = pending.exported()
         timings["pytorch_stage"] = time.perf_counter() - start
-        manifest = artifacts.build_tf(side, tmp, options, calibration, timings)
+        # parity's onnxruntime and TFLite rows start in a child as each file is written (beside the TF build)
+        rows = ChildRows(side.data.inputs, side.chunks(options.dynamic_batch)) if options.parity else None
+        manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written)
         t = time.perf_counter()
         if options.parity:
             stage("parity: the PyTorch reference outputs (computed beside the TF build)")
@@ -144,11 +148,16 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
         timings["pytorch_reference_wait"] = time.perf_counter() - t
     except BaseException:
         pending.cancel()
+        if rows is not None:
+            rows.close()
         raise
     report = None
-    if options.parity:
+    if rows is not None:
         t = time.perf_counter()
-        report = checks.run_parity(tmp, manifest, side, options, timings)
+        try:
+            report = checks.run_parity(tmp, manifest, side, options, timings, rows)
+        finally:
+            rows.close()
         _diagnose(model, weights, tmp, manifest, side, report, options, calibration)
         report.write(tmp)
         timings["parity"] = time.perf_counter() - t

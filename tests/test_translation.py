@@ -65,7 +65,7 @@ def test_static_constants_become_full_rank_only_for_the_fast_route() -> None:
 def test_the_fast_route_is_kept_when_it_matches_onnxruntime() -> None:
     graph = _translate(channels_last_block(residual=False))
     assert graph.translation == {"strict_mode": False, "checked_nodes": [], "rebuilt_nodes": [],
-                                 "relabelled_tensors": []}
+                                 "relabelled_tensors": [], "channels_last_depthwise": []}
     assert graph.sample_error < 1e-5
 
 
@@ -80,6 +80,34 @@ def test_weight_products_are_2d_matmuls_on_the_fast_route() -> None:
     traced = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec(model.inputs[0].shape, tf.float32))
     ops = {op.type for op in traced.graph.get_operations()}
     assert "MatMul" in ops and "BatchMatMulV2" not in ops, sorted(ops)
+    assert graph.sample_error < 1e-5
+
+
+def channels_first_norm_then_depthwise() -> onnx.ModelProto:
+    """torchvision ConvNeXt's ``LayerNorm2d`` (permute to channels-last, a per-channel op, permute back) feeding a
+    depthwise conv: after the literal Transpose back, onnx2tf holds the conv's input in NCHW."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "k")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1], name="/norm/Transpose"),
+             helper.make_node("MatMul", ["t", "w"], ["h"], name="/norm/MatMul"),
+             helper.make_node("Transpose", ["h"], ["u"], perm=[0, 3, 1, 2], name="/norm/Transpose_1"),
+             helper.make_node("Conv", ["u", "k"], ["out"], group=8, pads=[1, 1, 1, 1], name="/dw/Conv")]
+    return _model(nodes, [1, 8, 6, 6], inits)
+
+
+def test_a_depthwise_conv_of_a_channels_first_tensor_stays_depthwise() -> None:
+    """onnx2tf judges "depthwise" from its input's shape before moving it to NHWC, so this conv became a grouped
+    Conv2D (~10x slower on CPU); the fast route hands it the NHWC tensor and it is DepthwiseConv2dNative, exact."""
+    import tensorflow as tf
+
+    graph = _translate(channels_first_norm_then_depthwise())
+    assert graph.translation["strict_mode"] is False, graph.translation
+    assert graph.translation["channels_last_depthwise"] == ["dw/Conv"]  # onnx2tf drops the leading "/"
+    model = graph.keras_model
+    traced = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec(model.inputs[0].shape, tf.float32))
+    ops = [op.type for op in traced.graph.get_operations()]
+    assert "DepthwiseConv2dNative" in ops and "Conv2D" not in ops, sorted(set(ops))
     assert graph.sample_error < 1e-5
 
 

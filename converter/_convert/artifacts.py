@@ -11,6 +11,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,12 @@ from converter._convert.side import TorchSide, take
 CALIBRATION_SAMPLES = 200
 
 
-def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float]) -> Manifest:
-    """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest."""
+def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float],
+             written: Callable[[Path, Manifest, str], None] | None = None) -> Manifest:
+    """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest. ``written(out, manifest, name)`` is
+    called as soon as ``manifest.artifacts[name]`` is in ``out`` (``onnx`` first, then each TFLite file): parity
+    queues its child-process rows with it (:class:`converter.parity.offprocess.ChildRows`)."""
+    written = written or (lambda *_: None)
     from converter._convert.quiet import import_tensorflow
 
     import_tensorflow(options.verbose)
@@ -46,6 +51,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
                          "export the model with standard ONNX ops at an opset between 7 and 21") from None
     manifest = _base_manifest(side, options, ort_out, _opset_of(proto, options.opset))
+    written(out, manifest, "onnx")
     if not options.wants_saved_model:
         return manifest
     t = time.perf_counter()
@@ -125,6 +131,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), precision=precision, details={
             "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
             **tfexport.tflite_io_order(blob), "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
+        written(out, manifest, f"tflite_{precision}")
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")

@@ -208,7 +208,8 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
     error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
     translation = {"strict_mode": not fast,
                    **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt,
-                       "relabelled_tensors": checks.relabelled} if checks is not None else {})}
+                       "relabelled_tensors": checks.relabelled, "channels_last_depthwise": checks.channels_last}
+                    if checks is not None else {})}
     return TFGraph(keras_model, inputs, outputs, prepared.applied, error, translation)
 
 

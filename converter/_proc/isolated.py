@@ -1,4 +1,5 @@
-"""Run a TFLite flatbuffer in a child process, so an interpreter that aborts cannot take the caller down.
+"""Run a TFLite flatbuffer (or an ONNX graph) in a child process, so an interpreter that aborts cannot take the
+caller down, and so the caller works meanwhile.
 
 Why: some int8 graphs are rejected by XNNPACK ("failed to prepare", a clean ``RuntimeError``) and, once a
 neighbouring op stays float so XNNPACK no longer claims them, crash the reference kernels with SIGABRT
@@ -6,8 +7,9 @@ neighbouring op stays float so XNNPACK no longer claims them, crash the referenc
 inputs' scales differ by orders of magnitude). Searching over quantisation variants runs many such models;
 each runs here in ``python -m converter._proc.isolated`` and a crash becomes :class:`InterpreterAborted`.
 
-The child imports only NumPy and LiteRT (no TensorFlow), so one call costs well under a second on top of
-the inference itself.
+The child imports only NumPy and LiteRT (no TensorFlow; onnxruntime for an ONNX job), so one call costs well
+under a second on top of the inference itself. Parity also runs its onnxruntime rows here: on the other core,
+beside the TensorFlow work of the caller (:mod:`converter.parity.offprocess`).
 """
 
 from __future__ import annotations
@@ -44,19 +46,25 @@ def ports(specs) -> list[Port]:
 
 @dataclass(frozen=True)
 class Job:
-    """One model to run in a child: the flatbuffer, its signature ports and the batch it is fed at."""
+    """One model to run in a child: the flatbuffer (``runtime="tflite"``, its ``serving_default`` signature) or
+    the ONNX graph (``"onnxruntime"``), its ports (fed and read by name) and the batch it is fed at."""
 
     model: bytes
     inputs: list[Port]
     outputs: list[Port]
     batch: int | None
+    runtime: str = "tflite"
 
 
 def run(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.ndarray], batch: int | None,
         *, timeout: float = 600) -> list[np.ndarray]:
     """Outputs (PyTorch layout) of ``model``'s ``serving_default`` signature on PyTorch-layout ``arrays``,
     fed ``batch`` samples at a time (any count when None). Raises :class:`InterpreterAborted`."""
-    background = Background([Job(model, inputs, outputs, batch)], arrays, timeout=timeout)
+    return _alone(Job(model, inputs, outputs, batch), arrays, timeout)
+
+
+def _alone(job: Job, arrays: list[np.ndarray], timeout: float) -> list[np.ndarray]:
+    background = Background([job], arrays, timeout=timeout)
     try:
         return background.result(0)
     finally:
@@ -65,34 +73,62 @@ def run(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.n
 
 class Background:
     """Several jobs on the same arrays in *one* child process, started at construction; the caller works
-    meanwhile and collects with :meth:`result`.
+    meanwhile, may :meth:`submit` more jobs while the child runs the first ones, and collects with :meth:`result`.
 
     One child instead of one per job saves a process start and the LiteRT import per job. If the child
     dies, the jobs it finished keep their results; each other job is re-run in a child of its own, so the
     job that aborts is the one that fails (and only it)."""
 
     def __init__(self, jobs: list[Job], arrays: list[np.ndarray], *, timeout: float = 600) -> None:
-        self.jobs, self.arrays, self.timeout = jobs, arrays, timeout
+        self.jobs: list[Job] = []
+        self.arrays, self.timeout = arrays, timeout
         self._work = tempfile.TemporaryDirectory(prefix="tflite-run-")
         self._dir = Path(self._work.name)
-        (self._dir / "request.pkl").write_bytes(pickle.dumps((jobs, arrays), protocol=pickle.HIGHEST_PROTOCOL))
-        self._child = children.start("converter._proc.isolated", str(self._dir), extra_env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+        (self._dir / "arrays.pkl").write_bytes(pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL))
+        # job K is the file job-K.pkl, announced by the line "K" on the child's stdin; closing it means: no more
+        self._child = children.start("converter._proc.isolated", str(self._dir), stdin=True,
+                                     extra_env={"TF_CPP_MIN_LOG_LEVEL": "3"})
         self._returncode: int | None = None
+        for job in jobs:
+            self.submit(job)
+
+    def submit(self, job: Job) -> int:
+        """Queue ``job`` behind the others; returns its index for :meth:`result`."""
+        if self._returncode is not None:
+            raise RuntimeError("submit after result: the child has ended")
+        index = len(self.jobs)
+        self.jobs.append(job)
+        partial = self._dir / f"job-{index}.tmp"
+        partial.write_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(partial, self._dir / f"job-{index}.pkl")
+        try:
+            self._child.proc.stdin.write(f"{index}\n".encode())
+            self._child.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the child died: result() re-runs this job alone
+            pass
+        return index
 
     def result(self, index: int) -> list[np.ndarray]:
-        """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it."""
+        """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it. The first
+        call ends the queue and waits for the child to finish every job."""
         reply = self._dir / f"reply-{index}.pkl"
         if self._returncode is None:
+            try:
+                self._child.proc.stdin.close()
+            except BrokenPipeError:
+                pass
             # ``timeout`` is per job: the child runs them one after another
             code = self._child.wait(self.timeout * len(self.jobs))
             self._returncode = code if code is not None else self._child.proc.returncode
+        what = "onnxruntime" if self.jobs[index].runtime == "onnxruntime" else "the TFLite interpreter"
         if reply.exists():
             return pickle.loads(reply.read_bytes())
+        if reply.with_suffix(".err").exists():  # a clean exception: the child went on with the next job
+            raise InterpreterAborted(f"{what} failed on this model: {reply.with_suffix('.err').read_text()[:200]}")
         if len(self.jobs) > 1:  # the shared child died before this job: alone, it fails only for its own sake
-            job = self.jobs[index]
-            return run(job.model, job.inputs, job.outputs, self.arrays, job.batch, timeout=self.timeout)
+            return _alone(self.jobs[index], self.arrays, self.timeout)
         last = self._child.last_line() or f"exit status {self._returncode}"
-        raise InterpreterAborted(f"the TFLite interpreter failed on this model: {last[:200]}")
+        raise InterpreterAborted(f"{what} failed on this model: {last[:200]}")
 
     def close(self) -> None:
         """Stop the child if it still runs and remove its files."""
@@ -100,30 +136,53 @@ class Background:
         self._work.cleanup()
 
 
-def _invoke(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.ndarray],
-            batch: int | None) -> list[np.ndarray]:
+def _invoke(job: Job, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    run_one = _onnxruntime(job.model, job.outputs) if job.runtime == "onnxruntime" else _tflite(job.model)
+    pieces = []
+    for real, part in chunks(arrays, job.batch):
+        result = run_one({p.name: np.ascontiguousarray(np.transpose(x, p.perm)) for p, x in zip(job.inputs, part)})
+        pieces.append([np.transpose(np.asarray(result[o.name]), np.argsort(o.perm))[:real] for o in job.outputs])
+    return [np.concatenate([p[k] for p in pieces]) for k in range(len(job.outputs))]
+
+
+def _tflite(model: bytes):
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=model).get_signature_runner("serving_default")
     # each input as the file declares it: token ids stay int64/int32, masks bool, images float32
     dtypes = {name: detail["dtype"] for name, detail in runner.get_input_details().items()}
-    pieces = []
-    for real, part in chunks(arrays, batch):
-        result = runner(**{p.name: np.ascontiguousarray(np.transpose(x, p.perm)).astype(dtypes.get(p.name, np.float32))
-                           for p, x in zip(inputs, part)})
-        pieces.append([np.transpose(np.asarray(result[o.name]), np.argsort(o.perm))[:real] for o in outputs])
-    return [np.concatenate([p[k] for p in pieces]) for k in range(len(outputs))]
+    return lambda feed: runner(**{name: x.astype(dtypes.get(name, np.float32), copy=False) for name, x in feed.items()})
+
+
+def _onnxruntime(model: bytes, outputs: list[Port]):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # one thread, and no spinning while it waits: this child shares the machine with the TensorFlow process
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in outputs]
+    return lambda feed: dict(zip(names, session.run(names, feed)))
 
 
 def _main(work: str) -> None:
-    """Child: run each job in order, writing ``reply-K.pkl`` (atomically) as soon as job K is done."""
+    """Child: run job K when the line "K" arrives on stdin, writing ``reply-K.pkl`` (atomically) as soon as it is
+    done, or ``reply-K.err`` with the exception's line when the runtime raises; end when stdin closes."""
     children.die_with_parent()
-    jobs, arrays = pickle.loads((Path(work) / "request.pkl").read_bytes())
-    for k, job in enumerate(jobs):
-        result = _invoke(job.model, job.inputs, job.outputs, arrays, job.batch)
+    arrays = pickle.loads((Path(work) / "arrays.pkl").read_bytes())
+    for line in sys.stdin:
+        k = int(line)
+        try:
+            reply = pickle.dumps(_invoke(pickle.loads((Path(work) / f"job-{k}.pkl").read_bytes()), arrays),
+                                 protocol=pickle.HIGHEST_PROTOCOL)
+            name = f"reply-{k}.pkl"
+        except Exception as exc:  # e.g. XNNPACK "failed to prepare", onnxruntime refusing a graph
+            reply, name = " ".join(f"{type(exc).__name__}: {exc}".split()).encode(), f"reply-{k}.err"
         partial = Path(work) / f"reply-{k}.tmp"
-        partial.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(partial, Path(work) / f"reply-{k}.pkl")
+        partial.write_bytes(reply)
+        os.replace(partial, Path(work) / name)
 
 
 if __name__ == "__main__":

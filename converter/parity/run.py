@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from converter._proc import isolated
 from converter.parity import classes, judge as parity, runtimes
+from converter.parity.offprocess import ChildRows
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
 from converter._convert.feeding import feeding_lines
@@ -24,32 +25,16 @@ from converter._convert.progress import stage
 from converter._convert.side import TorchSide
 
 
-def tflite_jobs(out: Path, manifest: Manifest) -> dict[tuple[str, str], tuple[str, isolated.Job]]:
-    """(runtime, precision) -> (artifact, job) for every TFLite file. Their interpreters live in a child process
-    (quantised graphs can abort LiteRT's kernels), which :func:`run_parity` starts first and collects last: the
-    TFLite rows run on the other core while this process runs the TensorFlow and onnxruntime rows."""
-    fixed = manifest.fixed_batch
-    return {("tflite", art.precision): (art.path, runtimes.tflite_job(out / art.path, manifest, fixed))
-            for art in manifest.tflite_artifacts()}
-
-
-def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
-                  workdir: Path, timings: dict[str, float] | None = None
-                  ) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
-    """In-process runners for every artifact in ``out`` but the TFLite files (the PyTorch rows are not runners:
-    precomputed), and the rows whose runtime could not even load its artifact, with why. ``timings`` gets each
-    runner's set-up seconds as ``parity_<runtime>_<precision>``."""
-    fixed = manifest.fixed_batch
-    arts = manifest.artifacts
-    makers: list[tuple[tuple[str, str], object]] = [
-        (("onnxruntime", "fp32"), lambda: runtimes.onnxruntime_runner(out / "model.onnx", artifact="model.onnx",
-                                                                      batch=fixed))]
-    # one tf.saved_model.load for the two rows that read the SavedModel
-    saved_model = functools.cache(lambda: runtimes.load_saved_model(out / "saved_model"))
-
-    if "saved_model" in arts:
-        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(out / "saved_model", manifest, fixed,
-                                                                                     saved_model())))
+def build_runners(out: Path, manifest: Manifest, side: TorchSide, loaded: Callable[[], object],
+                  timings: dict[str, float]) -> tuple[list[runtimes.Runner], dict[tuple[str, str], str]]:
+    """In-process runners for the SavedModel (``loaded()``: the SavedModel, loaded once) and the reference net's
+    native Keras port, and the rows whose runtime could not even load its artifact, with why (the PyTorch rows are
+    precomputed; the other rows run in the child). ``timings`` gets each set-up's seconds as
+    ``parity_<runtime>_<precision>``."""
+    makers: list[tuple[tuple[str, str], Callable[[], runtimes.Runner]]] = []
+    if "saved_model" in manifest.artifacts:
+        makers.append((("saved_model", "fp32"), lambda: runtimes.saved_model_runner(
+            out / "saved_model", manifest, manifest.fixed_batch, loaded())))
     if side.keras_state is not None:
         def keras_native() -> runtimes.Runner:
             import tf_keras  # already loaded by onnx2tf; Keras 3 would cost a ~3 s import for one small net
@@ -59,26 +44,36 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, options: Conve
             return runtimes.keras_native_runner(state_to_keras(side.keras_state, tf_keras), manifest.inputs)
 
         makers.append((("keras_native", "fp32"), keras_native))
-    if "saved_model" in arts:
-        makers.append((("tf2onnx_roundtrip", "fp32"), lambda: runtimes.tf2onnx_roundtrip_runner(
-            out / "saved_model", manifest, options.opset, workdir, fixed, options.verbose, saved_model())))
     found, crashed = [], {}
     for key, make in makers:
         t = time.perf_counter()
         try:
             found.append(make())
-        except Exception as exc:  # e.g. ORT rejecting tf2onnx's graph: a failed row, not a dead conversion
+        except Exception as exc:  # a SavedModel TF cannot load: a failed row, not a dead conversion
             crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        if timings is not None:
-            timings[f"parity_{key[0]}_{key[1]}"] = time.perf_counter() - t
+        timings[f"parity_{key[0]}_{key[1]}"] = time.perf_counter() - t
     return found, crashed
 
 
+def queue_roundtrip(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path, loaded: Callable[[], object],
+                    rows: ChildRows) -> str | None:
+    """Convert the SavedModel back to ONNX with tf2onnx and queue its onnxruntime row on ``rows``; why it could not
+    be converted, or None."""
+    try:
+        rows.submit(("tf2onnx_roundtrip", "fp32"), *runtimes.tf2onnx_roundtrip_job(
+            out / "saved_model", manifest, options.opset, workdir, manifest.fixed_batch, options.verbose, loaded()))
+    except Exception as exc:  # e.g. onnxruntime rejecting tf2onnx's graph: a failed row, not a dead conversion
+        return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return None
+
+
 def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
-               timings: dict[str, float] | None = None) -> parity.ParityReport:
+               timings: dict[str, float] | None = None, rows: ChildRows | None = None) -> parity.ParityReport:
     """Compare every runtime with the reference on the same data; the report says who passed and by how much.
     ``timings`` (e.g. the manifest's ``timings_s``) gets the seconds of each in-process row (``parity_<runtime>_
-    <precision>``: set-up and run) and the wait for the TFLite child after them (``parity_tflite_wait``)."""
+    <precision>``: set-up and run) and the wait for the child's rows after them (``parity_child_wait``). ``rows``:
+    the child rows the conversion queued while it wrote the artifacts (:mod:`converter.parity.offprocess`); without
+    it, every row is queued now. Either way they are closed here."""
     from converter._convert.quiet import import_tensorflow
 
     names = [o.name for o in manifest.outputs]
@@ -87,7 +82,8 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
     data = side.data
     stage(f"parity: {len(data.inputs[0])} samples through every runtime")
     chunks = side.chunks(manifest.dynamic_batch)
-    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks, {} if timings is None else timings)
+    outputs, crashed, artifacts = _run_runtimes(out, manifest, side, options, chunks, {} if timings is None else timings,
+                                                rows)
     for runtime, by_chunk in side.outputs.items():
         outputs[(runtime, "fp32")] = by_chunk
     if "pytorch" in side.outputs:
@@ -178,19 +174,31 @@ def class_axes(manifest: Manifest, options: ConvertOptions) -> list[classes.Clas
 
 
 def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions, chunks: tuple[int, ...],
-                  timings: dict[str, float]) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
+                  timings: dict[str, float], rows: ChildRows | None = None
+                  ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
-    row's artifact. The TFLite rows start first in a background child and are collected after the in-process rows."""
+    row's artifact. The child's rows (``rows``, else started here with every artifact queued) are collected last.
+    The tf2onnx round trip is converted and queued first, so its onnxruntime run in the child overlaps the in-process
+    rows. (Running those on a thread beside the conversion instead was slower on two cores: four busy threads.)"""
     inputs = side.data.inputs
-    tflite = tflite_jobs(out, manifest)
-    jobs = [(key, c, replace(job, batch=job.batch or c)) for key, (_, job) in tflite.items() for c in chunks]
-    background = isolated.Background([job for _, _, job in jobs], inputs) if jobs else None
+    if rows is None:
+        rows = ChildRows(inputs, chunks)
+        rows.written_all(out, manifest)
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     try:
         # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
         with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
-            runners, crashed = build_runners(out, manifest, side, options, Path(work), timings)
+            loaded = functools.cache(lambda: runtimes.load_saved_model(out / "saved_model"))  # one load, two rows
+            crashed: dict[tuple[str, str], str] = {}
+            if "saved_model" in manifest.artifacts:
+                t = time.perf_counter()
+                why = queue_roundtrip(out, manifest, options, Path(work), loaded, rows)
+                if why is not None:
+                    crashed[("tf2onnx_roundtrip", "fp32")] = why
+                timings["parity_tf2onnx_roundtrip_fp32"] = time.perf_counter() - t
+            runners, unloadable = build_runners(out, manifest, side, loaded, timings)
+            crashed.update(unloadable)
             for r in runners:
                 t = time.perf_counter()
                 try:
@@ -200,20 +208,12 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                 key = f"parity_{r.runtime}_{r.precision}"
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
         t = time.perf_counter()
-        for k, (key, c, _) in enumerate(jobs):
-            if key in crashed:  # an earlier chunk size of this file already failed: one row says so
-                continue
-            try:
-                outputs.setdefault(key, {})[c] = background.result(k)
-            except isolated.InterpreterAborted as exc:
-                outputs.pop(key, None)
-                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        child_outputs, child_crashed = rows.collect()
+        timings["parity_child_wait"] = time.perf_counter() - t
     finally:
-        if background is not None:
-            background.close()
-    timings["parity_tflite_wait"] = time.perf_counter() - t
+        rows.close()
     artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
-    return outputs, crashed, {**artifacts, **{key: path for key, (path, _) in tflite.items()}}
+    return {**outputs, **child_outputs}, {**crashed, **child_crashed}, {**artifacts, **rows.artifacts}
 
 
 def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:

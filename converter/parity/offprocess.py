@@ -1,0 +1,83 @@
+"""The parity rows that run in a child process, each queued as soon as its artifact exists.
+
+onnxruntime on ``model.onnx``, every TFLite file and onnxruntime on the tf2onnx round trip run in one
+:class:`converter._proc.isolated.Background` child (NumPy, LiteRT, onnxruntime; no TensorFlow), one job after
+another. A conversion with parity starts :class:`ChildRows` when its TensorFlow side starts and tells it of each
+artifact as it is written (:meth:`ChildRows.written`, called by :func:`converter._convert.artifacts.build_tf`):
+the child runs the onnxruntime row during the translation and each TFLite row while the next file is built, on
+the core that TensorFlow's single-threaded stages leave idle. :func:`converter.parity.run.run_parity` adds the
+round trip and collects every row. ``--check`` and the second size of ``--dynamic-dim`` queue everything at once
+(:meth:`ChildRows.written_all`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from converter._proc import isolated
+from converter._convert.manifest import Manifest
+from converter.parity import runtimes
+
+Key = tuple[str, str]  # (runtime, precision)
+
+
+class ChildRows:
+    """The child and its queued rows: each row runs once per chunk size in ``chunks`` (a runner with a fixed batch
+    is fed that batch instead)."""
+
+    def __init__(self, inputs: Sequence[np.ndarray], chunks: tuple[int, ...]) -> None:
+        self.chunks = chunks
+        self._background = isolated.Background([], list(inputs))
+        #: (row, chunk, job index), in queue order
+        self._queued: list[tuple[Key, int, int]] = []
+        self.artifacts: dict[Key, str] = {}
+
+    def submit(self, key: Key, artifact: str, job: isolated.Job) -> None:
+        """Queue the row ``key`` (its file ``artifact``), run as ``job`` at every chunk size."""
+        self.artifacts[key] = artifact
+        for chunk in self.chunks:
+            self._queued.append((key, chunk, self._background.submit(replace(job, batch=job.batch or chunk))))
+
+    def written(self, out: Path, manifest: Manifest, name: str) -> None:
+        """``manifest.artifacts[name]`` was just written into ``out``: queue its row (the SavedModel's rows run in
+        the TensorFlow process, so they are not queued here)."""
+        if name == "onnx":
+            self.submit(("onnxruntime", "fp32"), "model.onnx", onnx_job(out / "model.onnx", manifest))
+        elif manifest.artifacts[name].precision is not None:
+            art = manifest.artifacts[name]
+            self.submit(("tflite", art.precision), art.path, runtimes.tflite_job(out / art.path, manifest,
+                                                                                 manifest.fixed_batch))
+
+    def written_all(self, out: Path, manifest: Manifest) -> None:
+        """Queue the rows of every artifact ``out`` already holds."""
+        for name in manifest.artifacts:
+            self.written(out, manifest, name)
+
+    def collect(self) -> tuple[dict[Key, dict[int, list[np.ndarray]]], dict[Key, str]]:
+        """Wait for the child: every row's outputs per chunk size, and the rows that could not run, with why."""
+        outputs: dict[Key, dict[int, list[np.ndarray]]] = {}
+        crashed: dict[Key, str] = {}
+        for key, chunk, index in self._queued:
+            if key in crashed:  # an earlier chunk size of this file already failed: one row says so
+                continue
+            try:
+                outputs.setdefault(key, {})[chunk] = self._background.result(index)
+            except isolated.InterpreterAborted as exc:
+                outputs.pop(key, None)
+                crashed[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        return outputs, crashed
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and remove its files."""
+        self._background.close()
+
+
+def onnx_job(path: Path, manifest: Manifest) -> isolated.Job:
+    """onnxruntime on the ONNX file, fed and read by the ONNX names in the PyTorch layout."""
+    ins = [isolated.Port(i.name, tuple(range(len(i.pytorch_shape)))) for i in manifest.onnx_inputs]
+    outs = [isolated.Port(o.name, tuple(range(len(o.pytorch_shape)))) for o in manifest.onnx_outputs]
+    return isolated.Job(path.read_bytes(), ins, outs, manifest.fixed_batch, runtime="onnxruntime")
