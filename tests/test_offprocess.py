@@ -1,0 +1,115 @@
+"""Parity's child-process rows (:mod:`converter.parity.offprocess` over :class:`converter._proc.isolated.Background`):
+jobs queued while the child already works, onnxruntime jobs beside TFLite ones, a refused model failing only its own
+row, and the tf2onnx round trip's frozen graph without the Identity of every constant."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converter._proc import isolated
+from converter.parity.offprocess import ChildRows
+
+
+def _affine(scale: float, batch: int | str = "N") -> bytes:
+    """``out = x @ w * scale + 1`` on ``x[batch, 4]`` (NCHW-free: the layout permutation is the identity)."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 7, "w")
+    s = numpy_helper.from_array(np.array(scale, np.float32), "s")
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "s"], ["m"]),
+             helper.make_node("Add", ["m", "one"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 3])], [w, s, one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _onnxruntime(model: bytes, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _job(model: bytes, batch: int | None) -> isolated.Job:
+    return isolated.Job(model, [isolated.Port("x", (0, 1))], [isolated.Port("out", (0, 1))], batch,
+                        runtime="onnxruntime")
+
+
+def test_rows_queued_while_the_child_works_match_onnxruntime_at_every_chunk_size() -> None:
+    """Rows queued one by one (as a conversion writes its files) run in the started child at every chunk size,
+    padded where the runner takes a fixed batch, and agree with onnxruntime run here to the last bit."""
+    x = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
+    rows = ChildRows([x], (1, 3))
+    try:
+        rows.submit(("onnxruntime", "fp32"), "a.onnx", _job(_affine(2.0), None))
+        rows.submit(("tf2onnx_roundtrip", "fp32"), "b.onnx", _job(_affine(-0.5), None))
+        outputs, crashed = rows.collect()
+        # every job ran in the shared child (a job it missed would have been re-run in a child of its own)
+        replies = sorted(p.name for p in rows._background._dir.glob("reply-*.pkl"))
+    finally:
+        rows.close()
+    assert replies == [f"reply-{k}.pkl" for k in range(4)]
+    assert crashed == {}
+    for key, scale in ((("onnxruntime", "fp32"), 2.0), (("tf2onnx_roundtrip", "fp32"), -0.5)):
+        assert sorted(outputs[key]) == [1, 3]
+        for by_chunk in outputs[key].values():
+            assert np.array_equal(by_chunk[0], _onnxruntime(_affine(scale), x))
+    assert rows.artifacts == {("onnxruntime", "fp32"): "a.onnx", ("tf2onnx_roundtrip", "fp32"): "b.onnx"}
+
+
+def test_a_refused_model_fails_its_row_and_the_child_goes_on() -> None:
+    """onnxruntime refusing a graph is a failed row with its reason; the jobs after it still run in the same child
+    (which then ends cleanly) instead of each in a child of its own."""
+    x = np.ones((2, 4), np.float32)
+    background = isolated.Background([_job(b"not an onnx graph", None), _job(_affine(1.0), None)], [x])
+    try:
+        with pytest.raises(isolated.InterpreterAborted, match="onnxruntime failed on this model"):
+            background.result(0)
+        assert np.array_equal(background.result(1)[0], _onnxruntime(_affine(1.0), x))
+        assert background._returncode == 0
+    finally:
+        background.close()
+
+
+def test_a_fixed_batch_job_is_fed_padded_chunks() -> None:
+    """A graph built for batch 2 gets 5 samples as three padded chunks; the padding never reaches the outputs."""
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    got = isolated.Background([_job(_affine(3.0, batch=2), 2)], [x])
+    try:
+        out = got.result(0)[0]
+    finally:
+        got.close()
+    assert out.shape == (5, 3)
+    assert np.array_equal(out, _onnxruntime(_affine(3.0), x))
+
+
+def test_frozen_identities_of_constants_are_bypassed_and_outputs_kept() -> None:
+    """Readers of ``Identity(Const)`` (data and control inputs) read the constant; an Identity that is a graph output
+    stays, and the graph computes the same."""
+    import tensorflow as tf
+
+    from converter.parity.runtimes import _bypass_constant_identities
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [2, 3], name="x")
+        w = tf.identity(tf.constant(np.full((3, 3), 0.5, np.float32), name="w"), name="w_read")
+        product = tf.matmul(x, w, name="product")
+        tf.identity(tf.constant(2.0, name="c"), name="c_out")  # a constant output: its Identity is the output
+        with tf.control_dependencies([w]):
+            tf.identity(product, name="out")
+    graph_def = graph.as_graph_def()
+    _bypass_constant_identities(graph_def, ["out:0", "c_out:0"])
+    nodes = {n.name: n for n in graph_def.node}
+    assert "w_read" not in nodes and "c_out" in nodes
+    assert list(nodes["product"].input) == ["x", "w"] and list(nodes["out"].input) == ["product", "^w"]
+    again = tf.Graph()
+    with again.as_default():
+        tf.import_graph_def(graph_def, name="")
+    feed = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with tf.compat.v1.Session(graph=again) as session:
+        out, c = session.run(["out:0", "c_out:0"], {"x:0": feed})
+    assert np.array_equal(out, feed @ np.full((3, 3), 0.5, np.float32)) and c == 2.0
