@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter._convert import export, halfcast, layout
+from converter._convert import export, halfcast, layout, memory
 from converter.quantization import int8child
 from converter.errors import ExportError, InputError, TensorFlowConversionError, first_line
 from converter.options import ConvertOptions
@@ -98,6 +98,13 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
                                                  details={"signature": tfexport.SIGNATURE_KEY})
     timings["saved_model"] = time.perf_counter() - t
     representative = _representative(calibration, side.data, graph.inputs)
+    needs_keras = "int8" in options.tflite_precisions and (options.int8_keep_float or
+                                                         (recurrent and representative is not None))
+    if not needs_keras:
+        # every TFLite file is read from the SavedModel: the Keras model, its traced function and the ONNX proto
+        # are not needed again, and the TFLite converter's peak starts from what is left (memory.give_back)
+        module = graph = proto = None
+    memory.give_back()
 
     @functools.cache
     def fp32() -> bytes:
@@ -132,6 +139,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
             "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
             **tfexport.tflite_io_order(blob), "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
         written(out, manifest, f"tflite_{precision}")
+        memory.give_back()  # what the converter freed: the next file's conversion and parity start lower
         timings[f"tflite_{precision}"] = time.perf_counter() - t
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")

@@ -1,0 +1,83 @@
+"""Memory handed back between stages (:mod:`converter._convert.memory`): the heap glibc keeps after a stage goes back to
+the OS, and the TFLite files are converted with no Keras model alive when none of them needs it."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import converter
+from tests.conftest import ROOT
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_give_back_returns_the_freed_heap_to_the_os() -> None:
+    """300 MB in 4 KiB blocks, every other one freed (a fragmented heap glibc keeps), then the rest freed: the RSS
+    stays up until ``give_back`` trims it."""
+    script = textwrap.dedent("""
+        import gc
+        from converter._convert import memory
+
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+        gc.disable()
+        blocks = [bytearray(4096) for _ in range(75_000)]
+        keep = blocks[-1:]  # a live block at the top of the heap: glibc cannot shrink it from the end
+        del blocks
+        before = rss()
+        memory.give_back()
+        print(before, rss())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before, after = map(float, out.split())
+    assert before - after > 150, (before, after)
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("precisions", "keep_float", "alive"), [
+    (("fp32", "fp16"), (), False),
+    (("fp32", "int8"), (), False),
+    (("fp32", "int8"), ("auto",), True),  # selective int8 searches on the Keras graph: it must stay
+])
+def test_tflite_files_are_converted_without_the_keras_model(tmp_path, monkeypatch, precisions, keep_float,
+                                                            alive) -> None:
+    """Every TFLite file is read from the SavedModel, so the Keras model onnx2tf built (and its traced function) is
+    released before the first conversion starts: no ``tf_keras`` Model is alive while the converter runs, unless
+    selective int8 needs it."""
+    from tf_keras import Model
+
+    from converter._convert import tfexport
+
+    seen: list[int] = []
+    convert_tflite = tfexport.convert_tflite
+
+    def counting(*args, **kwargs):
+        gc.collect()
+        seen.append(sum(isinstance(o, Model) for o in gc.get_objects()))
+        return convert_tflite(*args, **kwargs)
+
+    monkeypatch.setattr(tfexport, "convert_tflite", counting)
+    torch.manual_seed(0)
+    calibration = [np.random.default_rng(0).random((32, 3, 16, 16), np.float32)]
+    result = converter.convert(_Small().eval(), torch.rand(1, 3, 16, 16), out_dir=tmp_path / "out",
+                               precisions=precisions, parity_samples=16, calibration=calibration,
+                               int8_keep_float=keep_float)
+    assert result.parity.passed, result.parity.to_markdown()
+    assert seen and all((n > 0) == alive for n in seen), seen
