@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter._convert import export
+from converter._convert import export, memory
 from converter._convert.manifest import Manifest
 from converter._convert.side import TorchSide, take
 from converter._convert import torchchild as child
@@ -64,6 +64,7 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
                              **exported})
     if on_exported is not None:
         on_exported(side)
+        memory.give_back()  # the export's garbage, before the reference outputs (RSS beside the parent's peak)
     if model.module is not None and options.parity:
         # an ExportedProgram is specialised to the batch it was exported at: feed it exactly that
         fixed = shapes[0][0] if model.kind == "exported_program" else None

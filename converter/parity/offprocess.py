@@ -2,10 +2,11 @@
 
 onnxruntime on ``model.onnx``, every TFLite file and onnxruntime on the tf2onnx round trip run in one
 :class:`converter._proc.isolated.Background` child (NumPy, LiteRT, onnxruntime; no TensorFlow), one job after
-another. A conversion with parity starts :class:`ChildRows` when its TensorFlow side starts and tells it of each
-artifact as it is written (:meth:`ChildRows.written`, called by :func:`converter._convert.artifacts.build_tf`):
-the child runs the onnxruntime row during the translation and each TFLite row while the next file is built, on
-the core that TensorFlow's single-threaded stages leave idle. :func:`converter.parity.run.run_parity` adds the
+another. A conversion with parity creates :class:`ChildRows` when its TensorFlow side starts and tells it of each
+artifact as it is ready (:meth:`ChildRows.written`, called by :func:`converter._convert.artifacts.build_tf`): the
+child runs the onnxruntime row while the SavedModel is written (not during the translation, when the PyTorch child
+still computes the reference on the other core) and each TFLite row while the next file is built, on the core
+that TensorFlow's single-threaded stages leave idle. :func:`converter.parity.run.run_parity` adds the
 round trip and collects every row. ``--check`` and the second size of ``--dynamic-dim`` queue everything at once
 (:meth:`ChildRows.written_all`).
 """
@@ -30,8 +31,8 @@ class ChildRows:
     is fed that batch instead)."""
 
     def __init__(self, inputs: Sequence[np.ndarray], chunks: tuple[int, ...]) -> None:
-        self.chunks = chunks
-        self._background = isolated.Background([], list(inputs))
+        self.chunks, self._inputs = chunks, list(inputs)
+        self._background: isolated.Background | None = None  # the child starts with the first row
         #: (row, chunk, job index), in queue order
         self._queued: list[tuple[Key, int, int]] = []
         self.artifacts: dict[Key, str] = {}
@@ -39,6 +40,8 @@ class ChildRows:
     def submit(self, key: Key, artifact: str, job: isolated.Job) -> None:
         """Queue the row ``key`` (its file ``artifact``), run as ``job`` at every chunk size."""
         self.artifacts[key] = artifact
+        if self._background is None:
+            self._background = isolated.Background([], self._inputs)
         for chunk in self.chunks:
             self._queued.append((key, chunk, self._background.submit(replace(job, batch=job.batch or chunk))))
 
@@ -73,7 +76,8 @@ class ChildRows:
 
     def close(self) -> None:
         """Stop the child if it still runs, and remove its files."""
-        self._background.close()
+        if self._background is not None:
+            self._background.close()
 
 
 def onnx_job(path: Path, manifest: Manifest) -> isolated.Job:
