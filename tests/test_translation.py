@@ -14,9 +14,9 @@ from converter._convert import rewrites, tensorflow
 OPSET = 17
 
 
-def _model(nodes, shape, inits) -> onnx.ModelProto:
+def _model(nodes, shape, inits, out_shape=None) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)], inits)
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape or shape)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -83,7 +83,7 @@ def test_weight_products_are_2d_matmuls_on_the_fast_route() -> None:
     assert graph.sample_error < 1e-5
 
 
-def channels_first_norm_then_depthwise() -> onnx.ModelProto:
+def channels_first_norm_then_depthwise(batch: int | str = 1) -> onnx.ModelProto:
     """torchvision ConvNeXt's ``LayerNorm2d`` (permute to channels-last, a per-channel op, permute back) feeding a
     depthwise conv: after the literal Transpose back, onnx2tf holds the conv's input in NCHW."""
     rng = np.random.default_rng(3)
@@ -93,15 +93,17 @@ def channels_first_norm_then_depthwise() -> onnx.ModelProto:
              helper.make_node("MatMul", ["t", "w"], ["h"], name="/norm/MatMul"),
              helper.make_node("Transpose", ["h"], ["u"], perm=[0, 3, 1, 2], name="/norm/Transpose_1"),
              helper.make_node("Conv", ["u", "k"], ["out"], group=8, pads=[1, 1, 1, 1], name="/dw/Conv")]
-    return _model(nodes, [1, 8, 6, 6], inits)
+    return _model(nodes, [batch, 8, 6, 6], inits)
 
 
-def test_a_depthwise_conv_of_a_channels_first_tensor_stays_depthwise() -> None:
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_a_depthwise_conv_of_a_channels_first_tensor_stays_depthwise(batch) -> None:
     """onnx2tf judges "depthwise" from its input's shape before moving it to NHWC, so this conv became a grouped
-    Conv2D (~10x slower on CPU); the fast route hands it the NHWC tensor and it is DepthwiseConv2dNative, exact."""
+    Conv2D (~10x slower on CPU); the fast route hands it the NHWC tensor and it is DepthwiseConv2dNative, exact, with
+    a fixed and with a symbolic batch."""
     import tensorflow as tf
 
-    graph = _translate(channels_first_norm_then_depthwise())
+    graph = _translate(channels_first_norm_then_depthwise(batch))
     assert graph.translation["strict_mode"] is False, graph.translation
     assert graph.translation["channels_last_depthwise"] == ["dw/Conv"]  # onnx2tf drops the leading "/"
     model = graph.keras_model

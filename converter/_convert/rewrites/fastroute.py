@@ -231,9 +231,11 @@ def _channels_last_depthwise(node, tensors: dict) -> Iterator[bool]:
     record = tensors.get(node.inputs[0].name, {}) if node.op == "Conv" and node.inputs else {}
     onnx_shape, weights = list(node.inputs[0].shape or []) if record else [], node.inputs[1] if record else None
     held = record.get("tf_node")
+    past_batch = onnx_shape[1:]  # the batch may be symbolic (--dynamic-batch): only the other sizes are compared
     depthwise = (len(onnx_shape) == 4 and isinstance(weights, gs.Constant) and len(weights.shape) == 4
-                 and weights.shape[1] == 1 and node.attrs.get("group", 1) == onnx_shape[1] > 1
-                 and len(set(onnx_shape[1:])) > 1 and _static_shape(held) == onnx_shape)
+                 and weights.shape[1] == 1 and all(isinstance(d, int) for d in past_batch)
+                 and node.attrs.get("group", 1) == past_batch[0] > 1 and len(set(past_batch)) > 1
+                 and _static_shape(held, past_batch=True) == past_batch)
     if not depthwise:
         yield False
         return
@@ -246,8 +248,8 @@ def _channels_last_depthwise(node, tensors: dict) -> Iterator[bool]:
         record["tf_node"] = held
 
 
-def _static_shape(tensor) -> list[int] | None:
+def _static_shape(tensor, past_batch: bool = False) -> list[int] | None:
     try:
-        return [int(d) for d in tensor.shape]
+        return [int(d) for d in tensor.shape[1 if past_batch else 0:]]
     except (AttributeError, TypeError, ValueError):  # no tensor, unknown rank or a None dimension
         return None
