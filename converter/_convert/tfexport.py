@@ -64,7 +64,7 @@ def build_serving_module(graph: TFGraph, dynamic_batch: bool, batch_map: bool = 
     if batch_map:
         # the per-sample graph the signature maps over, as a saved function beside it (not a signature): the
         # tf2onnx round trip checks this one, since tf2onnx writes map_fn's WHILE loop as an ONNX Loop that
-        # onnxruntime refuses (see parity.runtimes.tf2onnx_roundtrip_runner)
+        # onnxruntime refuses (see parity.runtimes.tf2onnx_roundtrip_job)
         one_specs = [tf.TensorSpec([1, *s.shape[1:]], s.dtype, name=s.name) for s in specs]
 
         def serve_one(*args):
