@@ -49,7 +49,7 @@ class ChildRows:
         """``manifest.artifacts[name]`` was just written into ``out``: queue its row (the SavedModel's rows run in
         the TensorFlow process, so they are not queued here)."""
         if name == "onnx":
-            self.submit(("onnxruntime", "fp32"), "model.onnx", onnx_job(out / "model.onnx", manifest))
+            self.submit(("onnxruntime", "fp32"), "model.onnx", runtimes.onnx_job(out / "model.onnx", manifest))
         elif manifest.artifacts[name].precision is not None:
             art = manifest.artifacts[name]
             self.submit(("tflite", art.precision), art.path, runtimes.tflite_job(out / art.path, manifest,
@@ -79,9 +79,3 @@ class ChildRows:
         if self._background is not None:
             self._background.close()
 
-
-def onnx_job(path: Path, manifest: Manifest) -> isolated.Job:
-    """onnxruntime on the ONNX file, fed and read by the ONNX names in the PyTorch layout."""
-    ins = [isolated.Port(i.name, tuple(range(len(i.pytorch_shape)))) for i in manifest.onnx_inputs]
-    outs = [isolated.Port(o.name, tuple(range(len(o.pytorch_shape)))) for o in manifest.onnx_outputs]
-    return isolated.Job(path.read_bytes(), ins, outs, manifest.fixed_batch, runtime="onnxruntime")

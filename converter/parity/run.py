@@ -72,8 +72,8 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
     """Compare every runtime with the reference on the same data; the report says who passed and by how much.
     ``timings`` (e.g. the manifest's ``timings_s``) gets the seconds of each in-process row (``parity_<runtime>_
     <precision>``: set-up and run) and the wait for the child's rows after them (``parity_child_wait``). ``rows``:
-    the child rows the conversion queued while it wrote the artifacts (:mod:`converter.parity.offprocess`); without
-    it, every row is queued now. Either way they are closed here."""
+    the child rows the conversion queued while it wrote the artifacts (:mod:`converter.parity.offprocess`; the
+    caller closes them); without it, every row is queued in a child started and closed here."""
     from converter._convert.quiet import import_tensorflow
 
     names = [o.name for o in manifest.outputs]
@@ -178,11 +178,13 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                   ) -> tuple[dict[tuple[str, str], dict[int, list[np.ndarray]]], dict[tuple[str, str], str],
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
-    row's artifact. The child's rows (``rows``, else started here with every artifact queued) are collected last.
+    row's artifact. The child's rows (``rows``, else started here with every artifact queued, and closed) are
+    collected last.
     The tf2onnx round trip is converted and queued first, so its onnxruntime run in the child overlaps the in-process
     rows. (Running those on a thread beside the conversion instead was slower on two cores: four busy threads.)"""
     inputs = side.data.inputs
-    if rows is None:
+    own = rows is None
+    if own:
         rows = ChildRows(inputs, chunks)
         rows.written_all(out, manifest)
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
@@ -211,7 +213,8 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
         child_outputs, child_crashed = rows.collect()
         timings["parity_child_wait"] = time.perf_counter() - t
     finally:
-        rows.close()
+        if own:
+            rows.close()
     artifacts = {(r.runtime, r.precision): r.artifact for r in runners}
     return {**outputs, **child_outputs}, {**crashed, **child_crashed}, {**artifacts, **rows.artifacts}
 

@@ -156,6 +156,16 @@ def tflite_job(path: Path, manifest: Manifest, batch: int | None):
     return isolated.Job(path.read_bytes(), ins, outs, batch)
 
 
+def onnx_job(path: Path, manifest: Manifest):
+    """An :class:`isolated.Job` for onnxruntime on the ONNX file, fed and read by the ONNX names in the PyTorch
+    layout (parity runs it in its child, beside the TFLite files)."""
+    from converter._proc import isolated
+
+    ins = [isolated.Port(i.name, layout.identity(len(i.pytorch_shape))) for i in manifest.onnx_inputs]
+    outs = [isolated.Port(o.name, layout.identity(len(o.pytorch_shape))) for o in manifest.onnx_outputs]
+    return isolated.Job(path.read_bytes(), ins, outs, manifest.fixed_batch, runtime="onnxruntime")
+
+
 def tflite_runner(path: Path, manifest: Manifest, batch: int | None) -> Runner:
     """A TFLite file's ``serving_default`` signature in *this* process (``converter.runtime``'s callables; parity
     runs TFLite in a child instead, :func:`tflite_job`). Inputs are fed by name, each in the file's own dtype."""
@@ -209,24 +219,28 @@ def _bypass_constant_identities(graph_def, outputs: list[str]) -> None:
     """Point every reader of an ``Identity`` of a constant (what freezing leaves of each variable read) at the
     constant itself and drop the Identity, in place. tf2onnx would fold each in a TF session of its own (358
     sessions, 1.2 s of convnext_tiny's round trip). Identities that are graph ``outputs`` stay."""
+    def first_output_of(ref: str) -> str | None:
+        """The node a data or control input ``ref`` (``name``, ``name:0``, ``^name``) reads output 0 of."""
+        name, _, port = ref.lstrip("^").partition(":")
+        return name if port in ("", "0") else None
+
     constants = {n.name for n in graph_def.node if n.op == "Const"}
     keep = {o.split(":")[0] for o in outputs}
-    alias = {n.name: n.input[0].split(":")[0] for n in graph_def.node
+    alias = {n.name: first_output_of(n.input[0]) for n in graph_def.node
              if n.op == "Identity" and n.name not in keep and len(n.input) == 1
-             and n.input[0].split(":")[0] in constants and n.input[0].split(":")[-1] in (n.input[0], "0")}
+             and first_output_of(n.input[0]) in constants}
 
     def rewired(ref: str) -> str:
-        control = ref.startswith("^")
-        name, _, port = ref.lstrip("^").partition(":")
-        if name not in alias or port not in ("", "0"):
+        name = first_output_of(ref)
+        if name not in alias:
             return ref
-        return f"^{alias[name]}" if control else alias[name]
+        return f"^{alias[name]}" if ref.startswith("^") else alias[name]
 
     for k in reversed(range(len(graph_def.node))):  # deleting in place: no copy of the constants' tensors
         node = graph_def.node[k]
         if node.name in alias:
             del graph_def.node[k]
-        elif any(r.lstrip("^").split(":")[0] in alias for r in node.input):
+        elif any(first_output_of(r) in alias for r in node.input):
             node.input[:] = [rewired(r) for r in node.input]
 
 
