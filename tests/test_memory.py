@@ -81,3 +81,34 @@ def test_tflite_files_are_converted_without_the_keras_model(tmp_path, monkeypatc
                                int8_keep_float=keep_float)
     assert result.parity.passed, result.parity.to_markdown()
     assert seen and all((n > 0) == alive for n in seen), seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_the_torchscript_row_reloads_its_file_without_holding_it_in_memory() -> None:
+    """The TorchScript row saves and reloads the traced module through a file: its peak adds about one copy of the
+    weights (the reloaded module's, 1.6x here), not the serialised buffer and load's copies of it too (5.2x: +0.4 GiB on
+    convnext_tiny beside the TensorFlow process). And the reloaded module computes what the module does."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import torch
+        from converter.parity.runtimes import torchscript_runner
+
+        def status(field):  # MiB; VmHWM is this process image's peak (ru_maxrss keeps the forking parent's)
+            line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+            return int(line.split()[1]) / 1024
+
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 8)).eval()
+        x = np.random.default_rng(0).standard_normal((2, 4096)).astype(np.float32)
+        before = status("VmRSS")
+        runner = torchscript_runner(module, [x], None)
+        peak = status("VmHWM")
+        with torch.no_grad():
+            same = np.array_equal(runner.fn([x])[0], module(torch.from_numpy(x)).numpy())
+        print(peak - before, same)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    added, same = out.split()
+    weights_mb = 4096 * 4104 * 4 / 2**20  # 64 MB
+    assert same == "True"
+    assert float(added) < 2.5 * weights_mb, (added, weights_mb)  # through a buffer: 5.2x

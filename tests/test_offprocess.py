@@ -60,6 +60,30 @@ def test_rows_queued_while_the_child_works_match_onnxruntime_at_every_chunk_size
     assert rows.artifacts == {("onnxruntime", "fp32"): "a.onnx", ("tf2onnx_roundtrip", "fp32"): "b.onnx"}
 
 
+def test_a_job_given_a_path_is_read_by_the_child_not_the_parent(tmp_path) -> None:
+    """An artifact queued by its path runs the same as its bytes, and neither the parity jobs nor the pickled job
+    the child reads carry the file's contents (the parent would hold every artifact again)."""
+    from converter.parity import runtimes
+
+    model = onnx.load_from_string(_affine(0.5))
+    model.doc_string = "padding " * 20_000  # a 160 kB file
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    job = _job(path, None)
+    background = isolated.Background([job], [x])
+    try:
+        out = background.result(0)[0]
+        pickled = (background._dir / "job-0.pkl").stat().st_size
+    finally:
+        background.close()
+    assert np.array_equal(out, _onnxruntime(_affine(0.5), x))
+    assert pickled < 2_000
+    manifest = type("M", (), {"inputs": [], "outputs": [], "onnx_inputs": [], "onnx_outputs": [], "fixed_batch": 1})
+    assert runtimes.tflite_job(path, manifest, 1).model == path
+    assert runtimes.onnx_job(path, manifest).model == path
+
+
 def test_a_refused_model_fails_its_row_and_the_child_goes_on() -> None:
     """onnxruntime refusing a graph is a failed row with its reason; the jobs after it still run in the same child
     (which then ends cleanly) instead of each in a child of its own."""
@@ -113,3 +137,33 @@ def test_frozen_identities_of_constants_are_bypassed_and_outputs_kept() -> None:
     with tf.compat.v1.Session(graph=again) as session:
         out, c = session.run(["out:0", "c_out:0"], {"x:0": feed})
     assert np.array_equal(out, feed @ np.full((3, 3), 0.5, np.float32)) and c == 2.0
+
+
+def test_the_plain_round_trip_reads_its_inputs_off_the_graph_def(monkeypatch) -> None:
+    """Without tf2onnx's optimizers the graph is not imported into a TF session of its own (a second copy of every
+    weight) nor scanned for the functions it calls (it calls none): a resource placeholder is dropped from the
+    inputs by its dtype, and the ONNX graph computes the same."""
+    import onnxruntime as ort
+    import tensorflow as tf
+    from tf2onnx import tf_loader, tfonnx
+
+    from converter.parity.runtimes import _tf2onnx, _without_resource_inputs
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [2, 3], name="x")
+        tf.compat.v1.placeholder(tf.resource, [], name="handle")
+        tf.identity(tf.matmul(x, tf.constant(np.full((3, 2), 0.25, np.float32))), name="y")
+    graph_def = graph.as_graph_def()
+    assert _without_resource_inputs(graph_def, ["x:0", "handle:0"]) == ["x:0"]
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the plain round trip opened a TF session")
+
+    monkeypatch.setattr(tf_loader, "tf_session", refused)
+    monkeypatch.setattr(tfonnx, "resolve_functions", refused)  # the graph calls no function: no scan for them
+    proto = _tf2onnx(graph_def, ["x:0", "handle:0"], ["y:0"], 17, optimize=False)
+    assert [i.name for i in proto.graph.input] == ["x:0"]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.allclose(session.run(None, {"x:0": feed})[0], feed @ np.full((3, 2), 0.25, np.float32))

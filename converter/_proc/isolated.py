@@ -47,9 +47,11 @@ def ports(specs) -> list[Port]:
 @dataclass(frozen=True)
 class Job:
     """One model to run in a child: the flatbuffer (``runtime="tflite"``, its ``serving_default`` signature) or
-    the ONNX graph (``"onnxruntime"``), its ports (fed and read by name) and the batch it is fed at."""
+    the ONNX graph (``"onnxruntime"``), its ports (fed and read by name) and the batch it is fed at. ``model`` is
+    the file's bytes, or the path of a file that stays unchanged until the job's result is read: the child then
+    reads it itself and the parent never holds a copy (a zoo model's four artifacts: ~0.4 GiB)."""
 
-    model: bytes
+    model: bytes | Path
     inputs: list[Port]
     outputs: list[Port]
     batch: int | None
@@ -145,16 +147,17 @@ def _invoke(job: Job, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate([p[k] for p in pieces]) for k in range(len(job.outputs))]
 
 
-def _tflite(model: bytes):
+def _tflite(model: bytes | Path):
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model).get_signature_runner("serving_default")
+    interpreter = Interpreter(model_path=str(model)) if isinstance(model, Path) else Interpreter(model_content=model)
+    runner = interpreter.get_signature_runner("serving_default")
     # each input as the file declares it: token ids stay int64/int32, masks bool, images float32
     dtypes = {name: detail["dtype"] for name, detail in runner.get_input_details().items()}
     return lambda feed: runner(**{name: x.astype(dtypes.get(name, np.float32), copy=False) for name, x in feed.items()})
 
 
-def _onnxruntime(model: bytes, outputs: list[Port]):
+def _onnxruntime(model: bytes | Path, outputs: list[Port]):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -162,7 +165,8 @@ def _onnxruntime(model: bytes, outputs: list[Port]):
     # one thread, and no spinning while it waits: this child shares the machine with the TensorFlow process
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
+                                   providers=["CPUExecutionProvider"])
     names = [o.name for o in outputs]
     return lambda feed: dict(zip(names, session.run(names, feed)))
 

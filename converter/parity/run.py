@@ -209,9 +209,9 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                     crashed[(r.runtime, r.precision)] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
                 key = f"parity_{r.runtime}_{r.precision}"
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
-        child_outputs, child_crashed = rows.collect()
-        timings["parity_child_wait"] = time.perf_counter() - t
+            t = time.perf_counter()
+            child_outputs, child_crashed = rows.collect()  # inside ``work``: the round trip's job reads its file there
+            timings["parity_child_wait"] = time.perf_counter() - t
     finally:
         if own:
             rows.close()

@@ -6,8 +6,9 @@ A runner may only accept a fixed batch (``batch``); :func:`run_batched` feeds it
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,10 +70,11 @@ def torchscript_runner(module, sample: list[np.ndarray], batch: int | None) -> R
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit: this row still checks it
         traced = module if isinstance(module, torch.jit.ScriptModule) else \
             torch.jit.trace(traceable(module, args), args, check_trace=False)
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
-        buffer.seek(0)
-        reloaded = torch.jit.load(buffer, map_location="cpu").eval()
+        # through a file, not an in-memory buffer: the buffer and load's copies of it were 0.4 GiB more peak RSS
+        # on convnext_tiny (110 MB of weights), beside the TensorFlow process's translation
+        with tempfile.TemporaryDirectory(prefix="torchscript-") as work:
+            torch.jit.save(traced, Path(work) / "model.pt")
+            reloaded = torch.jit.load(Path(work) / "model.pt", map_location="cpu").eval()
     return Runner("torchscript", "fp32", None, lambda xs: run_torch(reloaded, xs), batch)
 
 
@@ -153,7 +155,7 @@ def tflite_job(path: Path, manifest: Manifest, batch: int | None):
 
     ins = [isolated.Port(i.name, tuple(i.perm_from_pytorch)) for i in manifest.inputs]
     outs = [isolated.Port(o.name, tuple(o.perm_from_pytorch)) for o in manifest.outputs]
-    return isolated.Job(path.read_bytes(), ins, outs, batch)
+    return isolated.Job(path, ins, outs, batch)
 
 
 def onnx_job(path: Path, manifest: Manifest):
@@ -163,7 +165,7 @@ def onnx_job(path: Path, manifest: Manifest):
 
     ins = [isolated.Port(i.name, layout.identity(len(i.pytorch_shape))) for i in manifest.onnx_inputs]
     outs = [isolated.Port(o.name, layout.identity(len(o.pytorch_shape))) for o in manifest.onnx_outputs]
-    return isolated.Job(path.read_bytes(), ins, outs, manifest.fixed_batch, runtime="onnxruntime")
+    return isolated.Job(path, ins, outs, manifest.fixed_batch, runtime="onnxruntime")
 
 
 def tflite_runner(path: Path, manifest: Manifest, batch: int | None) -> Runner:
@@ -244,6 +246,31 @@ def _bypass_constant_identities(graph_def, outputs: list[str]) -> None:
             node.input[:] = [rewired(r) for r in node.input]
 
 
+def _without_resource_inputs(graph_def, input_names: list[str]) -> list[str]:
+    """``input_names`` less the placeholders of dtype ``resource`` (a capture freezing left as an input)."""
+    from tensorflow.core.framework import types_pb2
+
+    placeholders = {n.name: n.attr["dtype"].type for n in graph_def.node if n.op == "Placeholder"}
+    return [name for name in input_names
+            if placeholders.get(name.split(":")[0], types_pb2.DT_FLOAT) != types_pb2.DT_RESOURCE]
+
+
+@contextlib.contextmanager
+def _without_function_scan():
+    """tf2onnx's ``resolve_functions`` converts the whole graph's nodes once (``tflist_to_onnx``) only to list the
+    functions they call, before converting them again for real: 0.6 s of convnext_tiny's round trip. A frozen,
+    inlined graph has an empty function library, so the scan is skipped there (a graph with functions still
+    gets it)."""
+    from tf2onnx import tfonnx
+
+    scan = tfonnx.resolve_functions
+    tfonnx.resolve_functions = lambda tf_graph: scan(tf_graph) if tf_graph._functions else []
+    try:
+        yield
+    finally:
+        tfonnx.resolve_functions = scan
+
+
 def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: int, optimize: bool):
     """``tf2onnx.convert.from_graph_def`` (pinned tf2onnx 1.17), by default without its ONNX graph optimizers.
 
@@ -259,16 +286,22 @@ def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: 
     from tf2onnx import constants, tf_loader
     from tf2onnx.convert import _convert_common
 
-    with tf.device("/cpu:0"), tf.Graph().as_default() as graph, tf_loader.tf_session(graph=graph) as session:
-        tf.import_graph_def(graph_def, name="")
-        input_names = tf_loader.inputs_without_resource(session, input_names)
-        # grappler (constant folding, function inlining) on a graph already frozen and inlined: 0.8 s of resnet18's
-        # row for what tf2onnx's own constant folding does anyway; kept for the fallback conversion
-        frozen = tf_loader.tf_optimize(input_names, output_names, graph_def) if optimize else graph_def
+    if optimize:
+        with tf.device("/cpu:0"), tf.Graph().as_default() as graph, tf_loader.tf_session(graph=graph) as session:
+            tf.import_graph_def(graph_def, name="")
+            input_names = tf_loader.inputs_without_resource(session, input_names)
+            # grappler (constant folding, function inlining) on a graph already frozen and inlined: 0.8 s of
+            # resnet18's row for what tf2onnx's own constant folding does anyway; kept for the fallback conversion
+            frozen = tf_loader.tf_optimize(input_names, output_names, graph_def)
+    else:
+        # what tf_loader.inputs_without_resource asks a session, read off the GraphDef: importing it into a graph
+        # of its own only for that copied every weight once more (0.45 s and ~0.3 GiB on convnext_tiny)
+        input_names, frozen = _without_resource_inputs(graph_def, input_names), graph_def
     common = dict(name="roundtrip", continue_on_error=True, opset=opset, input_names=input_names,
                   output_names=output_names)
     if not optimize:
-        return _convert_common(frozen, optimizers={}, **common)[0]
+        with _without_function_scan():
+            return _convert_common(frozen, optimizers={}, **common)[0]
     key = constants.ENV_TF2ONNX_CATCH_ERRORS
     saved = os.environ.get(key)
     try:
@@ -321,4 +354,4 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
     flat_order = sorted(o.name for o in manifest.outputs)
     ins = [isolated.Port(f"{i.name}:0", tuple(i.perm_from_pytorch)) for i in manifest.inputs]
     outs = [isolated.Port(out_names[flat_order.index(o.name)], tuple(o.perm_from_pytorch)) for o in manifest.outputs]
-    return artifact, isolated.Job(path.read_bytes(), ins, outs, batch, runtime="onnxruntime")
+    return artifact, isolated.Job(path, ins, outs, batch, runtime="onnxruntime")
