@@ -74,7 +74,7 @@ def test_a_job_given_a_path_is_read_by_the_child_not_the_parent(tmp_path) -> Non
     background = isolated.Background([job], [x])
     try:
         out = background.result(0)[0]
-        pickled = (background._dir / "job-0.pkl").stat().st_size
+        pickled = (background._dir / "job-0.run").stat().st_size  # as the child claimed it
     finally:
         background.close()
     assert np.array_equal(out, _onnxruntime(_affine(0.5), x))
@@ -82,6 +82,44 @@ def test_a_job_given_a_path_is_read_by_the_child_not_the_parent(tmp_path) -> Non
     manifest = type("M", (), {"inputs": [], "outputs": [], "onnx_inputs": [], "onnx_outputs": [], "fixed_batch": 1})
     assert runtimes.tflite_job(path, manifest, 1).model == path
     assert runtimes.onnx_job(path, manifest).model == path
+
+
+def _slow(depth: int = 200, width: int = 1024) -> bytes:
+    """``x[N, 4]`` through ``depth`` MatMuls by one ``width``-square identity (4 MB of weights, ~0.4 GFLOP a sample):
+    a few tenths of a second for 7 samples at batch 1 on one thread."""
+    lift = numpy_helper.from_array(np.eye(4, width, dtype=np.float32), "lift")
+    eye = numpy_helper.from_array(np.eye(width, dtype=np.float32), "eye")
+    nodes = [helper.make_node("MatMul", ["x", "lift"], ["h0"])]
+    nodes += [helper.make_node("MatMul", [f"h{k - 1}", "eye"], [f"h{k}"]) for k in range(1, depth)]
+    nodes.append(helper.make_node("Identity", [f"h{depth - 1}"], ["out"]))
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", width])], [lift, eye])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_an_onnxruntime_job_the_child_has_not_started_runs_here_once() -> None:
+    """While the child works on a slow job, the job queued behind it is taken by this process: it runs here, the
+    child skips it (no reply of its own) and still ends cleanly, and both results are what onnxruntime computes.
+    A TFLite job is never taken (an interpreter abort must stay in the child)."""
+    x = np.random.default_rng(4).standard_normal((7, 4)).astype(np.float32)
+    background = isolated.Background([_job(_slow(), 1), _job(_affine(1.5), 1)], [x])
+    try:
+        assert background.take(1)
+        assert not background.take(1)  # already taken: not run twice
+        assert np.array_equal(background.result(1)[0], _onnxruntime(_affine(1.5), x))
+        assert np.array_equal(background.result(0)[0], _onnxruntime(_slow(), x))
+        assert background._returncode == 0
+        assert not (background._dir / "reply-1.pkl").exists() and (background._dir / "reply-0.pkl").exists()
+    finally:
+        background.close()
+    tflite = isolated.Background([], [x])
+    try:
+        tflite.jobs.append(isolated.Job(b"not read", [], [], 1))  # a TFLite job: take() must not touch it
+        assert not tflite.take(0)
+    finally:
+        tflite.close()
 
 
 def test_a_refused_model_fails_its_row_and_the_child_goes_on() -> None:

@@ -91,6 +91,8 @@ class Background:
         self._child = children.start("converter._proc.isolated", str(self._dir), stdin=True,
                                      extra_env={"TF_CPP_MIN_LOG_LEVEL": "3"})
         self._returncode: int | None = None
+        #: jobs this process took before the child started them (:meth:`take`): outputs, or why they failed
+        self._taken: dict[int, list[np.ndarray] | str] = {}
         for job in jobs:
             self.submit(job)
 
@@ -110,9 +112,31 @@ class Background:
             pass
         return index
 
+    def take(self, index: int) -> bool:
+        """Run onnxruntime job ``index`` in this process if the child has not started it (whoever renames its file
+        first runs it; the child skips a job it finds gone): False when the child had, or for a TFLite job, which
+        stays in the child (an interpreter abort there fails one row, here it would end the conversion)."""
+        job = self.jobs[index]
+        if job.runtime != "onnxruntime":
+            return False
+        try:
+            os.rename(self._dir / f"job-{index}.pkl", self._dir / f"job-{index}.taken")
+        except FileNotFoundError:
+            return False
+        try:
+            self._taken[index] = _invoke(job, self.arrays)
+        except Exception as exc:  # onnxruntime refusing the graph: the row fails as it would in the child
+            self._taken[index] = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return True
+
     def result(self, index: int) -> list[np.ndarray]:
         """Outputs of job ``index``; raises :class:`InterpreterAborted` when the interpreter fails on it. The first
         call ends the queue and waits for the child to finish every job."""
+        if index in self._taken:
+            taken = self._taken[index]
+            if isinstance(taken, str):
+                raise InterpreterAborted(f"onnxruntime failed on this model: {taken[:200]}")
+            return taken
         reply = self._dir / f"reply-{index}.pkl"
         if self._returncode is None:
             try:
@@ -139,7 +163,13 @@ class Background:
 
 
 def _invoke(job: Job, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    run_one = _onnxruntime(job.model, job.outputs) if job.runtime == "onnxruntime" else _tflite(job.model)
+    return feed(job, onnxruntime_fn(job.model, job.outputs) if job.runtime == "onnxruntime" else _tflite(job.model),
+                arrays)
+
+
+def feed(job: Job, run_one, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """``arrays`` (PyTorch layout) through ``run_one`` (a feed dict -> outputs by name, e.g. :func:`onnxruntime_fn`)
+    ``job.batch`` samples at a time, each port transposed to the model's layout and back."""
     pieces = []
     for real, part in chunks(arrays, job.batch):
         result = run_one({p.name: np.ascontiguousarray(np.transpose(x, p.perm)) for p, x in zip(job.inputs, part)})
@@ -157,12 +187,13 @@ def _tflite(model: bytes | Path):
     return lambda feed: runner(**{name: x.astype(dtypes.get(name, np.float32), copy=False) for name, x in feed.items()})
 
 
-def _onnxruntime(model: bytes | Path, outputs: list[Port]):
+def onnxruntime_fn(model: bytes | Path, outputs: list[Port]):
+    """An onnxruntime session on ``model`` as a feed dict -> outputs by name; raises when onnxruntime refuses it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # one thread, and no spinning while it waits: this child shares the machine with the TensorFlow process
+    # one thread, and no spinning while it waits: parity's child and the TensorFlow process share the machine
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
@@ -178,8 +209,12 @@ def _main(work: str) -> None:
     arrays = pickle.loads((Path(work) / "arrays.pkl").read_bytes())
     for line in sys.stdin:
         k = int(line)
+        try:  # claim the job; the parent may have taken it first (Background.take)
+            os.rename(Path(work) / f"job-{k}.pkl", Path(work) / f"job-{k}.run")
+        except FileNotFoundError:
+            continue
         try:
-            reply = pickle.dumps(_invoke(pickle.loads((Path(work) / f"job-{k}.pkl").read_bytes()), arrays),
+            reply = pickle.dumps(_invoke(pickle.loads((Path(work) / f"job-{k}.run").read_bytes()), arrays),
                                  protocol=pickle.HIGHEST_PROTOCOL)
             name = f"reply-{k}.pkl"
         except Exception as exc:  # e.g. XNNPACK "failed to prepare", onnxruntime refusing a graph

@@ -7,7 +7,8 @@ artifact as it is ready (:meth:`ChildRows.written`, called by :func:`converter._
 child runs the onnxruntime row while the SavedModel is written (not during the translation, when the PyTorch child
 still computes the reference on the other core) and each TFLite row while the next file is built, on the core
 that TensorFlow's single-threaded stages leave idle. :func:`converter.parity.run.run_parity` adds the
-round trip and collects every row. ``--check`` and the second size of ``--dynamic-dim`` queue everything at once
+round trip, runs in its own process the onnxruntime rows the child has not reached once its in-process rows are
+done (:meth:`ChildRows.run_unstarted_here`), and collects every row. ``--check`` and the second size of ``--dynamic-dim`` queue everything at once
 (:meth:`ChildRows.written_all`).
 """
 
@@ -59,6 +60,15 @@ class ChildRows:
         """Queue the rows of every artifact ``out`` already holds."""
         for name in manifest.artifacts:
             self.written(out, manifest, name)
+
+    def run_unstarted_here(self) -> None:
+        """Run here, last queued first, the onnxruntime rows the child has not started (this process has nothing
+        else to do, and would only wait for the child): the two share the tail of the queue instead of one core
+        idling. The same onnxruntime, on one thread either side, so a row's numbers do not depend on who ran it."""
+        if self._background is None:
+            return
+        for _, _, index in reversed(self._queued):
+            self._background.take(index)
 
     def collect(self) -> tuple[dict[Key, dict[int, list[np.ndarray]]], dict[Key, str]]:
         """Wait for the child: every row's outputs per chunk size, and the rows that could not run, with why."""

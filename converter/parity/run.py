@@ -55,16 +55,35 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, loaded: Callab
     return found, crashed
 
 
+
+
+ROUNDTRIP = ("tf2onnx_roundtrip", "fp32")
+
+
 def queue_roundtrip(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path, loaded: Callable[[], object],
-                    rows: ChildRows) -> str | None:
-    """Convert the SavedModel back to ONNX with tf2onnx and queue its onnxruntime row on ``rows``; why it could not
-    be converted, or None."""
+                    rows: ChildRows) -> bool:
+    """Convert the SavedModel back to ONNX with tf2onnx, without its optimizers, and queue its onnxruntime row on
+    ``rows``; False when tf2onnx could not convert it that way (:func:`roundtrip_optimized` then does)."""
     try:
-        rows.submit(("tf2onnx_roundtrip", "fp32"), *runtimes.tf2onnx_roundtrip_job(
+        rows.submit(ROUNDTRIP, *runtimes.tf2onnx_roundtrip_job(
             out / "saved_model", manifest, options.opset, workdir, manifest.fixed_batch, options.verbose, loaded()))
-    except Exception as exc:  # e.g. onnxruntime rejecting tf2onnx's graph: a failed row, not a dead conversion
-        return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-    return None
+    except Exception:
+        return False
+    return True
+
+
+def roundtrip_optimized(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path,
+                        loaded: Callable[[], object], inputs: list[np.ndarray], chunks: tuple[int, ...]
+                        ) -> tuple[str, dict[int, list[np.ndarray]]]:
+    """The round trip again with tf2onnx's optimizers, run in onnxruntime here: (artifact, outputs per chunk size).
+    For the graphs onnxruntime refuses without them (a TensorList loop is valid only after grappler and tf2onnx's
+    loop optimizer); raises when it still cannot."""
+    from converter._proc import isolated
+
+    artifact, job = runtimes.tf2onnx_roundtrip_job(out / "saved_model", manifest, options.opset, workdir,
+                                                   manifest.fixed_batch, options.verbose, loaded(), optimize=True)
+    run_one = isolated.onnxruntime_fn(job.model, job.outputs)
+    return artifact, {c: isolated.feed(replace(job, batch=job.batch or c), run_one, inputs) for c in chunks}
 
 
 def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertOptions,
@@ -179,9 +198,10 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
     row's artifact. The child's rows (``rows``, else started here with every artifact queued, and closed) are
-    collected last.
-    The tf2onnx round trip is converted and queued first, so its onnxruntime run in the child overlaps the in-process
-    rows. (Running those on a thread beside the conversion instead was slower on two cores: four busy threads.)"""
+    collected last. The tf2onnx round trip is converted and queued first, so the child can run it while this
+    process runs the SavedModel row; then this process runs the onnxruntime rows the child has not started
+    (:meth:`ChildRows.run_unstarted_here`), whichever side is ahead. (Running the in-process rows on a thread beside
+    the conversion instead was slower on two cores: four busy threads.)"""
     inputs = side.data.inputs
     own = rows is None
     if own:
@@ -192,15 +212,12 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
         # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
         with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
             loaded = functools.cache(lambda: runtimes.load_saved_model(out / "saved_model"))  # one load, two rows
-            crashed: dict[tuple[str, str], str] = {}
+            queued = False
             if "saved_model" in manifest.artifacts:
                 t = time.perf_counter()
-                why = queue_roundtrip(out, manifest, options, Path(work), loaded, rows)
-                if why is not None:
-                    crashed[("tf2onnx_roundtrip", "fp32")] = why
+                queued = queue_roundtrip(out, manifest, options, Path(work), loaded, rows)
                 timings["parity_tf2onnx_roundtrip_fp32"] = time.perf_counter() - t
-            runners, unloadable = build_runners(out, manifest, side, loaded, timings)
-            crashed.update(unloadable)
+            runners, crashed = build_runners(out, manifest, side, loaded, timings)
             for r in runners:
                 t = time.perf_counter()
                 try:
@@ -210,8 +227,18 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                 key = f"parity_{r.runtime}_{r.precision}"
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            child_outputs, child_crashed = rows.collect()  # inside ``work``: the round trip's job reads its file there
+            rows.run_unstarted_here()  # onnxruntime rows the child has not reached: this process is free now
+            child_outputs, child_crashed = rows.collect()
             timings["parity_child_wait"] = time.perf_counter() - t
+            if "saved_model" in manifest.artifacts and (not queued or ROUNDTRIP in child_crashed):
+                t = time.perf_counter()
+                try:
+                    rows.artifacts[ROUNDTRIP], child_outputs[ROUNDTRIP] = roundtrip_optimized(
+                        out, manifest, options, Path(work), loaded, inputs, chunks)
+                    child_crashed.pop(ROUNDTRIP, None)
+                except Exception as exc:  # e.g. onnxruntime rejecting tf2onnx's graph: a failed row, not a crash
+                    child_crashed[ROUNDTRIP] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                timings["parity_tf2onnx_roundtrip_fp32"] += time.perf_counter() - t
     finally:
         if own:
             rows.close()

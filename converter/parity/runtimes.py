@@ -319,11 +319,12 @@ def _tf2onnx(graph_def, input_names: list[str], output_names: list[str], opset: 
 
 
 def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, workdir: Path, batch: int | None,
-                          verbose: bool = False, loaded=None) -> tuple[str, "isolated.Job"]:
-    """SavedModel -> ONNX with tf2onnx, to run in onnxruntime: (the row's artifact, the :class:`isolated.Job`). The row
-    proves the TF graph is a faithful, portable graph (variables frozen first, since a loaded signature captures
-    them as extra inputs). onnxruntime loads the graph here once, to fall back to tf2onnx's optimizers when it
-    refuses it; parity runs it in its child (:mod:`converter.parity.offprocess`).
+                          verbose: bool = False, loaded=None, *, optimize: bool = False) -> tuple[str, "isolated.Job"]:
+    """SavedModel -> ONNX with tf2onnx (``workdir/tf2onnx_roundtrip.onnx``), to run in onnxruntime: (the row's
+    artifact, the :class:`isolated.Job`). The row proves the TF graph is a faithful, portable graph (variables
+    frozen first, since a loaded signature captures them as extra inputs). Parity queues the job for its child
+    (:mod:`converter.parity.offprocess`) and converts again with tf2onnx's optimizers (``optimize``) only when
+    onnxruntime refuses the plain graph: nothing loads it here just to find out.
 
     Control flow stays functional (``lower_control_flow=False``, as tf2onnx's own ``from_function`` does): lowered
     to v1 Enter/Exit frames, a Keras RNN's while loop leaves a ``TensorListReserve`` that tf2onnx emits with an
@@ -340,16 +341,11 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
         # The per-sample graph the SavedModel saves beside the signature is checked instead, a sample at a time
         signature, batch = loaded.serve_one.get_concrete_function(), 1
         artifact = "saved_model per-sample function (via tf2onnx)"
+    path = workdir / "tf2onnx_roundtrip.onnx"
     with silenced(verbose):
         graph_def, in_names, out_names = _frozen(signature)
         _bypass_constant_identities(graph_def, out_names)
-        path = workdir / "tf2onnx_roundtrip.onnx"
-        try:
-            path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize=False).SerializeToString())
-            onnxruntime_runner(path)
-        except Exception:  # e.g. a TensorList loop, valid only after grappler and tf2onnx's loop optimizer
-            path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize=True).SerializeToString())
-            onnxruntime_runner(path)
+        path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize).SerializeToString())
     # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
     flat_order = sorted(o.name for o in manifest.outputs)
     ins = [isolated.Port(f"{i.name}:0", tuple(i.perm_from_pytorch)) for i in manifest.inputs]
