@@ -139,7 +139,8 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
         side = pending.exported()
         timings["pytorch_stage"] = time.perf_counter() - start
         # parity's onnxruntime and TFLite rows start in a child as each file is written (beside the TF build)
-        rows = ChildRows(side.data.inputs, side.chunks(options.dynamic_batch)) if options.parity else None
+        rows = ChildRows(side.data.inputs, side.chunks(options.dynamic_batch), options.opset,
+                         options.verbose) if options.parity else None
         manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written)
         t = time.perf_counter()
         if options.parity:

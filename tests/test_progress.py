@@ -13,7 +13,8 @@ from converter._convert.progress import Reporter, reporting, stage
 from tests.conftest import run_cli
 
 STAGES = ["loading the model and exporting it to ONNX", "translating ONNX to TensorFlow (onnx2tf, 1 nodes)",
-          "writing the SavedModel", "writing model_fp32.tflite", "writing model_fp16.tflite",
+          "writing the SavedModel", "writing model_fp32.tflite",
+          "parity: the SavedModel back to ONNX (tf2onnx round trip)", "writing model_fp16.tflite",
           "parity: the PyTorch reference outputs (computed beside the TF build)",
           "parity: 12 samples through every runtime"]
 LINE = re.compile(r"^convert: \[\s*(\d+\.\d) s\] (.+)$")

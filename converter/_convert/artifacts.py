@@ -31,8 +31,9 @@ CALIBRATION_SAMPLES = 200
 def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float],
              written: Callable[[Path, Manifest, str], None] | None = None) -> Manifest:
     """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest. ``written(out, manifest, name)`` is
-    called as soon as ``manifest.artifacts[name]`` is in ``out`` (``onnx`` first, then each TFLite file): parity
-    queues its child-process rows with it (:class:`converter.parity.offprocess.ChildRows`)."""
+    called once ``manifest.artifacts[name]`` is in ``out``: ``onnx`` first, then each TFLite file, with
+    ``saved_model`` (when it is a target) after the first of them; parity queues its child-process rows with it
+    (:class:`converter.parity.offprocess.ChildRows`)."""
     written = written or (lambda *_: None)
     from converter._convert.quiet import import_tensorflow
 
@@ -107,6 +108,9 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         # are not needed again, and the TFLite converter's peak starts from what is left (memory.give_back)
         module = graph = proto = None
     memory.give_back()
+    # parity's tf2onnx round trip is converted from the SavedModel after the first TFLite file, while its child runs
+    # that file's row (converted right after the SavedModel instead, the child had nothing to run meanwhile)
+    roundtrip_pending = "saved_model" in options.targets
 
     @functools.cache
     def fp32() -> bytes:
@@ -143,6 +147,11 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         written(out, manifest, f"tflite_{precision}")
         memory.give_back()  # what the converter freed: the next file's conversion and parity start lower
         timings[f"tflite_{precision}"] = time.perf_counter() - t
+        if roundtrip_pending:
+            written(out, manifest, "saved_model")
+            roundtrip_pending = False
+    if roundtrip_pending:
+        written(out, manifest, "saved_model")
     if "saved_model" not in options.targets:
         shutil.rmtree(out / "saved_model")
         del manifest.artifacts["saved_model"]

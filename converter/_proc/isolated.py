@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,8 @@ class Job:
     outputs: list[Port]
     batch: int | None
     runtime: str = "tflite"
+    #: the samples [start, stop) of the arrays this job runs; None: all of them
+    samples: tuple[int, int] | None = None
 
 
 def run(model: bytes, inputs: list[Port], outputs: list[Port], arrays: list[np.ndarray], batch: int | None,
@@ -87,7 +92,8 @@ class Background:
         self._work = tempfile.TemporaryDirectory(prefix="tflite-run-")
         self._dir = Path(self._work.name)
         (self._dir / "arrays.pkl").write_bytes(pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL))
-        # job K is the file job-K.pkl, announced by the line "K" on the child's stdin; closing it means: no more
+        # job K is the file job-K.pkl, announced by the line "K RUNTIME" on the child's stdin; closing it means:
+        # no more
         self._child = children.start("converter._proc.isolated", str(self._dir), stdin=True,
                                      extra_env={"TF_CPP_MIN_LOG_LEVEL": "3"})
         self._returncode: int | None = None
@@ -106,7 +112,7 @@ class Background:
         partial.write_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
         os.replace(partial, self._dir / f"job-{index}.pkl")
         try:
-            self._child.proc.stdin.write(f"{index}\n".encode())
+            self._child.proc.stdin.write(f"{index} {job.runtime}\n".encode())
             self._child.proc.stdin.flush()
         except (BrokenPipeError, ValueError):  # the child died: result() re-runs this job alone
             pass
@@ -163,6 +169,8 @@ class Background:
 
 
 def _invoke(job: Job, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    if job.samples is not None:
+        arrays = [x[slice(*job.samples)] for x in arrays]
     return feed(job, onnxruntime_fn(job.model, job.outputs) if job.runtime == "onnxruntime" else _tflite(job.model),
                 arrays)
 
@@ -202,13 +210,49 @@ def onnxruntime_fn(model: bytes | Path, outputs: list[Port]):
     return lambda feed: dict(zip(names, session.run(names, feed)))
 
 
+def _announced(stream) -> Iterator[list[tuple[int, str]]]:
+    """The jobs announced on ``stream`` ("K RUNTIME" lines) and not yet handed out, as a list :func:`_main` takes
+    from; it blocks only while the list is empty, and ends when the stream closes and the list is empty."""
+    arrived: queue.Queue[tuple[int, str] | None] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            index, _, runtime = line.strip().partition(" ")
+            arrived.put((int(index), runtime or "tflite"))
+        arrived.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    pending: list[tuple[int, str]] = []
+    closed = False
+    while pending or not closed:
+        if not pending:
+            got = arrived.get()
+            if got is None:
+                return
+            pending.append(got)
+        while True:
+            try:
+                got = arrived.get_nowait()
+            except queue.Empty:
+                break
+            if got is None:
+                closed = True
+                break
+            pending.append(got)
+        yield pending
+
+
 def _main(work: str) -> None:
-    """Child: run job K when the line "K" arrives on stdin, writing ``reply-K.pkl`` (atomically) as soon as it is
-    done, or ``reply-K.err`` with the exception's line when the runtime raises; end when stdin closes."""
+    """Child: run the jobs announced on stdin ("K RUNTIME"), writing ``reply-K.pkl`` (atomically) as soon as one is
+    done, or ``reply-K.err`` with the exception's line when the runtime raises; end when stdin closes.
+
+    Of the jobs waiting, a TFLite one goes first: the parent may run an onnxruntime job it finds unstarted
+    (:meth:`Background.take`), never a TFLite one, so those are what only this process can do."""
     children.die_with_parent()
     arrays = pickle.loads((Path(work) / "arrays.pkl").read_bytes())
-    for line in sys.stdin:
-        k = int(line)
+    for pending in _announced(sys.stdin):
+        k, runtime = next((job for job in pending if job[1] == "tflite"), pending[0])
+        pending.remove((k, runtime))
         try:  # claim the job; the parent may have taken it first (Background.take)
             os.rename(Path(work) / f"job-{k}.pkl", Path(work) / f"job-{k}.run")
         except FileNotFoundError:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.parity import classes, judge as parity, runtimes
-from converter.parity.offprocess import ChildRows
+from converter.parity.offprocess import ROUNDTRIP, ChildRows
 from converter.options import ConvertOptions
 from converter._convert.quiet import silenced
 from converter._convert.feeding import feeding_lines
@@ -55,21 +55,6 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, loaded: Callab
     return found, crashed
 
 
-
-
-ROUNDTRIP = ("tf2onnx_roundtrip", "fp32")
-
-
-def queue_roundtrip(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path, loaded: Callable[[], object],
-                    rows: ChildRows) -> bool:
-    """Convert the SavedModel back to ONNX with tf2onnx, without its optimizers, and queue its onnxruntime row on
-    ``rows``; False when tf2onnx could not convert it that way (:func:`roundtrip_optimized` then does)."""
-    try:
-        rows.submit(ROUNDTRIP, *runtimes.tf2onnx_roundtrip_job(
-            out / "saved_model", manifest, options.opset, workdir, manifest.fixed_batch, options.verbose, loaded()))
-    except Exception:
-        return False
-    return True
 
 
 def roundtrip_optimized(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path,
@@ -198,25 +183,20 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                              dict[tuple[str, str], str | None]]:
     """Every runtime's outputs on the parity data, per chunk size; the rows that could not run, with why; each
     row's artifact. The child's rows (``rows``, else started here with every artifact queued, and closed) are
-    collected last. The tf2onnx round trip is converted and queued first, so the child can run it while this
-    process runs the SavedModel row; then this process runs the onnxruntime rows the child has not started
-    (:meth:`ChildRows.run_unstarted_here`), whichever side is ahead. (Running the in-process rows on a thread beside
-    the conversion instead was slower on two cores: four busy threads.)"""
+    collected last. The tf2onnx round trip was converted and queued as soon as the SavedModel was written
+    (:meth:`ChildRows.written`); after its own rows this process runs the onnxruntime rows the child has not started
+    (:meth:`ChildRows.run_unstarted_here`), and the round trip with tf2onnx's optimizers when the plain one could
+    not be converted or run."""
     inputs = side.data.inputs
     own = rows is None
     if own:
-        rows = ChildRows(inputs, chunks)
+        rows = ChildRows(inputs, chunks, options.opset, options.verbose)
         rows.written_all(out, manifest)
     outputs: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     try:
         # LiteRT's XNNPACK and TF print to the C-level fds while runtimes start; keep that off the terminal
         with tempfile.TemporaryDirectory(prefix="parity-") as work, silenced(options.verbose):
             loaded = functools.cache(lambda: runtimes.load_saved_model(out / "saved_model"))  # one load, two rows
-            queued = False
-            if "saved_model" in manifest.artifacts:
-                t = time.perf_counter()
-                queued = queue_roundtrip(out, manifest, options, Path(work), loaded, rows)
-                timings["parity_tf2onnx_roundtrip_fp32"] = time.perf_counter() - t
             runners, crashed = build_runners(out, manifest, side, loaded, timings)
             for r in runners:
                 t = time.perf_counter()
@@ -228,9 +208,13 @@ def _run_runtimes(out: Path, manifest: Manifest, side: TorchSide, options: Conve
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             rows.run_unstarted_here()  # onnxruntime rows the child has not reached: this process is free now
+            timings["parity_child_rows_here"] = time.perf_counter() - t
+            t = time.perf_counter()
             child_outputs, child_crashed = rows.collect()
             timings["parity_child_wait"] = time.perf_counter() - t
-            if "saved_model" in manifest.artifacts and (not queued or ROUNDTRIP in child_crashed):
+            if "saved_model" in manifest.artifacts:
+                timings["parity_tf2onnx_roundtrip_fp32"] = rows.roundtrip_s  # converted as the SavedModel was written
+            if "saved_model" in manifest.artifacts and (not rows.roundtrip_queued or ROUNDTRIP in child_crashed):
                 t = time.perf_counter()
                 try:
                     rows.artifacts[ROUNDTRIP], child_outputs[ROUNDTRIP] = roundtrip_optimized(
