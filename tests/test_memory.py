@@ -112,3 +112,25 @@ def test_the_torchscript_row_reloads_its_file_without_holding_it_in_memory() -> 
     weights_mb = 4096 * 4104 * 4 / 2**20  # 64 MB
     assert same == "True"
     assert float(added) < 2.5 * weights_mb, (added, weights_mb)  # through a buffer: 5.2x
+
+
+def test_the_torchscript_copy_is_made_after_the_eager_reference(monkeypatch) -> None:
+    """The PyTorch child runs eager on every sample before it traces and reloads the TorchScript file, so the
+    reloaded copy of the weights is not held during the eager run (which overlaps the TF process's translation
+    peak); both rows still come out, equal here."""
+    from converter._convert import torchstage
+    from converter._convert.sources import LoadedModel
+    from converter.parity import runtimes
+    from converter.parity.data import ParityData
+
+    events: list[str] = []
+    run_batched, torchscript_runner = runtimes.run_batched, runtimes.torchscript_runner
+    monkeypatch.setattr(runtimes, "run_batched", lambda r, xs, c: events.append(f"run {r.runtime}") or
+                        run_batched(r, xs, c))
+    monkeypatch.setattr(runtimes, "torchscript_runner", lambda *a: events.append("trace") or torchscript_runner(*a))
+    torch.manual_seed(0)
+    data = ParityData([np.random.default_rng(0).random((5, 3, 8, 8), np.float32)], None, "random")
+    model = LoadedModel(name="small", kind="callable", module=_Small().eval())
+    outputs = torchstage._torch_outputs(model, data, [data.inputs[0][:1]], (4,), None)
+    assert events == ["run pytorch", "trace", "run torchscript"], events
+    assert np.allclose(outputs["pytorch"][4][0], outputs["torchscript"][4][0], atol=1e-6)

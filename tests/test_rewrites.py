@@ -860,3 +860,35 @@ def test_bert_from_config_converts_with_every_row_passing(bert_run) -> None:
     assert {("tflite", "fp32"), ("tflite", "fp16"), ("saved_model", "fp32"), ("onnxruntime", "fp32")} <= set(rows)
     assert report["passed"] and all(r["passed"] for r in rows.values()), rows
     assert rows[("saved_model", "fp32")]["max_rel_err"] < 1e-5 and rows[("tflite", "fp16")]["max_rel_err"] < 5e-3
+
+
+def _weighted_reshape() -> onnx.ModelProto:
+    """``Reshape(MatMul(x, w), shape)``: one big weight (64 x 8192) and one small shape constant."""
+    w = numpy_helper.from_array(np.full((64, 8192), 0.5, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([2, 128, 64], np.int64), "shape")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 128, 64])], [w, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_rewrites_convert_only_the_initializers_they_read(monkeypatch) -> None:
+    """The rewrites' look-up of initializer values converts a weight to NumPy only when asked for it (each copy of
+    every weight was 110 MB on convnext_tiny), and shape inference still sees the small constants' values and the
+    weights' shapes, without copying the weights or touching the model it was given."""
+    from converter._convert.rewrites import graph as graph_helpers
+
+    model = _weighted_reshape()
+    before = model.SerializeToString()
+    converted: list[str] = []
+    to_array = numpy_helper.to_array
+    monkeypatch.setattr(graph_helpers.numpy_helper, "to_array", lambda t: converted.append(t.name) or to_array(t))
+    known, _, _, shapes = graph_helpers._view(model)
+    assert converted == [] and "w" in known and "shape" in known and "h" not in known and len(known) == 2
+    assert known["shape"].tolist() == [2, 128, 64] and converted == ["shape"]
+    known["h"] = np.zeros(1)  # a folded value sits beside the initializers
+    assert "h" in known and len(known) == 3 and sorted(known) == ["h", "shape", "w"]
+    assert shapes["h"] == (2, 8192) and shapes["y"] == (2, 128, 64)
+    light = graph_helpers._weightless(model)
+    assert [t.name for t in light.graph.initializer] == ["shape"] and "w" in {i.name for i in light.graph.input}
+    assert model.SerializeToString() == before

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converter._convert import interrupts, layout
+from converter._convert import interrupts, layout, memory
 from converter.errors import TensorFlowConversionError
 from converter._convert.manifest import TensorInfo
 from converter._convert.quiet import global_rngs_kept, silenced
@@ -145,6 +145,10 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
     from converter.parity.metrics import relative_error
 
     prepared = rewrites.prepare_for_onnx2tf(model, fast=fast)
+    # each rewrite returns a new graph: the heap the replaced ones leave (~0.45 GiB on convnext_tiny's 110 MB of
+    # weights) goes back before onnx2tf builds on top of it, beside the PyTorch child computing the reference (one
+    # trim here, ~0.05 s; one after every rewrite cost 0.8 s for a few more tens of MB)
+    memory.trim()
     input_names = [i.name for i in prepared.model.graph.input
                    if i.name not in {t.name for t in prepared.model.graph.initializer}]
     keep_absolutely = [n for n, s, d in zip(input_names, input_shapes, input_dtypes) if not layout.is_image(s, d)]

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converter._convert.rewrites.graph import _consumers, _copy, _opset, _remove_dead, _shapes
+from converter._convert.rewrites.graph import Initializers, _consumers, _copy, _opset, _remove_dead, _shapes
 
 _MAX_FOLD_PASSES = 32
 _NONDETERMINISTIC = frozenset(
@@ -106,7 +106,7 @@ def _fold_pass(model: onnx.ModelProto) -> bool:
     graph = model.graph
     shapes = _shapes(model)
     opset = _opset(model)
-    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    known = Initializers(graph.initializer)
     graph_outputs = {o.name for o in graph.output}
     kept, folded, dims = [], {}, {}
     for node in graph.node:
