@@ -55,8 +55,6 @@ def build_runners(out: Path, manifest: Manifest, side: TorchSide, loaded: Callab
     return found, crashed
 
 
-
-
 def roundtrip_optimized(out: Path, manifest: Manifest, options: ConvertOptions, workdir: Path,
                         loaded: Callable[[], object], inputs: list[np.ndarray], chunks: tuple[int, ...]
                         ) -> tuple[str, dict[int, list[np.ndarray]]]:
