@@ -10,6 +10,7 @@ import pytest
 
 from converter import cli
 from converter._convert import torchchild
+from converter._convert.side import FREE_CHUNK
 from tests.conftest import ROOT, message_lines
 
 
@@ -95,12 +96,12 @@ def test_the_exported_side_arrives_before_the_reference_outputs(spawned, tmp_pat
                                       [[1, 4]], "random")
     try:
         early = stage.exported()
-        assert stage.spawned.proc.poll() is None  # eager sleeps 0.5 s on each of the two parity chunks
+        assert stage.spawned.proc.poll() is None  # eager sleeps 1 s on its first parity chunk
         assert early.outputs == {} and (tmp_path / "model.onnx").is_file()
         whole = stage.result()
     finally:
         stage.cancel()
     assert set(whole.outputs) == {"pytorch", "torchscript"} and whole.output_names == early.output_names
     assert np.array_equal(whole.data.inputs[0], early.data.inputs[0]) and whole.data.inputs[0].shape == (100, 4)
-    assert whole.outputs["pytorch"][64][0].shape == (100, 3)
+    assert whole.outputs["pytorch"][FREE_CHUNK][0].shape == (100, 3)
     assert not (tmp_path / ".torch_stage").exists()  # the hand-over files go with the child

@@ -78,13 +78,18 @@ def tiny_linear() -> nn.Module:
 
 
 class SlowReference(TinyLinear):
-    """TinyLinear whose eager forward sleeps 0.5 s on a batch of more than one sample (the reference outputs on the
-    parity data), not while probed at batch 1 or traced for an export."""
+    """TinyLinear whose eager forward sleeps 1 s on its first batch of more than one sample (the first chunk of the
+    reference outputs on the parity data), not while probed at batch 1 or traced for an export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-        if not exporting and x.shape[0] > 1:
-            time.sleep(0.5)
+        if not exporting and x.shape[0] > 1 and not self.slept:
+            self.slept = True
+            time.sleep(1.0)
         return self.fc(x)
 
 
