@@ -599,10 +599,22 @@ def test_rewrite(case: Case) -> None:
     ],
     ids=["chunk", "lstm", "constant_subgraph"],
 )
-def test_prepare_records_applied(build: Callable[[], onnx.ModelProto], applied: tuple[str, ...]) -> None:
+def test_prepare_records_applied(build: Callable[[], onnx.ModelProto], applied: tuple[str, ...], monkeypatch) -> None:
+    """Each graph gets the rewrites it needs, computes the same, and costs one copy of the weights: the caller's
+    graph is left as it was, and the rewrites edit that one private copy in place."""
+    from converter._convert.rewrites import graph
+
+    copies = []
+    deep_copy = graph._deep_copy
+    monkeypatch.setattr(graph, "_deep_copy", lambda m: copies.append(m) or deep_copy(m))
     model = build()
     prepared = rewrites.prepare_for_onnx2tf(model)
+    assert len(copies) == 1
+    assert model.SerializeToString(deterministic=True) == build().SerializeToString(deterministic=True)
     assert prepared.applied == applied
+    names = [n.name for n in prepared.model.graph.node]  # what lets onnx2tf skip its sng4onnx naming pass
+    assert all(names) and len(set(names)) == len(names)
+    assert prepared.onnx2tf_kwargs["not_use_opname_auto_generate"] is True
     onnx.checker.check_model(prepared.model)
     feeds = _feeds(model)
     for ref, got in zip(_run(model, feeds), _run(prepared.model, feeds), strict=True):

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from converter._convert.rewrites.graph import _copy
+
 _P = 0.3275911
 _A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 MAX_ABS_ERROR = 5e-7  # float32 evaluation; 1.5e-7 in exact arithmetic
@@ -23,8 +25,7 @@ def erf_as_polynomial(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace every float ``Erf`` node; graphs without one come back unchanged (the same object)."""
     if not any(n.op_type == "Erf" and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = _copy(model)
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
