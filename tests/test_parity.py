@@ -73,3 +73,22 @@ def test_reference_warnings(case, reference, labels, count) -> None:
 
     _, warnings = reference_warnings([reference], labels)
     assert len(warnings) == count, warnings
+
+
+def test_the_keras_port_runs_at_its_own_batch_whatever_the_chunk() -> None:
+    """The reference net's Keras port is fed KERAS_CHUNK samples per call (its last bits follow the batch), while
+    the PyTorch rows run at side.FREE_CHUNK; its outputs come back whole and in order."""
+    from converter._convert.side import FREE_CHUNK
+    from converter.parity import runtimes
+
+    seen: list[int] = []
+
+    def keras_model(x, training: bool):
+        seen.append(len(x))
+        return x.reshape(len(x), -1).sum(axis=1, keepdims=True)
+
+    x = np.arange(150 * 4, dtype=np.float32).reshape(150, 4)
+    runner = runtimes.keras_native_runner(keras_model, [])
+    out = runtimes.run_batched(runner, [x], FREE_CHUNK)
+    assert FREE_CHUNK != runtimes.KERAS_CHUNK and seen == [64, 64, 22]
+    np.testing.assert_array_equal(out[0], x.sum(axis=1, keepdims=True))
