@@ -133,10 +133,16 @@ SAMPLES = (torch.randn(1, 6, generator=torch.Generator().manual_seed(4)),
 
 
 @pytest.mark.parametrize(("build", "kind"), [(_module, "module"), (_scripted, "torchscript")], ids=["module", "script"])
-def test_live_modules_convert_from_a_tuple_of_samples(tmp_path, build, kind: str) -> None:
+def test_live_modules_convert_from_a_tuple_of_samples(tmp_path, build, kind: str, monkeypatch) -> None:
+    from converter.parity import runtimes
+
+    sessions = []  # onnxruntime sessions of model.onnx: the export's check only (the TF side reuses its outputs)
+    make = runtimes.onnxruntime_runner
+    monkeypatch.setattr(runtimes, "onnxruntime_runner", lambda path, *a, **k: sessions.append(path) or make(path, *a, **k))
     model = build()
     result = converter.convert(model, SAMPLES, out_dir=tmp_path / "out", **FP32)
     assert result.parity.passed, result.parity.to_markdown()
+    assert len(sessions) == 1
     assert result.manifest.source.kind == kind
     assert [i.name for i in result.manifest.inputs] == ["input_0", "input_1"]
     with torch.no_grad():

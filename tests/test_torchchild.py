@@ -104,4 +104,11 @@ def test_the_exported_side_arrives_before_the_reference_outputs(spawned, tmp_pat
     assert set(whole.outputs) == {"pytorch", "torchscript"} and whole.output_names == early.output_names
     assert np.array_equal(whole.data.inputs[0], early.data.inputs[0]) and whole.data.inputs[0].shape == (100, 4)
     assert whole.outputs["pytorch"][FREE_CHUNK][0].shape == (100, 3)
+    # onnxruntime's outputs on the sample come with the exported side: the TF process needs no session of its own
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {early.input_names[0]: early.data.inputs[0][:1]})
+    assert len(early.onnx_outputs) == 1 and early.onnx_outputs[0].shape == (1, 3)
+    np.testing.assert_allclose(early.onnx_outputs[0], expected[0], rtol=1e-6, atol=1e-7)
     assert not (tmp_path / ".torch_stage").exists()  # the hand-over files go with the child

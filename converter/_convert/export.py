@@ -305,10 +305,11 @@ def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
 
 
 def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample
-                 ) -> tuple[list[str], list[str], dict]:
+                 ) -> tuple[list[str], list[str], dict, list[np.ndarray] | None]:
     """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT.
-    Returns the input and output names, and what the manifest's ``source`` records about the export
-    (:meth:`~converter._convert.exporters.Exported.to_source`; nothing for an ``.onnx`` source)."""
+    Returns the input and output names, what the manifest's ``source`` records about the export
+    (:meth:`~converter._convert.exporters.Exported.to_source`; nothing for an ``.onnx`` source), and onnxruntime's
+    outputs on ``sample`` from the exported file, which passed :func:`check_onnx` (None for an ``.onnx`` source)."""
     import onnx
 
     from converter._convert.dims import resolve
@@ -322,7 +323,7 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
         out_names = io_names(options.output_names, n_out, "output") if options.output_names else [o.name for o in proto.graph.output]
         _require_symbolic(proto, resolve(options.dynamic_dims, in_names, shapes), in_names, model.onnx_path.name)
         onnx.save(rename_io(proto, in_names, out_names), str(onnx_path))
-        return in_names, out_names, {}
+        return in_names, out_names, {}, None
     raw = probe_outputs(model.module, sample, describe_inputs(shapes, [x.dtype for x in sample]))
     n_out = len(flatten_outputs(raw))
     in_names = io_names(options.input_names, len(shapes), "input")
@@ -338,4 +339,4 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
     if worst > 1e-3:
         raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
                           "the model is not traceable as is (data-dependent control flow?); check forward()")
-    return in_names, out_names, exported.to_source()
+    return in_names, out_names, exported.to_source(), ort_out

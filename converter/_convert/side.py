@@ -46,6 +46,10 @@ class TorchSide:
     resized: ParityData | None = None
     resized_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     dynamic_dims: str = ""
+    #: onnxruntime's outputs on the sample (the first ``shapes[0][0]`` parity samples) from the ``model.onnx`` this
+    #: side exported, after :func:`converter._convert.export.check_onnx` passed on it; None when it did not export
+    #: the file (an ``.onnx`` source, ``--check``): the TF side then checks and runs the file itself
+    onnx_outputs: list[np.ndarray] | None = None
 
     @property
     def exporter(self) -> str | None:

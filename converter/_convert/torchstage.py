@@ -52,8 +52,9 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
         _input_names(model, options, len(shapes), out, export_onnx) if str(parity_data).endswith(".npz") else ())
     sample = [take(x, shapes[0][0]) for x in data.inputs]
     exported: dict = {}  # how model.onnx was written (the exporter), for the manifest's source
+    onnx_outputs = None
     if export_onnx:
-        in_names, out_names, exported = export.export_model(model, out, options, shapes, sample)
+        in_names, out_names, exported, onnx_outputs = export.export_model(model, out, options, shapes, sample)
     else:
         manifest = Manifest.read(out)
         in_names = [i.name for i in manifest.inputs]
@@ -61,7 +62,7 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
     side = TorchSide(model.kind, in_names, out_names, [tuple(s) for s in shapes], [str(np.dtype(d)) for d in dtypes],
                      data, reference_name=model.reference_name,
                      source={"name": model.name, "kind": model.kind, "spec": model.spec, "weights": model.weights,
-                             **exported})
+                             **exported}, onnx_outputs=onnx_outputs)
     if on_exported is not None:
         on_exported(side)
         memory.give_back()  # the export's garbage, before the reference outputs (RSS beside the parent's peak)
@@ -262,6 +263,7 @@ def _write_side(stage: Path, side: TorchSide, name: str) -> None:
                 arrays[f"out/{runtime}/{chunk}/{i}"] = o
     for k, v in (side.keras_state or {}).items():
         arrays[f"keras/{k}"] = v
+    arrays.update({f"onnx_out/{i}": o for i, o in enumerate(side.onnx_outputs or [])})
     if side.resized is not None:
         arrays.update({f"resized/{i}": x for i, x in enumerate(side.resized.inputs)})
         for runtime, outs in side.resized_outputs.items():
@@ -271,7 +273,8 @@ def _write_side(stage: Path, side: TorchSide, name: str) -> None:
             "shapes": side.shapes, "dtypes": side.dtypes, "description": side.data.description,
             "real": side.data.real, "reference_name": side.reference_name,
             "has_keras": side.keras_state is not None, "source": side.source, "dynamic_dims": side.dynamic_dims,
-            "resized": None if side.resized is None else side.resized.description}
+            "resized": None if side.resized is None else side.resized.description,
+            "onnx_outputs": None if side.onnx_outputs is None else len(side.onnx_outputs)}
     (stage / f"{name}.json.tmp").write_text(json.dumps(meta))
     os.replace(stage / f"{name}.json.tmp", stage / f"{name}.json")  # the parent polls for it: never half-written
 
@@ -290,7 +293,9 @@ def _read_side(stage: Path, name: str) -> TorchSide:
     keras = {k[len("keras/"):]: v for k, v in arrays.items() if k.startswith("keras/")} if meta["has_keras"] else None
     side = TorchSide(meta["kind"], meta["input_names"], meta["output_names"], [tuple(s) for s in meta["shapes"]],
                      meta["dtypes"], data, outputs, keras, meta["reference_name"], meta["source"],
-                     dynamic_dims=meta.get("dynamic_dims", ""))
+                     dynamic_dims=meta.get("dynamic_dims", ""),
+                     onnx_outputs=None if meta.get("onnx_outputs") is None
+                     else [arrays[f"onnx_out/{i}"] for i in range(meta["onnx_outputs"])])
     if meta.get("resized") is not None:
         side.resized = ParityData([arrays[f"resized/{i}"] for i in range(len(meta["shapes"]))], None,
                                   meta["resized"], False)
