@@ -134,3 +134,35 @@ def test_the_torchscript_copy_is_made_after_the_eager_reference(monkeypatch) -> 
     outputs = torchstage._torch_outputs(model, data, [data.inputs[0][:1]], (4,), None)
     assert events == ["run pytorch", "trace", "run torchscript"], events
     assert np.allclose(outputs["pytorch"][4][0], outputs["torchscript"][4][0], atol=1e-6)
+
+
+@pytest.mark.parametrize("release", [False, True], ids=["kept", "released"])
+def test_the_child_drops_the_module_before_the_torchscript_row(release: bool) -> None:
+    """With ``release`` (the PyTorch child, which ends after the hand-over) nothing holds the module once the
+    TorchScript file is reloaded, so its weights are freed before that row runs beside the TF process's
+    translation; without it (an in-process conversion of the user's live module) the module is left alone."""
+    import weakref
+
+    from converter._convert import torchstage
+    from converter._convert.sources import LoadedModel
+    from converter.parity import runtimes
+    from converter.parity.data import ParityData
+
+    torch.manual_seed(0)
+    data = ParityData([np.random.default_rng(0).random((5, 3, 8, 8), np.float32)], None, "random")
+    model = LoadedModel(name="small", kind="callable", module=_Small().eval())
+    alive = weakref.ref(model.module)
+    seen: list[bool] = []  # is the module alive when the TorchScript row runs?
+    run_batched = runtimes.run_batched
+
+    def watch(runner, xs, chunk):
+        if runner.runtime == "torchscript":
+            seen.append(alive() is not None)
+        return run_batched(runner, xs, chunk)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runtimes, "run_batched", watch)
+        outputs = torchstage._torch_outputs(model, data, [data.inputs[0][:1]], (4,), None, release)
+    assert seen == [not release]
+    assert (model.module is None) == release
+    assert np.allclose(outputs["pytorch"][4][0], outputs["torchscript"][4][0], atol=1e-6)
