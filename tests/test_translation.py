@@ -123,22 +123,42 @@ def test_strict_mode_takes_over_when_the_fast_route_fails() -> None:
     assert graph.sample_error < 1e-5
 
 
-def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatch) -> None:
+@pytest.mark.parametrize("from_file", [False, True], ids=["proto", "file"])
+def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatch, tmp_path, from_file: bool) -> None:
     """The fast graph is judged by its numbers, not only by whether onnx2tf finished: one off by more than
-    FAST_MAX_ERROR on the sample is translated again in strict mode, and the smaller error wins."""
-    real = tensorflow._translate
+    FAST_MAX_ERROR on the sample is translated again in strict mode, and the smaller error wins. Given the file the
+    graph came from (``source``, as ``convert`` does), the fast route rewrites the caller's graph itself, without
+    a copy of its weights, and strict mode reads the file again."""
+    from converter._convert.rewrites import graph as rewrite_graph
 
-    def fast_is_off(*args, fast: bool):
-        graph = real(*args, fast=fast)
+    real = tensorflow._translate
+    copies: list[bool] = []  # per deep copy of a graph: made for the fast route?
+
+    def fast_is_off(*args, fast: bool, **kwargs):
+        deep_copy = rewrite_graph._deep_copy
+        monkeypatch.setattr(rewrite_graph, "_deep_copy", lambda m: copies.append(fast) or deep_copy(m))
+        graph = real(*args, fast=fast, **kwargs)
+        monkeypatch.setattr(rewrite_graph, "_deep_copy", deep_copy)
         if fast:
             graph.sample_error = 0.5  # as a misplaced layout would be
         return graph
 
     monkeypatch.setattr(tensorflow, "_translate", fast_is_off)
-    graph = _translate(channels_last_block(residual=False))
+    model = channels_last_block(residual=False)
+    x = np.random.default_rng(1).standard_normal((1, 8, 6, 6)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    source = None
+    if from_file:
+        source = tmp_path / "model.onnx"
+        onnx.save(model, str(source))
+    graph = tensorflow.onnx_to_keras(model, [(1, 8, 6, 6)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc",
+                                     source=source)
     assert graph.translation["strict_mode"] is True
     assert graph.translation["why"] == "relative error 0.5 on the sample without strict mode"
     assert graph.sample_error < 1e-5
+    assert copies == ([False] if from_file else [True, False])
+    changed = model.SerializeToString() != channels_last_block(residual=False).SerializeToString()
+    assert changed == from_file
 
 
 

@@ -38,6 +38,8 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     from converter._convert.quiet import import_tensorflow
 
     import_tensorflow(options.verbose)
+    import onnx
+
     from converter._convert import tfexport
     from converter.parity.runtimes import onnxruntime_runner
     from converter._convert.tensorflow import onnx_to_keras
@@ -46,8 +48,6 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     calibration = check_calibration(calibration, shapes)
     sample = [take(x, shapes[0][0]) for x in side.data.inputs]
     if side.onnx_outputs is not None:  # the PyTorch stage exported the file, checked it and ran it on this sample
-        import onnx
-
         proto, ort_out = onnx.load(str(out / "model.onnx")), side.onnx_outputs
     else:
         proto = export.check_onnx(out / "model.onnx")
@@ -64,9 +64,15 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
     recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
     stage(f"translating ONNX to TensorFlow (onnx2tf, {len(proto.graph.node)} nodes)")
+    def original() -> onnx.ModelProto:
+        """``model.onnx`` as written: the main translation rewrites ``proto`` in place (one copy of the weights
+        fewer beside onnx2tf), so a retry or a second translation reads the file again."""
+        return onnx.load(str(out / "model.onnx"))
+
     try:
         graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout,
-                              options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
+                              options.verbose, unroll_rnn=recurrent and options.dynamic_batch,
+                              source=out / "model.onnx")
         batch_map = False
         if options.dynamic_batch and graph.sample_error > SYMBOLIC_BATCH_MAX_ERROR:
             raise TensorFlowConversionError(f"the graph onnx2tf built with a symbolic batch disagrees with onnxruntime "
@@ -76,17 +82,18 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
             raise
         # onnx2tf cannot build this graph with a symbolic batch (seen: nn.MultiheadAttention, whose [T, B, ...]
         # intermediates it re-lays out as images): build it at batch 1 and map it over the batch
-        graph = onnx_to_keras(export.with_batch(proto, 1), shapes, dtypes, side.output_names, sample, ort_out,
+        graph = onnx_to_keras(export.with_batch(original(), 1), shapes, dtypes, side.output_names, sample, ort_out,
                               options.layout, options.verbose, unroll_rnn=recurrent)
         batch_map = True
         manifest.dynamic_batch_route = {"batch_map": True, "why": str(exc)[:300]}
+    proto = None  # rewritten by the translation: original() from here on
     module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
 
     def int8_source():
         """(module, graph) full int8 is built from: RNNs unrolled (TFLite cannot calibrate through WHILE), reusing
         the main translation when it already is (a symbolic batch unrolls them, see above)."""
         if recurrent and (batch_map or not options.dynamic_batch):
-            return _unrolled(proto, side, sample, ort_out, options)
+            return _unrolled(original(), side, sample, ort_out, options)
         return module, graph
 
     timings["onnx_to_tf"] = time.perf_counter() - t
@@ -109,9 +116,9 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     needs_keras = "int8" in options.tflite_precisions and (options.int8_keep_float or
                                                          (recurrent and representative is not None))
     if not needs_keras:
-        # every TFLite file is read from the SavedModel: the Keras model, its traced function and the ONNX proto
-        # are not needed again, and the TFLite converter's peak starts from what is left (memory.give_back)
-        module = graph = proto = None
+        # every TFLite file is read from the SavedModel: the Keras model and its traced function are not needed
+        # again, and the TFLite converter's peak starts from what is left (memory.give_back)
+        module = graph = None
     memory.give_back()
     # parity's tf2onnx round trip is converted from the SavedModel after the first TFLite file, while its child runs
     # that file's row (converted right after the SavedModel instead, the child had nothing to run meanwhile)
@@ -134,7 +141,7 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
             if blob is None:
                 blob = tfexport.convert_tflite(module, precision, None, options.verbose, out / "saved_model")
         elif precision == "int8" and options.int8_keep_float:
-            blob, extra = _selective_int8(*int8_source(), representative, side, proto, options, out)
+            blob, extra = _selective_int8(*int8_source(), representative, side, original(), options, out)
             extra["rnn_unrolled"] = recurrent
         elif precision == "int8" and representative is not None and recurrent:
             try:

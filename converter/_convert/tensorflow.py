@@ -96,6 +96,7 @@ def onnx_to_keras(
     layout_mode: str,
     verbose: bool = False,
     unroll_rnn: bool = False,
+    source: Path | None = None,
 ) -> TFGraph:
     """Translate with onnx2tf and work out the layout of every input and output.
 
@@ -111,6 +112,10 @@ def onnx_to_keras(
 
     ``sample``/``reference`` (PyTorch-layout inputs and the ONNX outputs for them) let us *measure* which
     layout onnx2tf gave each output instead of guessing from shapes.
+
+    ``source``: the file ``model`` was loaded from. The fast route's rewrites then edit ``model`` itself instead of
+    a copy (one copy of the weights fewer: 110 MB on convnext_tiny), so the caller must not use it afterwards, and
+    a strict retry reads the file again.
     """
     missing = unsupported_ops(model)
     if missing:
@@ -121,13 +126,15 @@ def onnx_to_keras(
     args = (model, input_shapes, input_dtypes, output_names, sample, reference, layout_mode, verbose, unroll_rnn)
     fast = None
     try:
-        fast = _translate(*args, fast=True)
+        fast = _translate(*args, fast=True, in_place=source is not None)
         if fast.sample_error <= FAST_MAX_ERROR:
             return fast
         why = f"relative error {fast.sample_error:.2g} on the sample without strict mode"
     except TensorFlowConversionError as exc:
         why = str(exc)
     interrupts.checkpoint()
+    if source is not None:  # the fast route rewrote the caller's graph in place
+        args = (onnx.load(str(source)), *args[1:])
     try:
         strict = _translate(*args, fast=False)
     except TensorFlowConversionError:
@@ -139,12 +146,13 @@ def onnx_to_keras(
 
 
 def _translate(model, input_shapes, input_dtypes, output_names, sample, reference, layout_mode, verbose, unroll_rnn,
-               *, fast: bool) -> TFGraph:
-    """One onnx2tf translation (``fast``: without strict mode) and the measured I/O layouts; see ``onnx_to_keras``."""
+               *, fast: bool, in_place: bool = False) -> TFGraph:
+    """One onnx2tf translation (``fast``: without strict mode) and the measured I/O layouts; see ``onnx_to_keras``.
+    ``in_place``: the rewrites may edit ``model`` itself."""
     from converter._convert import rewrites
     from converter.parity.metrics import relative_error
 
-    prepared = rewrites.prepare_for_onnx2tf(model, fast=fast)
+    prepared = rewrites.prepare_for_onnx2tf(model, fast=fast, in_place=in_place)
     # each rewrite returns a new graph: the heap the replaced ones leave (~0.45 GiB on convnext_tiny's 110 MB of
     # weights) goes back before onnx2tf builds on top of it, beside the PyTorch child computing the reference (one
     # trim here, ~0.05 s; one after every rewrite cost 0.8 s for a few more tens of MB)

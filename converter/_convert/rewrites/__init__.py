@@ -123,18 +123,22 @@ def _fingerprint(model: onnx.ModelProto) -> bytes:
     return b"\x00".join(parts)
 
 
-def prepare_for_onnx2tf(model: onnx.ModelProto, fast: bool = False) -> Prepared:
+def prepare_for_onnx2tf(model: onnx.ModelProto, fast: bool = False, in_place: bool = False) -> Prepared:
     """Run every rewrite in ``REWRITES`` order; the result passes ``onnx.checker`` and computes the same function.
 
     ``fast``: for onnx2tf without strict mode, whose per-node accuracy correction re-runs the partial Keras model
     for every ambiguous Mul/Add (quadratic in depth: 229 of convnext_tiny's 257 s). Its job is to pick the layout
     of broadcast constants, so in this mode every such constant is made full-rank first
     (``full_rank_broadcast_constants(everywhere=True)``) and there is nothing left to pick.
+
+    The rewrites edit one copy of ``model`` in place (see ``graph.owned``); with ``in_place`` they edit ``model``
+    itself, for a caller that will not read it again.
     """
     applied = []
     steps = [(name, partial(rewrite, everywhere=True) if fast and rewrite is full_rank_broadcast_constants else rewrite)
              for name, rewrite in REWRITES]
-    model = _copy(model)  # the caller's graph stays as it was; the rewrites then edit this one copy in place
+    if not in_place:
+        model = _copy(model)  # the caller's graph stays as it was; the rewrites then edit this one copy in place
     with owned():
         for name, rewrite in steps:
             before = _fingerprint(model)
