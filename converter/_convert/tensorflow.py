@@ -64,8 +64,11 @@ class TFGraph:
 
 
 #: The fast translation (onnx2tf without strict mode) is kept when it is this close to onnxruntime on the sample
-#: (relative error, float outputs); fp32 translations that work are within ~1e-6, a misplaced layout is off by O(1).
-FAST_MAX_ERROR = 1e-4
+#: (relative error, float outputs). fp32 translations that work are within ~1e-6 on most graphs, but yolov8n's
+#: detection head on a seeded noise sample is at 1.1e-4 (onnxruntime itself is 2e-5 from PyTorch there), and strict
+#: mode's graph gives exactly the same error: at 1e-4 that retry cost 4 s for nothing. A misplaced layout is off by
+#: O(1), so 1e-3 still separates the two by orders of magnitude; parity then judges the kept graph as usual.
+FAST_MAX_ERROR = 1e-3
 
 
 def preload(verbose: bool = False) -> None:
