@@ -39,6 +39,27 @@ def test_a_variable_the_keras_model_does_not_list_is_saved(tmp_path: Path) -> No
     np.testing.assert_array_equal(serve(x=tf.constant(x))["y"].numpy(), x * hidden.numpy())
 
 
+def test_the_serving_function_is_traced_once_and_the_keras_model_is_not_walked(tmp_path: Path) -> None:
+    """The SavedModel writer looks the signature up in a save context, where a function traced outside one is
+    traced again (convnext_tiny: 0.9 s); and it reads every property of the module, whose ``variables`` and
+    ``submodules`` would visit each layer of the Keras model behind ``serve_model``."""
+    import tensorflow as tf
+    import tf_keras
+
+    x = tf_keras.Input((4,), batch_size=1, name="x")
+    model = tf_keras.Model(x, tf_keras.layers.Dense(2, name="head")(tf_keras.layers.Dense(3, name="hidden")(x)))
+    io = [TensorSpecInfo("x", (1, 4), "float32", layout.identity(2), layout.identity(2)),
+          TensorSpecInfo("y", (1, 2), "float32", layout.identity(2), layout.identity(2))]
+    module = tfexport.build_serving_module(TFGraph(model, io[:1], io[1:]), dynamic_batch=False)
+    assert module.submodules == ()
+    assert {v.ref() for v in module.variables} == {v.ref() for v in model.variables}
+    tfexport.save_saved_model(module, tmp_path / "saved_model")
+    assert module.serve.experimental_get_tracing_count() == 1
+    serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[tfexport.SIGNATURE_KEY]
+    sample = np.array([[0.5, -1.0, 2.0, 3.0]], np.float32)
+    np.testing.assert_allclose(serve(x=tf.constant(sample))["y"].numpy(), model(sample).numpy(), rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     graph, _ = _hidden_variable_graph()
