@@ -41,6 +41,78 @@ def test_give_back_returns_the_freed_heap_to_the_os() -> None:
     assert before - after > 150, (before, after)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_rewriting_a_graph_read_from_a_file_leaves_one_copy_of_its_weights() -> None:
+    """A 64 MiB weight the rewrites replace (a scale folded into it, the scale itself folded from two constants,
+    beside an initializer nothing reads): once ``prepare_for_onnx2tf`` returns, the process holds the rewritten
+    graph and nothing of the one it was given. protobuf keeps every replaced or re-appended message in the
+    graph's arena until the whole graph is freed, so the edited graph must be freed, not kept, and no node of it
+    held in a reference cycle (onnx's ReferenceEvaluator keeps what it is given in one)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import onnx
+        import onnx.reference  # imported before the baseline: the fold's evaluator
+        from onnx import TensorProto, helper, numpy_helper
+        from converter._convert import memory, rewrites
+
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+        n = 4096
+        inits = [numpy_helper.from_array(np.full((n, n), 0.5, np.float32), "w"),
+                 numpy_helper.from_array(np.float32(0.25), "a"), numpy_helper.from_array(np.float32(0.25), "b"),
+                 numpy_helper.from_array(np.zeros(1024, np.float32), "unused")]
+        nodes = [helper.make_node("Add", ["a", "b"], ["half"], name="/half"),
+                 helper.make_node("Mul", ["x", "half"], ["h"], name="/scale"),
+                 helper.make_node("MatMul", ["h", "w"], ["y"], name="/fc")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+        data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+        memory.give_back()
+        before = rss()
+        prepared = rewrites.prepare_for_onnx2tf(onnx.ModelProto.FromString(data), fast=True, in_place=True)
+        memory.trim()
+        print(rss() - before, ",".join(prepared.applied))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    grown, applied = out.split()
+    assert "scale_into_matmul" in applied and "fold_constants" in applied
+    assert 48 < float(grown) < 100, grown  # the rewritten 64 MiB weight, not also the one it replaced
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_dropping_dead_initializers_copies_none_of_the_others() -> None:
+    """The rewrites drop unread initializers after each change: in place, since clearing the list and extending it
+    with the kept ones copies each into the graph's arena (a 64 MiB weight, three times over)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from onnx import TensorProto, helper, numpy_helper
+        from converter._convert import memory
+        from converter._convert.rewrites.graph import _remove_dead
+
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+        inits = [numpy_helper.from_array(np.full((4096, 4096), 0.5, np.float32), "w"),
+                 numpy_helper.from_array(np.zeros(8, np.float32), "unused")]
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc"),
+                 helper.make_node("Relu", ["x"], ["dead"], name="/dead")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], inits)
+        memory.give_back()
+        before = rss()
+        for _ in range(3):
+            _remove_dead(graph)
+            graph.initializer.append(numpy_helper.from_array(np.zeros(8, np.float32), "unused"))
+        memory.trim()
+        print(rss() - before, len(graph.node), [t.name for t in graph.initializer])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    grown, rest = out.split(maxsplit=1)
+    assert rest.strip() == "1 ['w', 'unused']"
+    assert float(grown) < 16, grown
+
+
 class _Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from converter._convert import rewrites, tensorflow
+from converter.errors import TensorFlowConversionError
 
 OPSET = 17
 
@@ -145,8 +146,8 @@ def test_a_fast_graph_within_float_noise_of_onnxruntime_is_kept(monkeypatch) -> 
 def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatch, tmp_path, from_file: bool) -> None:
     """The fast graph is judged by its numbers, not only by whether onnx2tf finished: one off by more than
     FAST_MAX_ERROR on the sample is translated again in strict mode, and the smaller error wins. Given the file the
-    graph came from (``source``, as ``convert`` does), the fast route rewrites the caller's graph itself, without
-    a copy of its weights, and strict mode reads the file again."""
+    graph is in (as ``convert`` does), each route reads it and rewrites what it read, without a copy of its
+    weights; given a graph, each route rewrites a copy and the caller's graph stays as it was."""
     from converter._convert.rewrites import graph as rewrite_graph
 
     real = tensorflow._translate
@@ -165,19 +166,32 @@ def test_a_fast_graph_that_is_wrong_on_the_sample_goes_to_strict_mode(monkeypatc
     model = channels_last_block(residual=False)
     x = np.random.default_rng(1).standard_normal((1, 8, 6, 6)).astype(np.float32)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    source = None
-    if from_file:
-        source = tmp_path / "model.onnx"
-        onnx.save(model, str(source))
-    graph = tensorflow.onnx_to_keras(model, [(1, 8, 6, 6)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc",
-                                     source=source)
+    source = tmp_path / "model.onnx"
+    onnx.save(model, str(source))
+    graph = tensorflow.onnx_to_keras(source if from_file else model, [(1, 8, 6, 6)], [np.dtype(np.float32)],
+                                     ["out"], [x], ref, "nhwc")
     assert graph.translation["strict_mode"] is True
     assert graph.translation["why"] == "relative error 0.5 on the sample without strict mode"
     assert graph.sample_error < 1e-5
-    assert copies == ([False] if from_file else [True, False])
-    changed = model.SerializeToString() != channels_last_block(residual=False).SerializeToString()
-    assert changed == from_file
+    assert copies == ([] if from_file else [True, False])
+    assert model.SerializeToString() == channels_last_block(residual=False).SerializeToString()
+    assert source.read_bytes() == model.SerializeToString()
 
+
+def test_an_op_without_translator_is_refused_once(monkeypatch) -> None:
+    """An op onnx2tf cannot translate fails the conversion at once, naming the op: no strict-mode retry."""
+    routes: list[bool] = []
+    real = tensorflow._translate
+    monkeypatch.setattr(tensorflow, "_translate", lambda *a, fast, **k: routes.append(fast) or real(*a, fast=fast, **k))
+    monkeypatch.setattr(tensorflow, "unsupported_ops", lambda model: [("Relu", "/r")])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["out"], name="/r")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])]))
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(TensorFlowConversionError, match="op Relu .*no translator"):
+        tensorflow.onnx_to_keras(model, [(1, 4)], [np.dtype(np.float32)], ["out"], [x], [x], "nhwc")
+    assert routes == [True]
 
 
 def attention_block() -> onnx.ModelProto:

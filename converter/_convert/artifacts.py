@@ -64,15 +64,17 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
     recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
     stage(f"translating ONNX to TensorFlow (onnx2tf, {len(proto.graph.node)} nodes)")
+    # the translation reads the file itself and frees each graph it rewrites before onnx2tf starts: one held here
+    # would stay beside onnx2tf's (110 MB on convnext_tiny); a retry or a second translation reads the file again
+    proto = None
+
     def original() -> onnx.ModelProto:
-        """``model.onnx`` as written: the main translation rewrites ``proto`` in place (one copy of the weights
-        fewer beside onnx2tf), so a retry or a second translation reads the file again."""
+        """``model.onnx`` as written."""
         return onnx.load(str(out / "model.onnx"))
 
     try:
-        graph = onnx_to_keras(proto, shapes, dtypes, side.output_names, sample, ort_out, options.layout,
-                              options.verbose, unroll_rnn=recurrent and options.dynamic_batch,
-                              source=out / "model.onnx")
+        graph = onnx_to_keras(out / "model.onnx", shapes, dtypes, side.output_names, sample, ort_out,
+                              options.layout, options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
         batch_map = False
         if options.dynamic_batch and graph.sample_error > SYMBOLIC_BATCH_MAX_ERROR:
             raise TensorFlowConversionError(f"the graph onnx2tf built with a symbolic batch disagrees with onnxruntime "
@@ -86,7 +88,6 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
                               options.layout, options.verbose, unroll_rnn=recurrent)
         batch_map = True
         manifest.dynamic_batch_route = {"batch_map": True, "why": str(exc)[:300]}
-    proto = None  # rewritten by the translation: original() from here on
     module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
 
     def int8_source():
@@ -156,8 +157,10 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
         manifest.artifacts[f"tflite_{precision}"] = Artifact(name, len(blob), precision=precision, details={
             "signature": tfexport.SIGNATURE_KEY, "io_dtype": "float32", "op_histogram": tfexport.op_histogram(blob),
             **tfexport.tflite_io_order(blob), "keep_float": [], **extra})  # its sha256: write_manifest hashes every artifact once, at the end
+        # what the converter freed goes back first: the next file's conversion, and the parity child that starts
+        # on this file now (its interpreter: 0.4 GiB on convnext_tiny), start lower
+        memory.give_back()
         written(out, manifest, f"tflite_{precision}")
-        memory.give_back()  # what the converter freed: the next file's conversion and parity start lower
         timings[f"tflite_{precision}"] = time.perf_counter() - t
         if roundtrip_pending:
             written(out, manifest, "saved_model")

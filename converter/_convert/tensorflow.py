@@ -90,7 +90,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[tuple[str, str]]:
 
 
 def onnx_to_keras(
-    model: onnx.ModelProto,
+    model: onnx.ModelProto | Path,
     input_shapes: Sequence[tuple[int, ...]],
     input_dtypes: Sequence[np.dtype],
     output_names: Sequence[str],
@@ -99,7 +99,6 @@ def onnx_to_keras(
     layout_mode: str,
     verbose: bool = False,
     unroll_rnn: bool = False,
-    source: Path | None = None,
 ) -> TFGraph:
     """Translate with onnx2tf and work out the layout of every input and output.
 
@@ -116,28 +115,23 @@ def onnx_to_keras(
     ``sample``/``reference`` (PyTorch-layout inputs and the ONNX outputs for them) let us *measure* which
     layout onnx2tf gave each output instead of guessing from shapes.
 
-    ``source``: the file ``model`` was loaded from. The fast route's rewrites then edit ``model`` itself instead of
-    a copy (one copy of the weights fewer: 110 MB on convnext_tiny), so the caller must not use it afterwards, and
-    a strict retry reads the file again.
+    ``model``: the graph, or the file it is in (``model.onnx``). A file is read once per route, and the rewrites
+    edit what was read instead of a copy; nothing else then holds the edited graph, so it is freed before onnx2tf
+    builds on top of it (with a graph given, the caller's stays as it was, beside the copy: 110 MB more on
+    convnext_tiny, and the edited copy's replaced weights, 0.4 GiB, until the rewrites end).
     """
-    missing = unsupported_ops(model)
-    if missing:
-        op, node = missing[0]
-        raise TensorFlowConversionError(
-            f"op {op} (node {node!r}) cannot be converted to TensorFlow: onnx2tf has no translator for it",
-            "replace that op in the PyTorch model or export it differently (another --opset)")
     args = (model, input_shapes, input_dtypes, output_names, sample, reference, layout_mode, verbose, unroll_rnn)
     fast = None
     try:
-        fast = _translate(*args, fast=True, in_place=source is not None)
+        fast = _translate(*args, fast=True)
         if fast.sample_error <= FAST_MAX_ERROR:
             return fast
         why = f"relative error {fast.sample_error:.2g} on the sample without strict mode"
+    except _Untranslatable:
+        raise
     except TensorFlowConversionError as exc:
         why = str(exc)
     interrupts.checkpoint()
-    if source is not None:  # the fast route rewrote the caller's graph in place
-        args = (onnx.load(str(source)), *args[1:])
     try:
         strict = _translate(*args, fast=False)
     except TensorFlowConversionError:
@@ -148,14 +142,30 @@ def onnx_to_keras(
     return strict if fast is None or strict.sample_error <= fast.sample_error else fast
 
 
+class _Untranslatable(TensorFlowConversionError):
+    """An op onnx2tf has no translator for: neither route can translate the graph."""
+
+
+def _read(model: onnx.ModelProto | Path) -> onnx.ModelProto:
+    """The graph, checked for ops onnx2tf cannot translate."""
+    graph = onnx.load(str(model)) if isinstance(model, Path) else model
+    missing = unsupported_ops(graph)
+    if missing:
+        op, node = missing[0]
+        raise _Untranslatable(
+            f"op {op} (node {node!r}) cannot be converted to TensorFlow: onnx2tf has no translator for it",
+            "replace that op in the PyTorch model or export it differently (another --opset)")
+    return graph
+
+
 def _translate(model, input_shapes, input_dtypes, output_names, sample, reference, layout_mode, verbose, unroll_rnn,
-               *, fast: bool, in_place: bool = False) -> TFGraph:
-    """One onnx2tf translation (``fast``: without strict mode) and the measured I/O layouts; see ``onnx_to_keras``.
-    ``in_place``: the rewrites may edit ``model`` itself."""
+               *, fast: bool) -> TFGraph:
+    """One onnx2tf translation (``fast``: without strict mode) and the measured I/O layouts; see ``onnx_to_keras``."""
     from converter._convert import rewrites
     from converter.parity.metrics import relative_error
 
-    prepared = rewrites.prepare_for_onnx2tf(model, fast=fast, in_place=in_place)
+    # a file's graph is read here and handed over: prepare_for_onnx2tf then holds the only reference to it
+    prepared = rewrites.prepare_for_onnx2tf(_read(model), fast=fast, in_place=isinstance(model, Path))
     # each rewrite returns a new graph: the heap the replaced ones leave (~0.45 GiB on convnext_tiny's 110 MB of
     # weights) goes back before onnx2tf builds on top of it, beside the PyTorch child computing the reference (one
     # trim here, ~0.05 s; one after every rewrite cost 0.8 s for a few more tens of MB)

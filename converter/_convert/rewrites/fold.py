@@ -18,7 +18,11 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int)
     from onnx.reference import ReferenceEvaluator
 
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
-    return list(ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds))
+    # the evaluator gets a copy of the node: it keeps what it is given in a reference cycle, and a node of the graph
+    # would keep the graph's whole protobuf arena (every weight a rewrite replaced) alive until the next gc pass
+    detached = onnx.NodeProto()
+    detached.CopyFrom(node)
+    return list(ReferenceEvaluator(detached, opsets={"": opset}).run(None, feeds))
 
 
 def _fold_node(

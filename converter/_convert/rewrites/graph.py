@@ -3,7 +3,7 @@ consumer look-ups, dead-code removal and tensor renaming."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -182,16 +182,21 @@ def _remove_dead(graph: onnx.GraphProto) -> None:
     """Drop nodes none of whose outputs is used, and initializers nothing reads, until nothing changes."""
     while True:
         used = _consumers(graph)
-        live = [n for n in graph.node if any(used.get(o, 0) for o in n.output if o)]
-        if len(live) == len(graph.node):
+        if not _keep_only(graph.node, lambda n: any(used.get(o, 0) for o in n.output if o)):
             break
-        del graph.node[:]
-        graph.node.extend(live)
     used = _consumers(graph)
     graph_inputs = {i.name for i in graph.input}
-    keep = [t for t in graph.initializer if used.get(t.name, 0) or t.name in graph_inputs]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _keep_only(graph.initializer, lambda t: used.get(t.name, 0) or t.name in graph_inputs)
+
+
+def _keep_only(field, keep: Callable) -> bool:
+    """Delete the items of a repeated message field ``keep`` rejects, in place; whether any went. In place, not
+    cleared and extended: extending copies every kept message into the graph's protobuf arena, where the old ones
+    stay until the whole graph is freed (a copy of every weight per call: 110 MB on convnext_tiny)."""
+    dead = [k for k, item in enumerate(field) if not keep(item)]
+    for k in reversed(dead):
+        del field[k]
+    return bool(dead)
 
 
 def _input_dependent(graph: onnx.GraphProto) -> set[str]:
