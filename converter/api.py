@@ -140,7 +140,7 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
         timings["pytorch_stage"] = time.perf_counter() - start
         # parity's onnxruntime and TFLite rows start in a child as each file is written (beside the TF build)
         rows = ChildRows(side.data.inputs, side.chunks(options.dynamic_batch), options.opset,
-                         options.verbose) if options.parity else None
+                         options.verbose, reference_done=pending.done) if options.parity else None
         manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written)
         t = time.perf_counter()
         if options.parity:

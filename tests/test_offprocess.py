@@ -61,6 +61,37 @@ def test_rows_queued_while_the_child_works_match_onnxruntime_at_every_chunk_size
     assert rows.artifacts == {("onnxruntime", "fp32"): "a.onnx", ("tf2onnx_roundtrip", "fp32"): "b.onnx"}
 
 
+@pytest.mark.parametrize("reference_ends", [True, False], ids=["reference-ends", "parity-first"])
+def test_the_onnx_row_waits_until_the_reference_is_computed(monkeypatch, tmp_path, reference_ends: bool) -> None:
+    """While the PyTorch child still computes the reference, ``model.onnx``'s row is not queued (its session would
+    hold the weights beside the child's and the TF build's); it is queued once the child is done, or when parity
+    collects the rows, whichever comes first, and computes what onnxruntime computes here."""
+    import threading
+    import time
+
+    from converter.parity import runtimes
+
+    monkeypatch.setattr(runtimes, "onnx_job", lambda path, manifest: _job(_affine(2.0), None))
+    x = np.random.default_rng(5).standard_normal((7, 4)).astype(np.float32)
+    done = threading.Event()
+    rows = ChildRows([x], (3,), reference_done=done)
+    try:
+        rows.written(tmp_path, None, "onnx")
+        time.sleep(0.2)
+        assert rows._queued == [] and rows._background is None
+        if reference_ends:
+            done.set()
+            deadline = time.monotonic() + 10
+            while not rows._queued and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [key for key, _, _ in rows._queued] == [("onnxruntime", "fp32")]
+        outputs, crashed = rows.collect()
+    finally:
+        rows.close()
+    assert crashed == {}
+    assert np.array_equal(outputs[("onnxruntime", "fp32")][3][0], _onnxruntime(_affine(2.0), x))
+
+
 def test_a_job_given_a_path_is_read_by_the_child_not_the_parent(tmp_path) -> None:
     """An artifact queued by its path runs the same as its bytes, and neither the parity jobs nor the pickled job
     the child reads carry the file's contents (the parent would hold every artifact again)."""

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -173,6 +174,13 @@ class Done:
     def result(self) -> TorchSide:
         return self.side
 
+    @property
+    def done(self) -> threading.Event:
+        """Set: the reference outputs exist (they were computed in this process)."""
+        event = threading.Event()
+        event.set()
+        return event
+
     def cancel(self) -> None:
         pass
 
@@ -193,6 +201,9 @@ class IsolatedStage:
 
     def __init__(self, stage: Path, spawned: child.Child) -> None:
         self.stage, self.spawned = stage, spawned
+        #: set when the child has ended (the reference computed, or an error): parity's other rows wait for it
+        self.done = threading.Event()
+        threading.Thread(target=lambda: (spawned.proc.wait(), self.done.set()), daemon=True).start()
 
     def exported(self) -> TorchSide:
         """The side as soon as ``model.onnx`` is written (no reference outputs yet); the whole :meth:`result` when

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,8 +36,18 @@ class ChildRows:
     is fed that batch instead)."""
 
     def __init__(self, inputs: Sequence[np.ndarray], chunks: tuple[int, ...], opset: int = 17,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, reference_done: threading.Event | None = None) -> None:
+        """``reference_done``: set when the PyTorch child has computed the reference and ended. Until then the
+        onnxruntime row of ``model.onnx`` waits (a thread queues it then): its session would hold the model's
+        weights beside the TF build's and the reference's (convnext_tiny's peak: 2.55 -> 2.3 GiB), a third
+        process on two cores."""
         self.chunks, self._inputs = chunks, list(inputs)
+        self._deferred: tuple[Path, Manifest] | None = None  # model.onnx's row, until the reference is done
+        self._reference_done = reference_done or threading.Event()
+        if reference_done is None:
+            self._reference_done.set()
+        self._lock = threading.RLock()  # the thread that queues the deferred row, and this process's calls
+        self._closed = False
         self._opset, self._verbose = opset, verbose  # for the tf2onnx round trip
         self._background: isolated.Background | None = None  # the child starts with the first row
         #: (row, chunk, the indices of its jobs: one, or two halves of the samples), in queue order
@@ -50,12 +61,13 @@ class ChildRows:
         """Queue the row ``key`` (its file ``artifact``), run as ``job`` at every chunk size; an onnxruntime row as
         two jobs, each half of the samples, so the half the child has not reached when this process is done with
         its own rows can run here (:meth:`run_unstarted_here`)."""
-        self.artifacts[key] = artifact
-        if self._background is None:
-            self._background = isolated.Background([], self._inputs)
-        for chunk in self.chunks:
-            sized = replace(job, batch=job.batch or chunk)
-            self._queued.append((key, chunk, [self._background.submit(part) for part in self._halves(sized)]))
+        with self._lock:
+            self.artifacts[key] = artifact
+            if self._background is None:
+                self._background = isolated.Background([], self._inputs)
+            for chunk in self.chunks:
+                sized = replace(job, batch=job.batch or chunk)
+                self._queued.append((key, chunk, [self._background.submit(part) for part in self._halves(sized)]))
 
     def _halves(self, job: isolated.Job) -> list[isolated.Job]:
         """An onnxruntime job as two, split at a multiple of its batch (so every sample is fed in the same chunk as
@@ -71,10 +83,15 @@ class ChildRows:
         its tf2onnx round trip, converted here, now: the child runs it while the TFLite files are converted, when
         it would otherwise idle (the SavedModel's own row runs in the TensorFlow process, at parity)."""
         if name == "onnx":
-            self.submit(("onnxruntime", "fp32"), "model.onnx", runtimes.onnx_job(out / "model.onnx", manifest))
+            with self._lock:
+                self._deferred = (out, manifest)
+            if self._reference_done.is_set():
+                self._submit_deferred()
+            else:
+                threading.Thread(target=self._submit_when_done, daemon=True).start()
         elif name == "saved_model":
             self._roundtrip(out, manifest)
-        elif manifest.artifacts[name].precision is not None:
+        elif name != "onnx" and manifest.artifacts[name].precision is not None:
             art = manifest.artifacts[name]
             self.submit(("tflite", art.precision), art.path, runtimes.tflite_job(out / art.path, manifest,
                                                                                  manifest.fixed_batch))
@@ -100,6 +117,17 @@ class ChildRows:
         memory.give_back()  # the loaded SavedModel and the frozen graph: the TFLite converter starts lower
         self.roundtrip_s += time.perf_counter() - t
 
+    def _submit_when_done(self) -> None:
+        self._reference_done.wait()
+        self._submit_deferred()
+
+    def _submit_deferred(self) -> None:
+        with self._lock:
+            if self._deferred is not None and not self._closed:
+                out, manifest = self._deferred
+                self._deferred = None
+                self.submit(("onnxruntime", "fp32"), "model.onnx", runtimes.onnx_job(out / "model.onnx", manifest))
+
     def written_all(self, out: Path, manifest: Manifest) -> None:
         """Queue the rows of every artifact ``out`` already holds."""
         for name in manifest.artifacts:
@@ -109,6 +137,7 @@ class ChildRows:
         """Run here, last queued first, the onnxruntime rows the child has not started (this process has nothing
         else to do, and would only wait for the child): the two share the tail of the queue instead of one core
         idling. The same onnxruntime, on one thread either side, so a row's numbers do not depend on who ran it."""
+        self._submit_deferred()
         if self._background is None:
             return
         for _, _, indices in reversed(self._queued):
@@ -117,6 +146,7 @@ class ChildRows:
 
     def collect(self) -> tuple[dict[Key, dict[int, list[np.ndarray]]], dict[Key, str]]:
         """Wait for the child: every row's outputs per chunk size, and the rows that could not run, with why."""
+        self._submit_deferred()
         outputs: dict[Key, dict[int, list[np.ndarray]]] = {}
         crashed: dict[Key, str] = {}
         for key, chunk, indices in self._queued:
@@ -132,6 +162,8 @@ class ChildRows:
 
     def close(self) -> None:
         """Stop the child if it still runs, and remove its files."""
+        with self._lock:
+            self._closed = True
         if self._background is not None:
             self._background.close()
         if self._work is not None:

@@ -338,6 +338,7 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
     Control flow stays functional (``lower_control_flow=False``, as tf2onnx's own ``from_function`` does): lowered
     to v1 Enter/Exit frames, a Keras RNN's while loop leaves a ``TensorListReserve`` that tf2onnx emits with an
     undefined dtype and onnxruntime refuses to load ("Invalid tensor data type 0")."""
+    from converter._convert import memory
     from converter._convert.quiet import silenced
     from converter._proc import isolated
 
@@ -353,6 +354,10 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
     path = workdir / "tf2onnx_roundtrip.onnx"
     with silenced(verbose):
         graph_def, in_names, out_names = _frozen(signature)
+        # the frozen GraphDef is all tf2onnx reads: the loaded SavedModel (its graph and weights, 0.25 GiB on
+        # convnext_tiny; reference cycles, hence the collection) goes before tf2onnx makes its own copies
+        signature = loaded = None
+        memory.give_back()
         _bypass_constant_identities(graph_def, out_names)
         path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize).SerializeToString())
     # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
