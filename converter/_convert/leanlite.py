@@ -38,21 +38,27 @@ def saved_model_converter(path: str | Path, tags: set[str], signature_key: str):
 
 def duplicate_buffers(tflite_bytes: bytes) -> bool:
     """Whether two non-empty buffers of a TFLite flatbuffer hold the same bytes (read through the flatbuffer, no
-    copy; only buffers of equal size are hashed)."""
+    copy). Only buffers of equal size whose first bytes are equal too are hashed: a network's weights of one shape
+    (every block's) differ in their first bytes, and hashing them all was 0.2 s of convnext_tiny's conversion."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(tflite_bytes, 0)
-    by_size: dict[int, list] = {}
+    groups: dict[tuple[int, bytes], list] = {}
     for k in range(model.BuffersLength()):
         buffer = model.Buffers(k)
         if buffer.DataLength():
-            by_size.setdefault(buffer.DataLength(), []).append(buffer)
-    for group in by_size.values():
+            data = buffer.DataAsNumpy()
+            groups.setdefault((len(data), data[:PREFIX].tobytes()), []).append(data)
+    for group in groups.values():
         if len(group) > 1:
-            digests = {hashlib.blake2b(b.DataAsNumpy(), digest_size=16).digest() for b in group}
+            digests = {hashlib.blake2b(data, digest_size=16).digest() for data in group}
             if len(digests) < len(group):
                 return True
     return False
+
+
+#: Bytes compared before two buffers of one size are hashed
+PREFIX = 64
 
 
 @functools.cache
