@@ -255,7 +255,8 @@ def _torch_side(model, weights, out: Path, options, input_shapes, parity_data, i
                                               input_shapes, parity_data, export_onnx=export_onnx,
                                               import_cwd=import_cwd)
             try:
-                preload_tensorflow(options.verbose)  # overlaps the child's torch import and export
+                # overlaps the child's torch import and export
+                preload_tensorflow(options.verbose, options.tflite_precisions, options.parity)
             except BaseException:
                 stage.cancel()
                 raise

@@ -60,3 +60,17 @@ def test_gc_paused_restores_the_collector_and_freezes_what_was_built(enabled_bef
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+@pytest.mark.parametrize(("precisions", "parity", "loaded"), [
+    (("fp32",), False, ""),
+    (("fp32", "fp16"), False, "ai_edge_quantizer"),
+    (("fp32",), True, "tf2onnx"),
+])
+def test_preload_imports_what_the_requested_stages_import_first(precisions, parity, loaded: str) -> None:
+    """While the PyTorch child exports, the TF process imports the fp16 cast's quantiser and parity's tf2onnx too,
+    only when the conversion will use them."""
+    script = (f"import sys\nfrom converter._convert.tensorflow import preload\npreload(False, {precisions!r}, {parity})\n"
+              "print(','.join(m for m in ('ai_edge_quantizer', 'tf2onnx') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == loaded
