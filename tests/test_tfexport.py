@@ -119,3 +119,17 @@ def test_duplicate_buffers_are_found(saved_model: Path) -> None:
         edited.buffers.append(type(edited.buffers[0])())
         edited.buffers[-1].data = copy
         assert leanlite.duplicate_buffers(bytes(flatbuffer_utils.convert_object_to_bytearray(edited))) is duplicated
+
+
+def test_the_lean_converter_holds_only_the_graph_ops(saved_model: Path) -> None:
+    """What the conversion keeps of the SavedModel's graph while MLIR converts it: every node's and function node's
+    name and op (TF reads them to find fake-quantisation ops), no attribute, so no constant's bytes."""
+    from tensorflow.python.saved_model import loader_impl
+
+    graph = loader_impl.parse_saved_model(str(saved_model)).meta_graphs[0].graph_def
+    skeleton = leanlite.ops_only(graph)
+    assert [(n.name, n.op) for n in skeleton.node] == [(n.name, n.op) for n in graph.node]
+    assert [[(n.name, n.op) for n in f.node_def] for f in skeleton.library.function] == \
+        [[(n.name, n.op) for n in f.node_def] for f in graph.library.function]
+    assert not any(n.attr for n in skeleton.node) and any(n.attr for n in graph.node)
+    assert tfexport.saved_model_converter(saved_model)._ops_only == skeleton
