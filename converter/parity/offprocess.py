@@ -43,9 +43,7 @@ class ChildRows:
         process on two cores."""
         self.chunks, self._inputs = chunks, list(inputs)
         self._deferred: tuple[Path, Manifest] | None = None  # model.onnx's row, until the reference is done
-        self._reference_done = reference_done or threading.Event()
-        if reference_done is None:
-            self._reference_done.set()
+        self._reference_done = reference_done
         self._lock = threading.RLock()  # the thread that queues the deferred row, and this process's calls
         self._closed = False
         self._opset, self._verbose = opset, verbose  # for the tf2onnx round trip
@@ -85,7 +83,7 @@ class ChildRows:
         if name == "onnx":
             with self._lock:
                 self._deferred = (out, manifest)
-            if self._reference_done.is_set():
+            if self._reference_done is None or self._reference_done.is_set():
                 self._submit_deferred()
             else:
                 threading.Thread(target=self._submit_when_done, daemon=True).start()

@@ -342,6 +342,7 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
     from converter._convert.quiet import silenced
     from converter._proc import isolated
 
+    ours = loaded is None  # loaded here: this function holds the only reference to it
     loaded = loaded if loaded is not None else load_saved_model(saved_model)  # keep alive (see load_saved_model)
     signature = loaded.signatures["serving_default"]
     artifact = "saved_model (via tf2onnx)"
@@ -357,7 +358,8 @@ def tf2onnx_roundtrip_job(saved_model: Path, manifest: Manifest, opset: int, wor
         # the frozen GraphDef is all tf2onnx reads: the loaded SavedModel (its graph and weights, 0.25 GiB on
         # convnext_tiny; reference cycles, hence the collection) goes before tf2onnx makes its own copies
         signature = loaded = None
-        memory.give_back()
+        if ours:
+            memory.give_back()
         _bypass_constant_identities(graph_def, out_names)
         path.write_bytes(_tf2onnx(graph_def, in_names, out_names, opset, optimize).SerializeToString())
     # frozen outputs follow tf.nest.flatten of the signature's dict, i.e. sorted by name
