@@ -21,7 +21,7 @@ import numpy as np
 from converter._convert import artifacts, interrupts, live, outdir, torchchild, torchstage
 from converter.parity import run as checks
 from converter.parity.offprocess import ChildRows
-from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, InputError, first_line
+from converter.errors import EXIT_OK, EXIT_PARITY_FAILED, ArtifactsChanged, ConverterError, InputError, first_line
 from converter.options import ConvertOptions
 from converter.runtime import Runtime, load_runtime
 from converter.parity.judge import ParityReport
@@ -141,7 +141,14 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
         # parity's onnxruntime and TFLite rows start in a child as each file is written (beside the TF build)
         rows = ChildRows(side.data.inputs, side.chunks(options.dynamic_batch), options.opset,
                          options.verbose, reference_done=pending.done) if options.parity else None
-        manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written)
+        try:
+            manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written,
+                                          pending.onnx_outputs)
+        except ConverterError:
+            # the child checks the export in onnxruntime while TF translates it: when that check fails, its error
+            # (the export disagrees with PyTorch, or onnxruntime cannot run it) is the cause, not what TF made of it
+            pending.onnx_outputs()
+            raise
         t = time.perf_counter()
         if options.parity:
             stage("parity: the PyTorch reference outputs (computed beside the TF build)")

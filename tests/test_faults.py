@@ -314,6 +314,8 @@ ROWS = [
         "index out of range"),
     Row("input-range-empty", [*TEXT, *INT64_TWICE, "--input-range", "5,5"], 2, "--input-range 5,5 is empty"),
     Row("input-range-not-numbers", [*TEXT, *INT64_TWICE, "--input-range", "a,b"], 2, "is not LOW,HIGH"),
+    Row("export-disagrees-with-pytorch", ["tests.toy_models:drifting", "--input-shape", "1,4"], 2,
+        "the exported ONNX graph disagrees with PyTorch"),
     Row("input-dtype-against-onnx", ["{f}/good.onnx", "--input-dtype", "int64"], 2, "an .onnx file declares its own"),
 ]
 

@@ -98,17 +98,47 @@ def test_the_exported_side_arrives_before_the_reference_outputs(spawned, tmp_pat
         early = stage.exported()
         assert stage.spawned.proc.poll() is None  # eager sleeps 1 s on its first parity chunk
         assert early.outputs == {} and (tmp_path / "model.onnx").is_file()
+        # handed over before onnxruntime ran the file: its outputs follow, checked against PyTorch, while the
+        # child is still at the reference
+        assert early.onnx_outputs is None and early.graph is not None and early.graph.nodes >= 1
+        checked = stage.onnx_outputs()
+        assert stage.spawned.proc.poll() is None
         whole = stage.result()
     finally:
         stage.cancel()
     assert set(whole.outputs) == {"pytorch", "torchscript"} and whole.output_names == early.output_names
     assert np.array_equal(whole.data.inputs[0], early.data.inputs[0]) and whole.data.inputs[0].shape == (100, 4)
     assert whole.outputs["pytorch"][FREE_CHUNK][0].shape == (100, 3)
-    # onnxruntime's outputs on the sample come with the exported side: the TF process needs no session of its own
+    # onnxruntime's outputs on the sample come from the child: the TF process needs no session of its own
+    import onnx
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     expected = session.run(None, {early.input_names[0]: early.data.inputs[0][:1]})
-    assert len(early.onnx_outputs) == 1 and early.onnx_outputs[0].shape == (1, 3)
-    np.testing.assert_allclose(early.onnx_outputs[0], expected[0], rtol=1e-6, atol=1e-7)
+    assert len(checked) == 1 and checked[0].shape == (1, 3)
+    np.testing.assert_allclose(checked[0], expected[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(whole.onnx_outputs[0], checked[0])
+    # the facts the TF side reads of the file, without parsing it again
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert early.graph.nodes == len(proto.graph.node)
+    assert set(early.graph.op_types) == {n.op_type for n in proto.graph.node}
+    assert early.graph.opset == next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     assert not (tmp_path / ".torch_stage").exists()  # the hand-over files go with the child
+
+
+def test_a_failed_export_check_is_the_error_even_when_the_translation_fails_first(tmp_path, monkeypatch) -> None:
+    """The child runs the exported file in onnxruntime against PyTorch while TF already translates it: when the
+    translation fails before that check is in, the check's own error is reported (the cause), not TF's."""
+    from converter import api
+    from converter._convert import tensorflow
+    from converter.errors import ConverterError, TensorFlowConversionError
+    from converter.options import ConvertOptions
+
+    def refuse(*args, **kwargs):
+        raise TensorFlowConversionError("onnx2tf cannot build this graph", "-")
+
+    monkeypatch.setattr(tensorflow, "onnx_to_keras", refuse)
+    with pytest.raises(ConverterError, match="the exported ONNX graph disagrees with PyTorch"):
+        api.convert("tests.toy_models:drifting", out_dir=tmp_path / "out", input_shapes=[(1, 4)],
+                    options=ConvertOptions(parity_samples=8, precisions=("fp32",)), isolate=True)
+    assert not (tmp_path / "out").exists()

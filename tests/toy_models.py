@@ -97,6 +97,23 @@ def slow_reference() -> nn.Module:
     return SlowReference()
 
 
+class Drifting(TinyLinear):
+    """TinyLinear plus how many times it was called: the exported graph bakes in the count of its trace, so
+    onnxruntime disagrees with the next eager call (what a module keeping Python-side state does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x) + float(self.calls)
+
+
+def drifting() -> nn.Module:
+    return Drifting()
+
+
 class DictOutputs(nn.Module):
     """Returns a dict, which the ONNX tracer refuses as such: its tensors are exported in order."""
 

@@ -29,11 +29,14 @@ CALIBRATION_SAMPLES = 200
 
 
 def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float],
-             written: Callable[[Path, Manifest, str], None] | None = None) -> Manifest:
+             written: Callable[[Path, Manifest, str], None] | None = None,
+             onnx_outputs: Callable[[], list[np.ndarray] | None] | None = None) -> Manifest:
     """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest. ``written(out, manifest, name)`` is
     called once ``manifest.artifacts[name]`` is in ``out``: ``onnx`` first, then each TFLite file, with
     ``saved_model`` (when it is a target) after the first of them; parity queues its child-process rows with it
-    (:class:`converter.parity.offprocess.ChildRows`)."""
+    (:class:`converter.parity.offprocess.ChildRows`). ``onnx_outputs`` awaits onnxruntime's outputs of the file the
+    PyTorch side exported (:meth:`converter._convert.torchstage.IsolatedStage.onnx_outputs`: its child checks them
+    against PyTorch while onnx2tf translates); ``side.onnx_outputs`` by default."""
     written = written or (lambda *_: None)
     from converter._convert.quiet import import_tensorflow
 
@@ -41,39 +44,44 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     import onnx
 
     from converter._convert import tfexport
-    from converter.parity.runtimes import onnxruntime_runner
+    from converter._convert.side import GraphFacts
     from converter._convert.tensorflow import onnx_to_keras
 
     shapes, dtypes = side.shapes, [np.dtype(d) for d in side.dtypes]
     calibration = check_calibration(calibration, shapes)
     sample = [take(x, shapes[0][0]) for x in side.data.inputs]
-    if side.onnx_outputs is not None:  # the PyTorch stage exported the file, checked it and ran it on this sample
-        proto, ort_out = onnx.load(str(out / "model.onnx")), side.onnx_outputs
+    if side.graph is not None:  # the PyTorch stage exported the file and checked it; onnxruntime's outputs may follow
+        facts, awaited = side.graph, onnx_outputs or (lambda: side.onnx_outputs)
     else:
-        proto = export.check_onnx(out / "model.onnx")
-        try:
-            ort_out = onnxruntime_runner(out / "model.onnx").fn(sample)
-        except Exception as exc:  # the ONNX reference every row is checked against must run
-            raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
-                             "export the model with standard ONNX ops at an opset between 7 and 21") from None
-    manifest = _base_manifest(side, options, ort_out, _opset_of(proto, options.opset))
+        facts = GraphFacts.of(export.check_onnx(out / "model.onnx"))
+        ort_out = _run_onnxruntime(out / "model.onnx", sample)
+        awaited = lambda: ort_out  # noqa: E731
+
+    @functools.cache
+    def reference() -> list[np.ndarray]:
+        """onnxruntime's outputs of ``model.onnx`` on the sample: what every translation is measured against."""
+        found = awaited()
+        return found if found is not None else _run_onnxruntime(out / "model.onnx", sample)
+
+    opset = facts.opset or options.opset
     if not options.wants_saved_model:
+        manifest = _base_manifest(side, options, reference(), opset)
         written(out, manifest, "onnx")
         return manifest
     t = time.perf_counter()
     # TFLite cannot lower a while loop over a batch-sized TensorList: with a symbolic batch, RNNs are unrolled
-    recurrent = int8child.needs_isolation({n.op_type for n in proto.graph.node})
-    stage(f"translating ONNX to TensorFlow (onnx2tf, {len(proto.graph.node)} nodes)")
+    recurrent = int8child.needs_isolation(set(facts.op_types))
+    stage(f"translating ONNX to TensorFlow (onnx2tf, {facts.nodes} nodes)")
     # the translation reads the file itself and frees each graph it rewrites before onnx2tf starts: one held here
     # would stay beside onnx2tf's (110 MB on convnext_tiny); a retry or a second translation reads the file again
-    proto = None
 
     def original() -> onnx.ModelProto:
         """``model.onnx`` as written."""
         return onnx.load(str(out / "model.onnx"))
 
+    route = None
     try:
-        graph = onnx_to_keras(out / "model.onnx", shapes, dtypes, side.output_names, sample, ort_out,
+        graph = onnx_to_keras(out / "model.onnx", shapes, dtypes, side.output_names, sample, reference,
                               options.layout, options.verbose, unroll_rnn=recurrent and options.dynamic_batch)
         batch_map = False
         if options.dynamic_batch and graph.sample_error > SYMBOLIC_BATCH_MAX_ERROR:
@@ -84,10 +92,13 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
             raise
         # onnx2tf cannot build this graph with a symbolic batch (seen: nn.MultiheadAttention, whose [T, B, ...]
         # intermediates it re-lays out as images): build it at batch 1 and map it over the batch
-        graph = onnx_to_keras(export.with_batch(original(), 1), shapes, dtypes, side.output_names, sample, ort_out,
+        graph = onnx_to_keras(export.with_batch(original(), 1), shapes, dtypes, side.output_names, sample, reference(),
                               options.layout, options.verbose, unroll_rnn=recurrent)
         batch_map = True
-        manifest.dynamic_batch_route = {"batch_map": True, "why": str(exc)[:300]}
+        route = {"batch_map": True, "why": str(exc)[:300]}
+    ort_out = reference()
+    manifest = _base_manifest(side, options, ort_out, opset)
+    manifest.dynamic_batch_route = route
     module = tfexport.build_serving_module(graph, options.dynamic_batch, batch_map=batch_map)
 
     def int8_source():
@@ -251,9 +262,15 @@ def _representative(calibration, data, inputs):
 SYMBOLIC_BATCH_MAX_ERROR = 1e-3
 
 
-def _opset_of(proto, default: int) -> int:
-    """The default-domain opset ``model.onnx`` declares (the dynamo exporter writes at least 18 whatever --opset)."""
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default)
+def _run_onnxruntime(path: Path, sample: list[np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's outputs of the file at ``path`` on ``sample``: the reference every row is checked against."""
+    from converter.parity.runtimes import onnxruntime_runner
+
+    try:
+        return onnxruntime_runner(path).fn(sample)
+    except Exception as exc:  # the ONNX reference every row is checked against must run
+        raise InputError(f"onnxruntime cannot run the ONNX graph: {first_line(exc)}",
+                         "export the model with standard ONNX ops at an opset between 7 and 21") from None
 
 
 def _base_manifest(side: TorchSide, options: ConvertOptions, ort_out, opset: int) -> Manifest:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never
     import torch
     from torch import nn
 
+    from converter._convert.side import GraphFacts
+
     from converter._convert.sources import LoadedModel
     from converter.options import ConvertOptions
 
@@ -307,15 +309,15 @@ def io_names(given: tuple[str, ...], count: int, prefix: str) -> list[str]:
 
 
 def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes, sample
-                 ) -> tuple[list[str], list[str], dict, list[np.ndarray] | None]:
-    """Write ``out/model.onnx`` (exported, or the user's file renamed) and check it against PyTorch in ORT.
-    Returns the input and output names, what the manifest's ``source`` records about the export
-    (:meth:`~converter._convert.exporters.Exported.to_source`; nothing for an ``.onnx`` source), and onnxruntime's
-    outputs on ``sample`` from the exported file, which passed :func:`check_onnx` (None for an ``.onnx`` source)."""
+                 ) -> tuple[list[str], list[str], dict, GraphFacts | None]:
+    """Write ``out/model.onnx`` (exported, or the user's file renamed). Returns the input and output names, what the
+    manifest's ``source`` records about the export (:meth:`~converter._convert.exporters.Exported.to_source`; nothing
+    for an ``.onnx`` source) and the facts of the exported file, which passed :func:`check_onnx` (None for an
+    ``.onnx`` source). :func:`check_in_onnxruntime` then runs it against PyTorch."""
     import onnx
 
     from converter._convert.dims import resolve
-    from converter.parity.runtimes import onnxruntime_runner
+    from converter._convert.side import GraphFacts
 
     onnx_path = out / "model.onnx"
     if model.kind == "onnx":
@@ -335,10 +337,26 @@ def export_model(model: LoadedModel, out: Path, options: ConvertOptions, shapes,
 
     exported = export_with(model.module, sample, onnx_path, in_names, out_names, options.opset, options.dynamic_batch,
                            options.exporter, resolve(options.dynamic_dims, in_names, shapes).axes)
-    ort_out = onnxruntime_runner(onnx_path).fn(sample)
-    torch_out = run_torch(model.module, sample)
+    return in_names, out_names, exported.to_source(), GraphFacts.of(exported.model)
+
+
+#: The largest relative error between PyTorch and onnxruntime on the sample that an export passes with
+EXPORT_MAX_ERROR = 1e-3
+
+
+def check_in_onnxruntime(module: nn.Module, onnx_path: Path, sample: list[np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's outputs of the exported ``onnx_path`` on ``sample``, once they matched ``module``'s (relative
+    error at most ``EXPORT_MAX_ERROR``); a graph onnxruntime cannot run, or one that disagrees, is an ExportError."""
+    from converter.parity.runtimes import onnxruntime_runner
+
+    try:
+        ort_out = onnxruntime_runner(onnx_path).fn(sample)
+    except Exception as exc:
+        raise ExportError(f"onnxruntime cannot run the exported ONNX graph: {first_line(exc)}",
+                          "try another --opset or --exporter; the graph must use standard ONNX ops") from None
+    torch_out = run_torch(module, sample)
     worst = max(float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(torch_out, ort_out))
-    if worst > 1e-3:
+    if worst > EXPORT_MAX_ERROR:
         raise ExportError(f"the exported ONNX graph disagrees with PyTorch (relative error {worst:.2g})",
                           "the model is not traceable as is (data-dependent control flow?); check forward()")
-    return in_names, out_names, exported.to_source(), ort_out
+    return ort_out

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +105,7 @@ def onnx_to_keras(
     input_dtypes: Sequence[np.dtype],
     output_names: Sequence[str],
     sample: list[np.ndarray],
-    reference: list[np.ndarray],
+    reference: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray]],
     layout_mode: str,
     verbose: bool = False,
     unroll_rnn: bool = False,
@@ -123,7 +123,8 @@ def onnx_to_keras(
     while loop — what full-int8 calibration needs (see :func:`converter._convert.artifacts.build_tf`).
 
     ``sample``/``reference`` (PyTorch-layout inputs and the ONNX outputs for them) let us *measure* which
-    layout onnx2tf gave each output instead of guessing from shapes.
+    layout onnx2tf gave each output instead of guessing from shapes. ``reference`` may be a function returning them,
+    called once onnx2tf has built the graph (the PyTorch child checks them against PyTorch meanwhile).
 
     ``model``: the graph, or the file it is in (``model.onnx``). A file is read once per route, and the rewrites
     edit what was read instead of a copy; nothing else then holds the edited graph, so it is freed before onnx2tf
@@ -215,6 +216,8 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
         raise TensorFlowConversionError(
             f"the TF graph onnx2tf built cannot run the sample input: {first_line(exc, 200)}",
             "report this model; with --dynamic-dim, convert at a fixed size instead") from None
+    if callable(reference):
+        reference = reference()
     if len(tf_out) != len(reference):
         raise TensorFlowConversionError(f"the TF graph has {len(tf_out)} outputs, ONNX has {len(reference)}",
                                         "report this model")
