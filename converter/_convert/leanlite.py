@@ -8,8 +8,9 @@ flatbuffer) even when no two are equal. On convnext_tiny (110 MB of weights in t
 fp32 conversion, for every TFLite file.
 
 :func:`saved_model_converter` returns a converter that parses the SavedModel once, converts it with the same MLIR
-conversion, quantisation and conversion metadata, and deduplicates only when some buffers are equal. The flatbuffer
-then has the same tensors, ops and buffer contents; only the placement of its bytes can differ.
+conversion, quantisation and conversion metadata (added in place: :mod:`converter._convert.flatmeta`), and deduplicates
+only when some buffers are equal. The flatbuffer then has the same tensors, ops and buffer contents; only the
+placement of its bytes can differ.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _converter_class():
     from tensorflow.lite.python import lite
     from tensorflow.python.saved_model import loader_impl
 
+    from converter._convert import flatmeta
+
     class LeanSavedModelConverter(lite.TFLiteSavedModelConverterV2):
         """``TFLiteSavedModelConverterV2`` that parses its SavedModel once; see the module's docstring."""
 
@@ -106,6 +109,21 @@ def _converter_class():
             # what MLIR freed goes back before TF's metadata pass unpacks and repacks the whole flatbuffer in Python
             memory.trim()
             return model
+
+        def _convert_and_export_metrics(self, convert_func, *args, **kwargs):
+            # TF's metadata pass unpacks and repacks the whole flatbuffer in Python: flatmeta adds the same entry to
+            # the converter's bytes as they are
+            excluded, self.exclude_conversion_metadata = self.exclude_conversion_metadata, True
+            try:
+                result = super()._convert_and_export_metrics(convert_func, *args, **kwargs)
+            finally:
+                self.exclude_conversion_metadata = excluded
+            if excluded or self._experimental_use_buffer_offset or not result:
+                return result
+            added = flatmeta.with_conversion_metadata(result, self._metadata)
+            if added is not None:
+                return added
+            return super()._convert_and_export_metrics(lambda *_: result)  # TF's own path, on the same bytes
 
         def _optimize_tflite_model(self, model, quant_mode, *args, **kwargs):
             if (self._experimental_use_buffer_offset or self.representative_dataset is not None
