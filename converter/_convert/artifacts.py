@@ -50,18 +50,13 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     shapes, dtypes = side.shapes, [np.dtype(d) for d in side.dtypes]
     calibration = check_calibration(calibration, shapes)
     sample = [take(x, shapes[0][0]) for x in side.data.inputs]
-    if side.graph is not None:  # the PyTorch stage exported the file and checked it; onnxruntime's outputs may follow
-        facts, awaited = side.graph, onnx_outputs or (lambda: side.onnx_outputs)
+    # onnxruntime's outputs of model.onnx on the sample, what every translation is measured against
+    if side.graph is not None:  # the PyTorch stage exported the file and checked it; the outputs may follow
+        facts, reference = side.graph, functools.cache(onnx_outputs or (lambda: side.onnx_outputs))
     else:
         facts = GraphFacts.of(export.check_onnx(out / "model.onnx"))
         ort_out = _run_onnxruntime(out / "model.onnx", sample)
-        awaited = lambda: ort_out  # noqa: E731
-
-    @functools.cache
-    def reference() -> list[np.ndarray]:
-        """onnxruntime's outputs of ``model.onnx`` on the sample: what every translation is measured against."""
-        found = awaited()
-        return found if found is not None else _run_onnxruntime(out / "model.onnx", sample)
+        reference = lambda: ort_out  # noqa: E731
 
     opset = facts.opset or options.opset
     if not options.wants_saved_model:

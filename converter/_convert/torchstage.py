@@ -231,8 +231,9 @@ class IsolatedStage:
         PyTorch's (its ExportError, should they disagree); None when it did not export the file."""
         if not self._await(_CHECKED):
             return self.result().onnx_outputs
+        count = json.loads((self.stage / f"{_CHECKED}.json").read_text())["onnx_outputs"]
         with np.load(self.stage / f"{_CHECKED}.npz", allow_pickle=False) as z:
-            return [z[f"onnx_out/{i}"] for i in range(len(z.files))]
+            return [z[f"onnx_out/{i}"] for i in range(count)]
 
     def _await(self, name: str) -> bool:
         """Whether the child wrote ``name.json``; False once it ended without it."""
@@ -335,8 +336,9 @@ def _write_side(stage: Path, side: TorchSide, name: str) -> None:
 
 
 def _write_checked(stage: Path, side: TorchSide) -> None:
-    np.savez(stage / f"{_CHECKED}.npz", **{f"onnx_out/{i}": o for i, o in enumerate(side.onnx_outputs or [])})
-    _publish(stage, _CHECKED, {"onnx_outputs": len(side.onnx_outputs or [])})
+    """``checked.npz`` then ``checked.json``: onnxruntime's outputs on the sample, once they matched PyTorch's."""
+    np.savez(stage / f"{_CHECKED}.npz", **{f"onnx_out/{i}": o for i, o in enumerate(side.onnx_outputs)})
+    _publish(stage, _CHECKED, {"onnx_outputs": len(side.onnx_outputs)})
 
 
 def _publish(stage: Path, name: str, meta: dict) -> None:
