@@ -176,6 +176,12 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
     return manifest, report
 
 
+#: How to --check a model recorded in manifest.json whose module the child could not import
+RECORDED_IMPORT_HINT = ("a module recorded in manifest.json is never imported from the current directory: name the "
+                        "model (convert pkg.module:factory --out DIR --check), or run from another directory with "
+                        "its project on PYTHONPATH")
+
+
 def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
           *, weights: str | Path | None = None, parity_data: str | ParityData = "random",
           isolate: bool = False) -> ConversionResult:
@@ -201,8 +207,14 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
     shapes = [tuple(i.pytorch_shape) for i in manifest.onnx_inputs]
     # a recorded source is loaded in the child even for library callers: in-process it would import with the
     # caller's sys.path, which may hold the current directory
-    side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate or not import_cwd,
-                       export_onnx=False, import_cwd=import_cwd).result()
+    try:
+        side = _torch_side(model, weights, out_dir, options, shapes, parity_data, isolate or not import_cwd,
+                           export_onnx=False, import_cwd=import_cwd).result()
+    except ConverterError as exc:
+        if import_cwd or not str(exc).startswith("cannot import "):
+            raise
+        # the child's hint ("run from its project root") is the one thing that cannot work here
+        raise InputError(str(exc).split(" — ")[0], RECORDED_IMPORT_HINT) from None
     report = checks.run_parity(out_dir, manifest, side, options)
     _diagnose(model, weights, out_dir, manifest, side, report, options, None, import_cwd)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".check-"))

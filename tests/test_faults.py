@@ -224,8 +224,9 @@ ROWS = [
     Row("pt2-pickle-refused", ["{f}/evil.pt2", "--input-shape", "1,4"], 2, "holds a pickled Python object (posix.system)"),
     Row("pt2-recorded-pickle-refused", ["--out", "{out}", "--check"], 2, "holds a pickled Python object",
         _manifest_edit(lambda m, f: m["source"].update(spec=str(f / "evil.pt2"), weights=None))),
-    Row("check-never-imports-from-out-or-cwd", ["--out", "{out}", "--check"], 2, "cannot import 'evilmod'",
-        _hostile_module),
+    Row("check-never-imports-from-out-or-cwd", ["--out", "{out}", "--check"], 2,
+        "cannot import 'evilmod': ModuleNotFoundError: No module named 'evilmod' — a module recorded in manifest.json "
+        "is never imported from the current directory: name the model", _hostile_module),
     Row("pt2-real-export-still-loads", ["{f}/good.pt2", "--input-shape", "1,4", "--precision", "fp32"], 0, "wrote"),
     # --- data loss (trust 2)
     Row("force-over-user-directory", [*TINY, "--force"], 2, "was not written by this tool", _user_data),
