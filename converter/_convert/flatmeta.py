@@ -114,7 +114,8 @@ def _packed(metadata) -> bytes:
 
 
 class _Prefix:
-    """The bytes written in front of the old flatbuffer, whose position ``p`` here is ``base + p`` in the result."""
+    """The bytes written in front of the old flatbuffer: a position here is the same in the result, where the old
+    flatbuffer's position ``q`` is ``base + q`` (``base``: this prefix's final length)."""
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -153,12 +154,14 @@ def _prefixed(old: bytes, table: int, vtable: int, conversion_metadata: bytes) -
         return at + np.frombuffer(old, "<u4", count, vector + 4).astype(np.int64)
 
     buffers, entries = elements(target(_BUFFERS)), elements(target(_METADATA))
+    # an offset field the old table did not have stays absent (vtable entry 0), as TF's repack leaves it
+    present = [slot in (0, _BUFFERS, _METADATA) or target(slot) is not None for slot in range(_MODEL_FIELDS)]
     p = _Prefix()
     root = p.put("I", 0)
     p.data += _FILE_IDENTIFIER
     p.align(2)
     new_vtable = p.put(f"{2 + _MODEL_FIELDS}H", 4 + 2 * _MODEL_FIELDS, 4 + 4 * _MODEL_FIELDS,
-                       *(4 + 4 * k for k in range(_MODEL_FIELDS)))
+                       *(4 + 4 * k if present[k] else 0 for k in range(_MODEL_FIELDS)))
     p.align(4)
     new_table = p.put("i", 0)
     struct.pack_into("<i", p.data, new_table, new_table - new_vtable)
@@ -202,7 +205,6 @@ def _prefixed(old: bytes, table: int, vtable: int, conversion_metadata: bytes) -
     p.offset(metadata_slots[-1], entry)
     p.offset(entry + 4, name)
     p.offset(buffer + 4, data)
-    _drop_absent(p, new_vtable, fields, slots)
     return bytes(p.data) + old
 
 
@@ -214,11 +216,3 @@ def _point(p: _Prefix, slots: list[int], targets: np.ndarray, base: int) -> None
         start = slots[0]
         p.data[start:start + 4 * len(targets)] = values.tobytes()
 
-
-def _drop_absent(p: _Prefix, vtable: int, fields: list[int], slots: list[int]) -> None:
-    """Offset fields the old table did not have are absent in the new one too (vtable entry 0), as TF's repack
-    leaves them; the buffers and metadata vectors are always present."""
-    for slot in range(1, _MODEL_FIELDS):
-        present = slot in (_BUFFERS, _METADATA) or (slot < len(slots) and slots[slot])
-        if not present:
-            struct.pack_into("<H", p.data, vtable + 4 + 2 * slot, 0)
