@@ -86,8 +86,24 @@ def convert(
     Returns a :class:`ConversionResult`: ``result.parity`` (``raise_if_failed()``, ``to_markdown()``,
     ``to_json()``), ``result.runtime("tflite_fp32")`` (call it like the model; NumPy outputs in the PyTorch layout).
     Raises :class:`converter.errors.ConverterError` (exit code 2) for bad input or a failed conversion; a parity
-    failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1.
+    failure is *not* an exception: the artifacts are kept and ``result.exit_code`` is 1. A live module is left in
+    the train/eval mode it came in.
     """
+    live.reject_weights_for_live(model, weights)
+    out_dir = live.path_argument(out_dir, "out_dir", "out_dir='out/model'")
+    if not isinstance(parity_data, ParityData):
+        parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))
+    if isinstance(calibration, os.PathLike):
+        calibration = str(calibration)
+    with live.modes_kept(model):
+        return _convert(model, sample_inputs, out_dir, options, weights, input_shapes, parity_data, calibration, force,
+                        isolate, progress, option_fields)
+
+
+def _convert(model: Any, sample_inputs: Any, out_dir: Path, options: ConvertOptions | None, weights, input_shapes,
+             parity_data: str | ParityData, calibration, force: bool, isolate: bool, progress: bool | Reporter,
+             option_fields: dict[str, Any]) -> ConversionResult:
+    """:func:`convert` once its arguments are checked."""
     options = _with_fields(options or ConvertOptions(), option_fields)
     model = live.as_source(model)
     if sample_inputs is not None:
@@ -107,7 +123,7 @@ def convert(
     if options.precisions is None and not real and "tflite" in options.targets:
         notes.append("full int8 skipped — no real calibration data; pass --calibration-data FILE.npy (calibration= "
                      "in the API) or real --parity-data to build model_int8.tflite")
-    options = options.with_default_precisions(real)
+    options = options.with_default_precisions(real).with_default_samples(_is_reference_net(model))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     tmp = _outdir_call(outdir.make_staging, out_dir)
@@ -127,6 +143,11 @@ def convert(
                              "free some space or choose an --out on another disk") from None
         raise
     return ConversionResult(out_dir, manifest, report, notes)
+
+
+def _is_reference_net(model: LoadedModel | str | None) -> bool:
+    """Whether ``model`` is the reference net (more parity samples by default: :meth:`ConvertOptions.with_default_samples`)."""
+    return model == "mnist_cnn" or (isinstance(model, LoadedModel) and model.reference_name == "mnist_cnn")
 
 
 def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, parity_data, calibration, isolate: bool,
@@ -188,9 +209,19 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
     """Re-run parity of ``model`` against the artifacts already in ``out_dir`` (CI after a model change).
 
     ``model=None`` re-loads the source recorded in the manifest. Rewrites ``parity.json``/``parity.md``
-    atomically; the artifacts are not touched.
+    atomically; the artifacts are not touched. A live module is left in the train/eval mode it came in.
     """
-    out_dir = Path(out_dir)
+    out_dir = live.path_argument(out_dir, "out_dir", "converter.check(model, 'out/model')")
+    live.reject_weights_for_live(model, weights)
+    if not isinstance(parity_data, ParityData):
+        parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))
+    with live.modes_kept(model):
+        return _check(model, out_dir, options, weights, parity_data, isolate)
+
+
+def _check(model: Any, out_dir: Path, options: ConvertOptions, weights, parity_data: str | ParityData,
+           isolate: bool) -> ConversionResult:
+    """:func:`check` once its arguments are checked."""
     model = None if model is None else live.as_source(model)
     manifest = read_manifest(out_dir)
     changed = artifacts.changed_files(out_dir, manifest)
@@ -203,7 +234,8 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
         print(f"convert: --check loads {_describe_source(model, weights)}, as recorded in {out_dir}/manifest.json",
               file=sys.stderr)
     options = _replace(options, dynamic_batch=manifest.dynamic_batch, opset=manifest.opset,
-                       dynamic_dims=options.dynamic_dims or _recorded_dynamic_dims(manifest))
+                       dynamic_dims=options.dynamic_dims or _recorded_dynamic_dims(manifest)
+                       ).with_default_samples(_is_reference_net(model))
     shapes = [tuple(i.pytorch_shape) for i in manifest.onnx_inputs]
     # a recorded source is loaded in the child even for library callers: in-process it would import with the
     # caller's sys.path, which may hold the current directory

@@ -135,16 +135,16 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("no model given", "pass the model, e.g. convert mnist_cnn --weights model.pt --out DIR")
     recorded = _recorded_source(args) if spec is None else {}
     is_ref = (spec or recorded.get("spec")) in ("mnist_cnn",)
-    samples = args.parity_samples if args.parity_samples is not None else (1000 if is_ref else 100)
     options = ConvertOptions(
         input_names=tuple(args.input_name), output_names=tuple(args.output_name), layout=args.layout,
         dynamic_batch=args.dynamic_batch, opset=args.opset, precisions=_precisions(args),
         targets=_csv(args.targets, "--targets"), parity=not args.no_parity,
-        parity_samples=samples, atol=args.atol, rtol=args.rtol,
+        parity_samples=args.parity_samples, atol=args.atol, rtol=args.rtol,
         seed=args.seed, verbose=args.verbose, localise=args.localise,
         input_dtypes=tuple(args.input_dtype), input_ranges=_ranges(args.input_range),
         int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle,
-        exporter=args.exporter, dynamic_dims=tuple(args.dynamic_dim), class_axes=tuple(args.class_axis))
+        exporter=args.exporter, dynamic_dims=tuple(args.dynamic_dim), class_axes=tuple(args.class_axis)
+    ).with_default_samples(is_ref)
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)

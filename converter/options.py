@@ -18,6 +18,10 @@ EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 17
 
 
+#: Parity samples when ``parity_samples`` is left open: the reference net, and any other model
+REFERENCE_SAMPLES, DEFAULT_SAMPLES = 1000, 100
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """What to build and how to check it.
@@ -28,6 +32,8 @@ class ConvertOptions:
         layout: ``nhwc`` (4-D image inputs become NHWC, what TFLite on phones wants) or ``keep``
             (artifacts take exactly the PyTorch shapes). Non-image inputs keep their layout either way.
         dynamic_batch: keep dim 0 symbolic in every artifact; parity then runs at two batch sizes.
+        parity_samples: how many samples parity runs through every runtime; None (the default, API and CLI alike):
+            1000 for the reference net (``mnist_cnn``), 100 for any other model (:meth:`with_default_samples`).
         precisions / targets: the subset to build. ``precisions=None`` (the default, API and CLI alike): every
             precision, but full int8 only when there is real data to calibrate it on (calibration arrays, or real
             parity data) — int8 ranges from random noise would be a lie (:func:`default_precisions`).
@@ -61,7 +67,7 @@ class ConvertOptions:
     precisions: tuple[str, ...] | None = None
     targets: tuple[str, ...] = TARGETS
     parity: bool = True
-    parity_samples: int = 1000
+    parity_samples: int | None = None
     atol: float | None = None
     rtol: float | None = None
     seed: int = 0
@@ -95,7 +101,7 @@ class ConvertOptions:
             raise InputError(f"unknown layout {self.layout!r}", "use --layout nhwc or --layout keep")
         if not 7 <= self.opset <= 21:
             raise InputError(f"opset {self.opset} is out of range", "use an ONNX opset between 7 and 21 (default 17)")
-        if self.parity_samples <= 0:
+        if self.parity_samples is not None and self.parity_samples <= 0:
             raise InputError("--parity-samples must be positive", "pass e.g. --parity-samples 1000")
         for flag, value in (("--atol", self.atol), ("--rtol", self.rtol)):
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -138,6 +144,15 @@ class ConvertOptions:
         from dataclasses import replace
 
         return replace(self, precisions=default_precisions(real_data))
+
+    def with_default_samples(self, reference_net: bool) -> "ConvertOptions":
+        """These options with ``parity_samples`` decided if the caller left it open: ``REFERENCE_SAMPLES`` for the
+        reference net (its digits are cheap and its accuracy is reported), ``DEFAULT_SAMPLES`` otherwise."""
+        if self.parity_samples is not None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, parity_samples=REFERENCE_SAMPLES if reference_net else DEFAULT_SAMPLES)
 
     @classmethod
     def from_json(cls, data: dict) -> "ConvertOptions":

@@ -72,9 +72,10 @@ class Runtime:
 
 def load_runtime(out_dir: str | Path, name: str) -> Runtime:
     """The artifact ``name`` of the conversion in ``out_dir`` as a :class:`Runtime`."""
+    from converter._convert.live import path_argument
     from converter.api import read_manifest
 
-    out_dir = Path(out_dir)
+    out_dir = path_argument(out_dir, "out_dir", "load_runtime('out/model', 'tflite_fp32')")
     manifest = read_manifest(out_dir)
     makers = _makers(out_dir, manifest)
     if name not in makers:

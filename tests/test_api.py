@@ -4,6 +4,8 @@ artifact called like the model through ``result.runtime(name)``."""
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 import textwrap
@@ -140,8 +142,10 @@ def test_live_modules_convert_from_a_tuple_of_samples(tmp_path, build, kind: str
     make = runtimes.onnxruntime_runner
     monkeypatch.setattr(runtimes, "onnxruntime_runner", lambda path, *a, **k: sessions.append(path) or make(path, *a, **k))
     model = build()
+    model.a.train()  # a caller's mixed train/eval flags: the conversion runs in eval mode and gives them back
     result = converter.convert(model, SAMPLES, out_dir=tmp_path / "out", **FP32)
     assert result.parity.passed, result.parity.to_markdown()
+    assert model.a.training and not model.training and not model.b.training
     assert len(sessions) == 1
     assert result.manifest.source.kind == kind
     assert [i.name for i in result.manifest.inputs] == ["input_0", "input_1"]
@@ -205,6 +209,44 @@ def test_bad_api_calls_are_one_line_errors(tmp_path, kwargs: dict, message: str)
     with pytest.raises(InputError, match=message):
         converter.convert(model, out_dir=tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda out: converter.convert(_module(), SAMPLES, out_dir=out, weights=out.parent / "w.pt"),
+     "weights= was given with a live TwoInputs, which is converted with the weights it holds — load them into the "
+     "module first"),
+    (lambda out: converter.convert(_module(), SAMPLES, out_dir=_module()), "out_dir is a TwoInputs, not a path"),
+    (lambda out: converter.convert(_module(), SAMPLES, out_dir=out, parity_data=SAMPLES[0]),
+     "parity_data is a Tensor, not a path — pass parity_data as a str or Path"),
+    (lambda out: converter.check(out, _module()), "out_dir is a TwoInputs, not a path"),
+    (lambda out: converter.check(_module(), out, weights=out.parent / "w.pt"), "weights= was given with a live"),
+    (lambda out: converter.load_runtime(_module(), "tflite_fp32"), "out_dir is a TwoInputs, not a path"),
+], ids=["live-module-with-weights", "module-as-out-dir", "tensor-as-parity-data", "check-arguments-swapped",
+        "check-live-module-with-weights", "runtime-of-a-module"])
+def test_a_misplaced_argument_is_a_one_line_error(tmp_path, call, message: str) -> None:
+    """Never a bare TypeError from ``os.fspath``, and never a file quietly ignored (a weights file beside a live
+    module: the artifacts would carry the module's own weights)."""
+    with pytest.raises(InputError, match=re.escape(message)):
+        call(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_call_gives_the_module_its_mode_back(tmp_path) -> None:
+    model = _module().train()
+    with pytest.raises(InputError, match="both sample_inputs and input_shapes"):
+        converter.convert(model, SAMPLES, out_dir=tmp_path / "out", input_shapes=[(1, 6), (1, 3)])
+    assert all(m.training for m in model.modules())
+
+
+def test_parity_samples_default_like_the_command() -> None:
+    """The API and the command agree: 1000 samples for the reference net, 100 for any other model."""
+    from converter.api import _is_reference_net
+    from converter.options import ConvertOptions
+
+    assert ConvertOptions().parity_samples is None
+    assert ConvertOptions().with_default_samples(_is_reference_net("mnist_cnn")).parity_samples == 1000
+    assert ConvertOptions().with_default_samples(_is_reference_net("tests.toy_models:tiny_linear")).parity_samples == 100
+    assert ConvertOptions(parity_samples=7).with_default_samples(True).parity_samples == 7
 
 
 def test_none_means_the_default_for_tuple_options() -> None:

@@ -10,7 +10,10 @@ parity data stays inside the vocabulary a real batch uses.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +47,38 @@ class Samples:
         """[min, max + 1) of every integer input (float and bool inputs get a placeholder the data ignores)."""
         return tuple((int(a.min()), int(a.max()) + 1) if np.issubdtype(a.dtype, np.integer) and a.size else (0, 1)
                      for a in self.arrays)
+
+
+def path_argument(value: Any, name: str, example: str) -> Path:
+    """``value`` as a Path, or a one-line :class:`InputError` naming the argument when it is not a path (an
+    ``nn.Module`` or a tensor in the wrong place: ``os.fspath`` would raise a bare TypeError)."""
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise InputError(f"{name} is a {type(value).__name__}, not a path", f"pass {name} as a str or Path, e.g. {example}")
+
+
+def reject_weights_for_live(model: Any, weights: Any) -> None:
+    """``weights=`` names a file that is loaded into a model the toolkit builds from a spec; a live module is
+    converted with the weights it holds, so a file beside it would be silently ignored: refuse that."""
+    if weights is None or isinstance(model, str | os.PathLike | LoadedModel):
+        return
+    raise InputError(f"weights= was given with a live {type(model).__name__}, which is converted with the weights it "
+                     "holds", "load them into the module first (module.load_state_dict(torch.load(path, "
+                     "weights_only=True))), or pass a spec such as 'mypkg.nets:build' with weights=")
+
+
+@contextlib.contextmanager
+def modes_kept(model: Any) -> Iterator[None]:
+    """Run the block (which puts a live ``model`` in eval mode: :func:`as_source`), then give every submodule its
+    train/eval flag back, as ``torch.onnx.export`` leaves a module as it found it."""
+    modules = list(model.modules()) if callable(getattr(model, "modules", None)) else []
+    flags = [getattr(m, "training", None) for m in modules]
+    try:
+        yield
+    finally:
+        for module, flag in zip(modules, flags):
+            if flag is not None and module.training != flag:
+                module.training = flag
 
 
 def as_source(model: Any) -> LoadedModel | str:

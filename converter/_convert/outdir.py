@@ -40,11 +40,15 @@ def check(out: Path, *, force: bool, owned: Callable[[Path], bool], what: str,
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise OutDirError(f"{out} exists and is not a directory", "choose another --out")
-        if not force:
-            raise OutDirError(f"{out} already exists", "pass --force to overwrite it, or choose another --out")
-        if not owned(out):
+        if not owned(out):  # checked first: --force would not help, so it is not suggested
+            if not any(out.iterdir()):
+                raise OutDirError(f"{out} exists (empty) and this tool replaces only its own output",
+                                  "remove the empty directory (rmdir) or choose another --out")
             raise OutDirError(f"{out} was not written by this tool (it has no {what} of its own); --force replaces "
                               "only its own output", "choose another --out, or empty it yourself")
+        if not force:
+            raise OutDirError(f"{out} already exists (this tool's output)",
+                              "pass --force (force=True in the API) to overwrite it, or choose another --out")
     real = out.resolve()
     if _within(Path.cwd().resolve(), real):
         raise OutDirError(f"--out {out} is the current directory or contains it",
