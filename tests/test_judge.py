@@ -245,6 +245,29 @@ def test_the_reason_names_the_failing_output(precision) -> None:
     assert re.search(r"output\s*(#\s*)?1\b", row.reason), row.reason  # outputs are numbered from #0
 
 
+SCALE_CASES = [
+    # id, precision, candidate for the small output (given its reference), reason fragment
+    ("fp32: the small output's sign flipped", "fp32", lambda r: -r, "output #1 'embedding': |Δ|"),
+    ("fp32: the small output off by 10 % of its own scale", "fp32", lambda r: r * 1.1, "output #1 'embedding': |Δ|"),
+    ("fp16: the small output's sign flipped", "fp16", lambda r: -r, "output #1 'embedding': cosine"),
+    ("int8: the small output's sign flipped", "int8", lambda r: -r, "output #1 'embedding': cosine"),
+]
+
+
+@pytest.mark.parametrize(("case", "precision", "make", "fragment"), SCALE_CASES, ids=[c[0] for c in SCALE_CASES])
+def test_each_output_is_judged_against_its_own_scale(case, precision, make, fragment) -> None:
+    """Boxes that reach 480 beside an embedding of 1e-3: judged together, any embedding passes (the bound is
+    atol + rtol·480 and the cosine is the boxes'); each output against its own scale, a wrong one fails."""
+    rng = np.random.default_rng(0)
+    boxes, embedding = rng.uniform(0, 480, (50, 4, 20)), rng.normal(0, 1e-3, (50, 16))
+    row = compare("tflite", precision, None, [boxes, embedding], [boxes.copy(), make(embedding)], None, None,
+                  tolerance_for(precision), output_names=["boxes", "embedding"], class_axes=[None, None])
+    assert not row.passed and fragment in row.reason, row.reason
+    exact = compare("tflite", precision, None, [boxes, embedding], [boxes.copy(), embedding.copy()], None, None,
+                    tolerance_for(precision), output_names=["boxes", "embedding"], class_axes=[None, None])
+    assert exact.passed and exact.cosine_min == pytest.approx(1.0) and exact.max_rel_err == 0.0
+
+
 # ------------------------------------------------------------------------------------------ near-ties
 
 NEAR_TIE_CASES = [
@@ -518,7 +541,10 @@ WARNING_CASES = [
      [["for 1 of 30 samples (output 'aux')"]]),
     ("NaN in both outputs: one warning each", [_nan_in(_logits([2.0] * 30), [0]), _nan_in(_logits([7.0] * 30), [1, 2, 3])],
      None, 7.0, [["for 1 of 30 samples (output #0)"], ["for 3 of 30 samples (output #1)"]]),
-    ("a flat output beside a real one: the scale is the largest", [_flat(), _logits([4.0] * 30)], None, 4.0, []),
+    ("a flat output beside a real one: the scale is the largest, the flat one is named",
+     [_flat(), _logits([4.0] * 30)], ["feats", "logits"], 4.0,
+     [["reference output 'feats' peaks at 1e-09", "its comparison proves nothing", "do not return that output"]]),
+    ("a small output beside a large one is no warning", [_logits([1e-3] * 30), _logits([480.0] * 30)], None, 480.0, []),
     ("every output flat", [_flat(), _flat()], None, 1e-9, [["peak at 1e-09"]]),
     ("every output all NaN: no peak-at warning", [np.full((30, 3), NAN), np.full((30, 2), NAN)], None, 0.0,
      [["for 30 of 30 samples (output #0)"], ["for 30 of 30 samples (output #1)"]]),

@@ -264,8 +264,28 @@ def compare(
     if not passed:
         reason = _which_output(reason, precision, reference, candidate, labels, reference_accuracy, tolerance,
                                output_names, axes)
+    elif len(reference) > 1:
+        # each output against its own scale too: judged together, a small output (an embedding beside boxes that
+        # reach 480) would be held to the large one's bound and cosine, and could be wrong entirely
+        for k, alone in _each_output(precision, reference, candidate, labels, reference_accuracy, tolerance, axes):
+            max_rel, cosine = max(max_rel, alone.max_rel_err), min(cosine, alone.cosine_min)
+            if passed and not alone.passed:
+                passed, reason = False, f"output {_output_label(k, output_names)}: {alone.reason}"
     return RuntimeResult(runtime, precision, artifact, max_abs, mean_abs, max_rel, cosine, agreement, accuracy,
                          tolerance, passed, reason, near_ties, decisive)
+
+
+def _each_output(precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
+                 axes: Sequence[ClassAxis | None]):
+    """(k, the row of output k judged alone) for every output whose reference is not degenerate (a reference output
+    that peaks below ``DEGENERATE_SCALE`` has no scale to judge against: :func:`reference_warnings` fails the report
+    on it instead)."""
+    for k, (ref, got) in enumerate(zip(reference, candidate)):
+        finite = np.abs(ref[np.isfinite(ref)])
+        if not finite.size or float(finite.max()) < DEGENERATE_SCALE:
+            continue
+        yield k, compare("", precision, None, [ref], [got], labels if k == 0 else None,
+                         reference_accuracy if k == 0 else None, tolerance, class_axes=[axes[k]])
 
 
 def _which_output(reason: str, precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
@@ -425,6 +445,13 @@ def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = 
     if scale < DEGENERATE_SCALE and not nothing_finite:
         warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
                         "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
+    elif len(reference) > 1:  # one output that flat beside others: its own comparison proves nothing
+        for k, f in enumerate(finite):
+            if f.size and float(f.max()) < DEGENERATE_SCALE:
+                which = repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
+                warnings.append(f"reference output {which} peaks at {float(f.max()):.3g}: any absolute tolerance "
+                                "passes on it, so its comparison proves nothing — give the model real weights (or "
+                                "calibrate BatchNorm), or do not return that output")
     axes = list(class_axes) if class_axes is not None else class_axes_of(reference, output_names)
     predicted = top1(reference[0], axes[0]) if reference and axes[0] is not None else None
     if labels is not None and predicted is not None and predicted.ndim == 1 and len(predicted) >= MIN_VARIED \
