@@ -181,6 +181,8 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
             rows.close()
         raise
     report = None
+    if rows is None and options.class_axes:
+        checks.class_axes(manifest, options)  # a --class-axis naming no output is refused with parity off too
     if rows is not None:
         t = time.perf_counter()
         try:

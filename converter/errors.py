@@ -10,15 +10,21 @@ Every error carries a one-line message that names the problem *and* the fix; the
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
+#: Terminal colour codes (torch.export prints ``\x1b[96m``): never part of a one-line error
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first non-empty line of ``exc``'s message, cut at a word boundary within ``limit`` characters
     (the exception's type name when it has no message): what a one-line error quotes of a library's failure."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
     text = lines[0]

@@ -263,6 +263,8 @@ EXIT_2_CASES = [
      "--parity-data float_ids.npz['input_ids'] holds float32 values but the input is int64"),
     ("--class-axis naming no output", "convert", [*_LINEAR, "--class-axis", "logits:1"],
      "--class-axis logits: the model has no output 'logits' (its outputs: output)"),
+    ("--class-axis naming no output, parity off", "convert", [*_LINEAR, "--class-axis", "output0:1:4:84", "--no-parity"],
+     "--class-axis output0: the model has no output 'output0' (its outputs: output)"),
     ("--class-axis beyond the output's rank", "convert", [*_LINEAR, "--class-axis", "output:2"],
      "--class-axis output:2: output 'output' has shape [1, 3], so axis 2 is out of range"),
     ("--class-axis without an axis", "convert", [*_LINEAR, "--class-axis", "output"],

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from tests import toy_models
 from tests.conftest import BIN, ROOT, run_cli
 
 TINY = ["tests.toy_models:tiny_linear", "--input-shape", "1,4"]
@@ -89,6 +91,10 @@ def files(tmp_path_factory, trained_weights) -> Path:
     torch.save(nan_weight, root / "nan_weight.pt")
     (root / "a_file").write_text("x")
     (root / "exists").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.14 deprecates torch.jit: users still ship such files
+        traced = torch.jit.trace(toy_models.DictOutputs().eval(), torch.randn(1, 4), strict=False)
+        torch.jit.save(traced, root / "dict_out.torchscript.pt")
     return root
 
 
@@ -227,6 +233,9 @@ ROWS = [
     Row("check-never-imports-from-out-or-cwd", ["--out", "{out}", "--check"], 2,
         "cannot import 'evilmod': ModuleNotFoundError: No module named 'evilmod' — a module recorded in manifest.json "
         "is never imported from the current directory: name the model", _hostile_module),
+    Row("torchscript-file-returning-a-dict", ["{f}/dict_out.torchscript.pt", "--input-shape", "1,4"], 2,
+        "the TorchScript model returns a Dict[str, Tensor], which neither ONNX exporter takes from a TorchScript file "
+        "— trace it returning a tuple (Hugging Face: return_dict=False)"),
     Row("pt2-real-export-still-loads", ["{f}/good.pt2", "--input-shape", "1,4", "--precision", "fp32"], 0, "wrote"),
     # --- data loss (trust 2)
     Row("force-over-user-directory", [*TINY, "--force"], 2, "was not written by this tool", _user_data),

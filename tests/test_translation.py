@@ -114,6 +114,36 @@ def test_a_depthwise_conv_of_a_channels_first_tensor_stays_depthwise(batch) -> N
     assert graph.sample_error < 1e-5
 
 
+def conv_then_channel_shuffle(batch: int | str = 1) -> onnx.ModelProto:
+    """ShuffleNetV2's channel shuffle (2 groups of 4) after a 1x1 conv: Reshape(N, 2, 4, 6, 6) -> Transpose -> Reshape
+    back, which ``shuffle_as_gather`` makes one Gather of the permutation [0, 4, 1, 5, 2, 6, 3, 7]."""
+    first = -1 if isinstance(batch, str) else batch
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "k"),
+             numpy_helper.from_array(np.array([first, 2, 4, 6, 6], np.int64), "grouped"),
+             numpy_helper.from_array(np.array([first, 8, 6, 6], np.int64), "flat")]
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], name="/conv/Conv"),
+             helper.make_node("Reshape", ["c", "grouped"], ["g"], name="/Reshape"),
+             helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 1, 3, 4], name="/Transpose"),
+             helper.make_node("Reshape", ["t", "flat"], ["out"], name="/Reshape_1")]
+    return _model(nodes, [batch, 8, 6, 6], inits)
+
+
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_a_channel_shuffle_is_reshapes_not_a_gather_on_the_fast_route(batch) -> None:
+    """A TFLite GATHER of activations is no XNNPACK op (each one split shufflenet's delegated graph: 1.5x
+    litert-torch's latency); the shuffle's Gather is built as reshape, transpose, reshape, and stays exact."""
+    import tensorflow as tf
+
+    graph = _translate(conv_then_channel_shuffle(batch))
+    assert graph.translation["strict_mode"] is False, graph.translation
+    model = graph.keras_model
+    traced = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec(model.inputs[0].shape, tf.float32))
+    ops = [op.type for op in traced.graph.get_operations()]
+    assert "GatherV2" not in ops and "Transpose" in ops, sorted(set(ops))
+    assert graph.sample_error < 1e-6
+
+
 def test_strict_mode_takes_over_when_the_fast_route_fails() -> None:
     """With the skip connection, onnx2tf without strict mode adds the NCHW-ordered branch to the NHWC input
     ("Dimensions must be equal, but are 8 and 6"); strict mode builds it, and the manifest says why it was used.

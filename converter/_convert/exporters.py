@@ -50,6 +50,11 @@ def export_with(module: nn.Module, sample: list[np.ndarray], path: Path, input_n
     ``dynamic_dims``: per input, ``{axis: label}`` of the dimensions past the batch to keep symbolic
     (:mod:`converter._convert.dims`); one label is one dimension in both exporters.
     """
+    returned = _scripted_dict_output(module)
+    if returned is not None:
+        raise ExportError(f"the TorchScript model returns a {returned}, which neither ONNX exporter takes from a "
+                          "TorchScript file", "trace it returning a tuple (Hugging Face: return_dict=False), or convert "
+                          "the Python module itself with its sample inputs (dict outputs are named after their keys)")
     dims = list(dynamic_dims) or [{} for _ in sample]
     if exporter == "torchscript":
         return Exported(_torchscript(module, sample, path, input_names, output_names, opset, dynamic_batch, dims),
@@ -69,6 +74,21 @@ def export_with(module: nn.Module, sample: list[np.ndarray], path: Path, input_n
                               "make forward() traceable (no data-dependent Python control flow), or try another "
                               "--opset") from None
         return Exported(model, "dynamo", reason)
+
+
+def _scripted_dict_output(module: nn.Module) -> str | None:
+    """The type of a TorchScript module's output when it holds a dict (``Dict[str, Tensor]``: a Hugging Face model
+    traced with its default ``return_dict=True``), else None; looks through the keyword-call wrapper."""
+    import torch
+
+    inner = getattr(module, "inner", module)
+    if not isinstance(inner, torch.jit.ScriptModule):
+        return None
+    try:
+        types = [str(o.type()) for o in inner.forward.graph.outputs()]
+    except Exception:  # no graph to read: let the exporters say what they make of it
+        return None
+    return next((t for t in types if "Dict[" in t), None)
 
 
 def _torchscript(module: nn.Module, sample: list[np.ndarray], path: Path, input_names: list[str],

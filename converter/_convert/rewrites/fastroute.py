@@ -43,6 +43,12 @@ manager:
    TensorFlow's CPU kernels run ~10x slower than ``DepthwiseConv2dNative``: 28 of convnext_tiny's 68 ms per sample.
    Here such a Conv is handed its input already transposed to NHWC, so onnx2tf's own test sees the channels and
    builds the depthwise op.
+6. **Channel shuffles as reshapes.** ``shuffle_as_gather`` makes ShuffleNet's Reshape -> Transpose -> Reshape one
+   ONNX Gather (onnx2tf loses the layout through the rank-5 original under a dynamic batch); a TFLite GATHER of
+   activations is not an XNNPACK op, so each one split the delegated graph (shufflenet_v2_x0_5's TFLite file: 1.49x
+   litert-torch's latency at batch 1). Here a gather of a constant permutation that is a shuffle (indices
+   ``arange(a·b).reshape(a, b).T``) along an axis past the batch is built as the reshape to ``(a, b)``, the swap of
+   those two axes and the reshape back: the same values moved the same way, ops XNNPACK runs.
 
 Everything it changes is judged afterwards like any fast translation: the sample check, then parity.
 """
@@ -59,8 +65,8 @@ from dataclasses import dataclass, field
 from converter._convert.rewrites.kerasvalues import incremental_checks
 
 #: onnx2tf op modules that see :class:`_TensorFlowForOps` as ``tf``: the ones whose make_node tests each input with
-#: ``tf.rank(x) == 0`` (point 3 of the module docstring) and MatMul (point 4)
-PATCHED_TF = ("Add", "Sub", "Mul", "Div", "MatMul")
+#: ``tf.rank(x) == 0`` (point 3 of the module docstring), MatMul (point 4) and Gather (point 6)
+PATCHED_TF = ("Add", "Sub", "Mul", "Div", "MatMul", "Gather")
 
 #: onnx2tf's per-tensor record: is the TF layout transposed against ONNX's (NCHW -> NHWC and so on)?
 TRANSPOSED = "before_op_output_shape_trans"
@@ -183,6 +189,38 @@ class _TensorFlowForOps:
             return tf.matmul(a, b, **kwargs)
         product = tf.matmul(tf.reshape(a, [-1, dims[-1]]), b, **kwargs)
         return tf.reshape(product, [-1, *dims[1:-1], int(b.shape[1])])
+
+    def gather(self, params, indices, axis=None, **kwargs):
+        tf = self._tf
+        split = _shuffle_split(params, indices, axis) if set(kwargs) <= {"name"} else None
+        if split is None:
+            return tf.gather(params, indices, axis=axis, **kwargs)
+        dims, axis, (a, b) = list(params.shape), split[0], split[1]
+        grouped = tf.reshape(params, [-1, *dims[1:axis], a, b, *dims[axis + 1:]])
+        order = list(range(len(dims) + 1))
+        order[axis], order[axis + 1] = axis + 1, axis
+        return tf.reshape(tf.transpose(grouped, order), [-1, *dims[1:]])
+
+
+def _shuffle_split(params, indices, axis) -> tuple[int, tuple[int, int]] | None:
+    """``(axis, (a, b))`` when gathering ``indices`` along ``axis`` of ``params`` is a channel shuffle: a constant
+    permutation equal to ``arange(a·b).reshape(a, b).T.ravel()`` (a, b > 1) along an axis past the batch, every size
+    past the batch static; None for any other gather (point 6 of the module docstring)."""
+    import numpy as np
+    from tf_keras.src.engine.keras_tensor import KerasTensor
+
+    if not isinstance(params, KerasTensor) or params.shape.rank is None or not hasattr(indices, "numpy"):
+        return None
+    dims = list(params.shape)
+    axis = int(axis or 0) % len(dims) if dims else 0
+    order = np.asarray(indices.numpy())
+    if axis == 0 or None in dims[1:] or order.ndim != 1 or order.size != dims[axis]:
+        return None
+    size = order.size
+    for a in range(2, size // 2 + 1):
+        if size % a == 0 and np.array_equal(order, np.arange(size).reshape(a, size // a).T.ravel()):
+            return axis, (a, size // a)
+    return None
 
 
 def _ambiguous(node) -> bool:
