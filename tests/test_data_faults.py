@@ -215,6 +215,39 @@ def test_npz_parity_data(tmp_path, case, arrays, names, shapes, dtypes, ranges, 
         np.testing.assert_array_equal(x, arrays[name][:6].astype(dtype))
 
 
+MASK_CASES = [
+    # id, name, dtype, range, is a padding mask
+    ("attention_mask int64 in [0, 2)", "attention_mask", np.int64, (0, 2), True),
+    ("padding_mask bool", "padding_mask", np.bool_, None, True),
+    ("decoder_attention_mask without a range", "decoder_attention_mask", np.int32, None, True),
+    ("a mask the sample holds all 1s in", "attention_mask", np.int64, (1, 2), False),
+    ("token ids", "input_ids", np.int64, (0, 2), False),
+    ("a float mask", "attention_mask", np.float32, None, False),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "dtype", "value_range", "masked"), MASK_CASES, ids=[c[0] for c in MASK_CASES])
+def test_seeded_padding_masks_keep_a_prefix(case, name, dtype, value_range, masked) -> None:
+    """Seeded data for a padding mask is 1s then 0s per sample (at least one 1), as a tokenizer pads: uniform 0/1
+    noise masks a causal model's first key, and those rows' outputs are noise in every runtime."""
+    data = load_parity_data("random", [(1, 12), (1, 12)], [np.dtype(np.int64), np.dtype(dtype)], 200, 3,
+                            ranges=((0, 50), value_range or (0, 2)), names=["input_ids", name])
+    mask = data.inputs[1]
+    assert mask.shape == (200, 12) and mask.dtype == dtype
+    kept = mask.astype(np.int64).sum(axis=1)
+    prefix = (np.arange(12)[None, :] < kept[:, None]).astype(np.int64)
+    if masked:
+        np.testing.assert_array_equal(mask.astype(np.int64), prefix)
+        assert kept.min() >= 1 and kept.max() == 12 and len(np.unique(kept)) == 12  # every length drawn
+        assert f"{name}: padding masks (1s then 0s)" in data.description
+    else:
+        assert not np.array_equal(mask.astype(np.int64), prefix) or value_range == (1, 2)
+        assert "padding masks" not in data.description
+    np.testing.assert_array_equal(data.inputs[0], load_parity_data("random", [(1, 12), (1, 12)], [np.dtype(np.int64),
+                                  np.dtype(dtype)], 200, 3, ranges=((0, 50), value_range or (0, 2)),
+                                  names=["input_ids", name]).inputs[0])  # seeded: the same data twice
+
+
 def test_an_unreadable_npz_is_one_line(tmp_path) -> None:
     path = tmp_path / "data.npz"
     path.write_bytes(b"not a zip file")

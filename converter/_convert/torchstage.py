@@ -57,7 +57,8 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
                              export.describe_inputs(shapes, dtypes))
     data = parity_data if isinstance(parity_data, ParityData) else load_parity_data(
         parity_data, shapes, dtypes, options.parity_samples, options.seed, options.input_ranges,
-        _input_names(model, options, len(shapes), out, export_onnx) if str(parity_data).endswith(".npz") else ())
+        _input_names(model, options, len(shapes), out, export_onnx)
+        if str(parity_data).endswith(".npz") or parity_data == "random" else ())
     sample = [take(x, shapes[0][0]) for x in data.inputs]
     exported: dict = {}  # how model.onnx was written (the exporter), for the manifest's source
     facts = None
@@ -118,7 +119,7 @@ def _second_size(side: TorchSide, model: LoadedModel, options: ConvertOptions, s
     resized = dims.resized(shapes)
     samples = min(options.parity_samples, SECOND_SIZE_SAMPLES)
     side.resized = _cut(side.data, resized, samples) or load_parity_data(
-        "random", resized, dtypes, samples, options.seed + 1, options.input_ranges)
+        "random", resized, dtypes, samples, options.seed + 1, options.input_ranges, side.input_names)
     if model.module is None or not options.parity:
         return
     try:

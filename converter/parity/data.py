@@ -40,7 +40,7 @@ def load_parity_data(
         raise InputError(f"--parity-samples {samples} is not a positive number of samples",
                          "pass at least 1 (default: 1000 for mnist_cnn, 100 otherwise), or --no-parity")
     if source == "random":
-        return _random(input_shapes, input_dtypes, samples, seed, ranges)
+        return _random(input_shapes, input_dtypes, samples, seed, ranges, names)
     if source == "mnist":
         from reference_models.data import DataError, load_mnist
 
@@ -84,13 +84,32 @@ def _mnist(arrays, input_shapes, samples: int, seed: int) -> ParityData:
     return ParityData([images], arrays.labels[index].astype(np.int64), f"{count} real MNIST digits: {arrays.source}")
 
 
-def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[tuple[int, int], ...] = ()
-            ) -> ParityData:
+def is_padding_mask(name: str, shape: Sequence[int], dtype, value_range: tuple[int, int] | None) -> bool:
+    """Whether an input is a [N, seq] padding mask (``attention_mask``, ``padding_mask``, ``*_mask``: bool, or integer
+    in [0, 2)), whose seeded data is a run of 1s then 0s per sample, as a tokenizer pads a batch: uniform 0/1 noise
+    would mask the first key of a causal model's early query rows, whose outputs are then meaningless in every
+    runtime (and differ between them), so parity would judge noise."""
+    binary = np.issubdtype(dtype, np.bool_) or (np.issubdtype(dtype, np.integer) and tuple(value_range or (0, 2)) == (0, 2))
+    return binary and len(shape) == 2 and name.lower().endswith("mask")
+
+
+def _padding_masks(rng: np.random.Generator, samples: int, length: int, dtype) -> np.ndarray:
+    """[samples, length]: sample i keeps its first L_i positions (L_i uniform in 1..length), the rest padded."""
+    kept = rng.integers(1, length + 1, size=samples) if length else np.zeros(samples, np.int64)
+    return (np.arange(length)[None, :] < kept[:, None]).astype(dtype)
+
+
+def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[tuple[int, int], ...] = (),
+            names: Sequence[str] = ()) -> ParityData:
     rng = np.random.default_rng(seed)
     inputs, kinds = [], []
     for k, (shape, dtype) in enumerate(zip(input_shapes, input_dtypes)):
         full = (samples, *shape[1:])
-        if np.issubdtype(dtype, np.integer):
+        name = names[k] if k < len(names) else ""
+        if is_padding_mask(name, shape, dtype, ranges[k] if k < len(ranges) else None):
+            inputs.append(_padding_masks(rng, samples, int(shape[1]), dtype))
+            kinds.append(f"{name}: padding masks (1s then 0s)")
+        elif np.issubdtype(dtype, np.integer):
             low, high = ranges[k] if k < len(ranges) else (0, 2)  # --input-range, drawn uniformly in [low, high)
             inputs.append(rng.integers(low, high, size=full).astype(dtype))
             kinds.append(f"{np.dtype(dtype)} in [{low}, {high})")
