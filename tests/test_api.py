@@ -4,6 +4,7 @@ artifact called like the model through ``result.runtime(name)``."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import subprocess
@@ -236,6 +237,61 @@ def test_a_failed_call_gives_the_module_its_mode_back(tmp_path) -> None:
     with pytest.raises(InputError, match="both sample_inputs and input_shapes"):
         converter.convert(model, SAMPLES, out_dir=tmp_path / "out", input_shapes=[(1, 6), (1, 3)])
     assert all(m.training for m in model.modules())
+
+
+@dataclasses.dataclass
+class _Heads:
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    unused: torch.Tensor | None = None  # left None: not an output
+
+
+class DataclassOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.embed = nn.Linear(6, 3), nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> _Heads:
+        return _Heads(self.head(x), self.embed(x))
+
+
+def test_a_dataclass_output_is_named_after_its_fields(tmp_path) -> None:
+    torch.manual_seed(2)
+    model = DataclassOutputs().eval()
+    result = converter.convert(model, SAMPLES[0], out_dir=tmp_path / "out", **FP32)
+    assert result.parity.passed, result.parity.to_markdown()
+    assert [o.name for o in result.manifest.outputs] == ["logits", "embedding"]
+    logits, embedding = result.runtime("tflite_fp32")(SAMPLES[0])
+    with torch.no_grad():
+        want = model(SAMPLES[0])
+    np.testing.assert_allclose(embedding, want.embedding.numpy(), atol=1e-5, rtol=0)
+
+
+class _DynamicCache:  # what a Hugging Face causal LM returns beside its logits unless use_cache=False
+    def __repr__(self) -> str:
+        return "DynamicCache()"
+
+
+class ReturnsThis(nn.Module):
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> object:
+        return self.value if not isinstance(self.value, tuple) else (x * 2, *self.value)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("text", "the model returned a value of type str: 'text' — return tensors, or a tuple, list, dict or dataclass"),
+    ((_DynamicCache(),), "the model returned a value of type _DynamicCache: DynamicCache() — build the model with "
+                         "use_cache=False"),
+], ids=["a-string", "a-cache-beside-the-logits"])
+def test_an_output_that_is_no_tensor_is_named(tmp_path, value, message: str) -> None:
+    from converter.errors import ExportError
+
+    with pytest.raises(ExportError, match=re.escape(message)):
+        converter.convert(ReturnsThis(value), SAMPLES[0], out_dir=tmp_path / "out", **FP32)
+    assert not (tmp_path / "out").exists()
 
 
 def test_parity_samples_default_like_the_command() -> None:

@@ -3,6 +3,7 @@ in onnxruntime that must match PyTorch."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,21 @@ if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never
     from converter.options import ConvertOptions
 
 
+def _fields(out: object) -> dict | None:
+    """A dataclass instance's fields that are set, as a dict in declaration order (a plain ``@dataclass`` output is
+    named and flattened like a dict; a Hugging Face ``ModelOutput`` already is one); None for anything else."""
+    if isinstance(out, dict) or not dataclasses.is_dataclass(out) or isinstance(out, type):
+        return None
+    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out) if getattr(out, f.name) is not None}
+
+
 def flatten_outputs(out: object) -> list[torch.Tensor]:
-    """Model outputs as a flat list of tensors (tuple / list / dict / single tensor)."""
+    """Model outputs as a flat list of tensors (tuple / list / dict / dataclass / single tensor)."""
     import torch
 
     if isinstance(out, torch.Tensor):
         return [out]
+    out = _fields(out) if _fields(out) is not None else out
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
@@ -34,7 +44,16 @@ def flatten_outputs(out: object) -> list[torch.Tensor]:
         for item in out:
             flat.extend(flatten_outputs(item))
         return flat
-    raise ExportError(f"the model returned a {type(out).__name__}", "return tensors, or a tuple/dict of tensors")
+    name = type(out).__name__
+    fix = ("build the model with use_cache=False (its key/value cache is no tensor output)" if "Cache" in name
+           else "return tensors, or a tuple, list, dict or dataclass of tensors")
+    raise ExportError(f"the model returned a value of type {name}: {_short_repr(out)}", fix)
+
+
+def _short_repr(out: object) -> str:
+    """A refused output's repr, cut to 40 characters."""
+    text = repr(out)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def run_torch(module: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -128,6 +147,7 @@ def _output_keys(out: object, count: int) -> list[str] | None:
     names: list[str] = []
 
     def walk(value: object, path: str) -> None:
+        value = _fields(value) if _fields(value) is not None else value
         if isinstance(value, torch.Tensor):
             names.append(path or "output")
         elif isinstance(value, dict):
@@ -143,7 +163,7 @@ def _output_keys(out: object, count: int) -> list[str] | None:
 
 
 def _holds_mapping(out: object) -> bool:
-    if isinstance(out, dict):
+    if isinstance(out, dict) or _fields(out) is not None:
         return True
     return isinstance(out, (list, tuple)) and any(_holds_mapping(o) for o in out)
 
