@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one per input, in order ({', '.join(INPUT_DTYPES)}; default float32), e.g. int64 for token ids")
     p.add_argument("--input-range", action="append", default=[], metavar="LOW,HIGH",
                    help="one per input, in order: random integer parity data is drawn in [LOW, HIGH), e.g. 0,30522 "
-                        "for a vocabulary (default 0,2); ignored for float inputs")
+                        "for a vocabulary (default 0,2); a float input takes a 0,1 placeholder")
     p.add_argument("--input-name", action="append", default=[], help="input names, in order (repeatable)")
     p.add_argument("--output-name", action="append", default=[], help="output names, in order (repeatable)")
     p.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic everywhere")

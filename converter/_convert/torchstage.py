@@ -52,6 +52,7 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
     exists, so the last row runs beside one copy of the weights, not two."""
     shapes, dtypes = export.resolve_inputs(model, input_shapes, None if export_onnx else out / "model.onnx",
                                            options.input_dtypes)
+    _check_ranges(options.input_ranges, dtypes)
     if model.module is not None:  # a wrong --input-shape/--input-dtype/--input-range is the model's complaint
         export.probe_outputs(model.module, _extreme_inputs(shapes, dtypes, options.input_ranges),
                              export.describe_inputs(shapes, dtypes))
@@ -89,6 +90,17 @@ def run(model: LoadedModel, out: Path, options: ConvertOptions, input_shapes, pa
         fixed = shapes[0][0] if model.kind == "exported_program" else None
         side.outputs = _torch_outputs(model, data, sample, side.chunks(options.dynamic_batch), fixed, release_module)
     return side
+
+
+def _check_ranges(ranges: tuple[tuple[int, int], ...], dtypes) -> None:
+    """``--input-range`` is positional: a range (other than a 0,1 or 0,2 placeholder) that falls on a float or bool
+    input was meant for an integer input further on, and would silently leave that one at 0,2."""
+    for k, ((low, high), dtype) in enumerate(zip(ranges, dtypes)):
+        if not np.issubdtype(np.dtype(dtype), np.integer) and (low, high) not in ((0, 1), (0, 2)):
+            raise InputError(f"--input-range {low},{high} (#{k + 1}) falls on input #{k + 1}, which is "
+                             f"{np.dtype(dtype)}: ranges are given in input order and only integer inputs take one",
+                             "give one --input-range per input in order, 0,1 for a float input (e.g. --input-range 0,1 "
+                             "--input-range 0,50 for an image then token ids)")
 
 
 #: Parity samples at the second size of the dynamic dimensions
