@@ -28,7 +28,7 @@ from converter.parity.judge import ParityReport
 from converter.parity.data import ParityData, load_calibration
 from converter._convert.manifest import Manifest
 from converter._convert.progress import Reporter, reporting, stage
-from converter._convert.sources import LoadedModel, load_model
+from converter._convert.sources import LoadedModel, load_model, refuse_python_file, require_weights_file
 from converter._convert.tensorflow import preload as preload_tensorflow
 
 
@@ -90,6 +90,8 @@ def convert(
     the train/eval mode it came in.
     """
     live.reject_weights_for_live(model, weights)
+    require_weights_file(weights)
+    refuse_python_file(model)
     out_dir = live.path_argument(out_dir, "out_dir", "out_dir='out/model'")
     if not isinstance(parity_data, ParityData):
         parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))

@@ -294,6 +294,11 @@ ROWS = [
     # --- clear messages (trust 8)
     Row("weights-empty-file", ["mnist_cnn", "--weights", "{f}/empty.pt"], 2, "is empty"),
     Row("weights-missing", ["mnist_cnn", "--weights", "{f}/nope.pt"], 2, "does not exist"),
+    Row("weights-a-directory", ["mnist_cnn", "--weights", "{f}/exists"], 2,
+        "exists is a directory — pass the path of a state_dict file"),
+    Row("python-file-as-model", ["{f}/nets.py", "--input-shape", "1,4"], 2,
+        "nets.py is a Python source file, not a model — name the function that builds the model as module:callable "
+        "(e.g. nets:build)"),
     Row("weights-corrupt", ["mnist_cnn", "--weights", "{f}/garbage.pt"], 2, "cannot read weights"),
     Row("weights-mismatched", ["mnist_cnn", "--weights", "{f}/renamed.pt"], 2, "'fc2.weight' is missing"),
     Row("callable-unimportable", ["no_such_pkg.models:build", "--input-shape", "1,3"], 2,

@@ -64,8 +64,27 @@ def load_model(spec: str, weights: str | Path | None = None, *, allow_pickle: bo
     return loaded
 
 
+def require_weights_file(weights: str | Path | None) -> None:
+    """A ``--weights`` path that is not a file is refused before anything is imported (the command checks it in
+    the parent, before the PyTorch child has loaded torch)."""
+    if weights is not None and not Path(weights).is_file():
+        what = "is a directory" if Path(weights).is_dir() else "does not exist"
+        raise ModelLoadError(f"--weights {weights} {what}", "pass the path of a state_dict file (torch.save)")
+
+
+def refuse_python_file(spec: object) -> None:
+    """A ``.py`` path given as the model: one line pointing to the ``module:callable`` form (checked in the parent too)."""
+    if isinstance(spec, str) and spec.endswith(".py"):
+        stem = Path(spec).stem
+        raise ModelLoadError(f"{spec} is a Python source file, not a model",
+                             f"name the function that builds the model as module:callable (e.g. {stem}:build), with "
+                             "its directory on PYTHONPATH")
+
+
 def _load(spec: str, weights: str | Path | None, allow_pickle: bool) -> LoadedModel:
     path = Path(spec)
+    require_weights_file(weights)
+    refuse_python_file(spec)
     if spec in REFERENCE_MODELS:
         factory, shape = REFERENCE_MODELS[spec]
         with seeded_init():
