@@ -69,8 +69,10 @@ def test_keyword_inputs_keep_their_names_dtypes_and_the_sample_range(text) -> No
     assert any("lists inputs as attention_mask, input_ids" in line and "not by position" in line
                for line in result.parity.feeding), result.parity.feeding
     assert "- input `input_ids`: int64 [2, 10]" in (result.out_dir / "parity.md").read_text()
-    drawn = f"int64 in [{int(ids.min())}, {int(ids.max()) + 1}), int64 in [0, 2)"
+    drawn = f"int64 in [{int(ids.min())}, {int(ids.max()) + 1}), attention_mask: padding masks (1s then 0s)"
     assert drawn in result.parity.data, result.parity.data  # random ids stay inside the sample's vocabulary range
+    fed = {(r.runtime, r.precision): r.batch_sizes for r in result.parity.runtimes}
+    assert fed[("tflite", "fp32")] == fed[("onnxruntime", "fp32")] == [2] and fed[("pytorch", "fp32")] == [16], fed
 
 
 @pytest.mark.parametrize(("runtime", "atol"), [("onnxruntime", 1e-5), ("saved_model", 1e-5), ("tflite_fp32", 1e-5),

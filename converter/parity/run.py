@@ -105,7 +105,10 @@ def run_parity(out: Path, manifest: Manifest, side: TorchSide, options: ConvertO
                                  ref_acc, tol, names, axes)
             if worst is None or (row.passed, -row.max_rel_err) < (worst.passed, -worst.max_rel_err):  # fails first
                 worst = row
-        worst.batch_sizes = list(by_chunk)
+        # what each call got: a fixed-batch artifact is fed at its batch whatever the chunk (the PyTorch rows run
+        # FREE_CHUNK samples a call)
+        fixed = manifest.fixed_batch if runtime in _ARTIFACT_RUNTIMES else None
+        worst.batch_sizes = [fixed or c for c in by_chunk]
         worst.size_bytes = manifest.artifact_bytes(worst.artifact)
         rows.append(worst)
     if side.resized is not None:
@@ -241,4 +244,6 @@ def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
         row.reason = f"{row.artifact} is not quantised: {why}"
 
 
+#: rows that run an artifact file (fed at the artifact's fixed batch, when it has one)
+_ARTIFACT_RUNTIMES = ("onnxruntime", "saved_model", "tflite", "tf2onnx_roundtrip")
 _ORDER = ["pytorch", "torchscript", "onnxruntime", "saved_model", "tflite", "keras_native", "tf2onnx_roundtrip"]
