@@ -26,6 +26,31 @@ from converter.errors import InputError
 Fn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
+class Outputs(tuple):
+    """Several outputs: a tuple in the model's output order (``hidden, pooled = runtime(**inputs)``) that is also
+    read by output name (``out["logits"]``), as the model's dict or dataclass output was."""
+
+    names: tuple[str, ...]
+
+    def __new__(cls, values, names) -> "Outputs":
+        made = super().__new__(cls, values)
+        made.names = tuple(names)
+        return made
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"no output {key!r}: the outputs are {', '.join(self.names)}")
+            return super().__getitem__(self.names.index(key))
+        return super().__getitem__(key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.names
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, self))
+
+
 @dataclass(frozen=True)
 class Runtime:
     """One artifact of a conversion, callable like the model (see the module docstring)."""
@@ -39,9 +64,9 @@ class Runtime:
     input_dtypes: tuple[str, ...]
     _run: Callable[[list[np.ndarray]], list[np.ndarray]]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | Outputs:
         outputs = self._run(self._arrays(args, kwargs))
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return outputs[0] if len(outputs) == 1 else Outputs(outputs, self.output_names)
 
     def _arrays(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
         if args and kwargs:

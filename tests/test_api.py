@@ -91,6 +91,16 @@ def test_every_artifact_is_callable_like_the_model(text, runtime: str, atol: flo
         np.testing.assert_array_equal(got, named)
 
 
+def test_several_outputs_unpack_in_order_and_read_by_name(text) -> None:
+    _, inputs, result = text
+    out = result.runtime("onnxruntime")(**inputs)
+    logits, first, second = out  # a tuple in the model's order
+    assert out["logits"] is logits and out["hidden_states_1"] is second and out[1] is first
+    assert list(dict(out)) == ["logits", "hidden_states_0", "hidden_states_1"]
+    with pytest.raises(KeyError, match="no output 'pooler': the outputs are logits, hidden_states_0"):
+        out["pooler"]
+
+
 def test_a_fixed_batch_artifact_takes_any_number_of_samples(text) -> None:
     model, _, result = text
     five = _text_inputs(batch=5)
