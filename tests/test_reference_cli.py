@@ -42,7 +42,7 @@ CASES = [
     ("missing-data-dir", ["--framework", "torch", "--train-data", "/nonexistent/mnist"], None, "does not exist"),
     ("empty-data-dir", ["--framework", "keras", "--eval-data", "{tmp}"], None, "no MNIST IDX files"),
     ("corrupt-idx", ["--framework", "torch", "--eval-data", "{corrupt}"], None, "corrupt IDX file"),
-    ("existing-out", ["--framework", "torch"], _existing_out, "already exists; pass --force"),
+    ("existing-out", ["--framework", "torch"], _existing_out, "was not written by this tool"),
     ("unwritable-out", ["--framework", "keras"], _out_under_a_file, "cannot write to"),
     ("torch-flag-on-keras", ["--framework", "keras", "--compile"], None, "--compile does not apply"),
     ("keras-flag-on-torch", ["--framework", "torch", "--strategy", "mirrored"], None, "--strategy does not apply"),
