@@ -176,7 +176,8 @@ def test_a_text_model_with_ids_and_mask_converts_and_passes(tmp_path):
                 "--parity-samples", "40", "--out", out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = _report(out)
-    assert report["passed"] and "int64 in [0, 100)" in report["data"] and "int64 in [0, 2)" in report["data"]
+    assert report["passed"] and "input_ids: int64 in [0, 100), attention_mask: padding masks (1s then 0s)" in \
+        report["data"], report["data"]
     fp32 = [row for row in report["runtimes"] if row["precision"] == "fp32" and row["runtime"] != "pytorch"]
     assert fp32 and max(row["max_rel_err"] for row in fp32) < 1e-5
     assert [(i["name"], i["dtype"]) for i in _manifest(out)["inputs"]] == [("input_ids", "int64"),

@@ -108,7 +108,7 @@ def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[t
         name = names[k] if k < len(names) else ""
         if is_padding_mask(name, shape, dtype, ranges[k] if k < len(ranges) else None):
             inputs.append(_padding_masks(rng, samples, int(shape[1]), dtype))
-            kinds.append(f"{name}: padding masks (1s then 0s)")
+            kinds.append("padding masks (1s then 0s)")
         elif np.issubdtype(dtype, np.integer):
             low, high = ranges[k] if k < len(ranges) else (0, 2)  # --input-range, drawn uniformly in [low, high)
             inputs.append(rng.integers(low, high, size=full).astype(dtype))
@@ -119,8 +119,10 @@ def _random(input_shapes, input_dtypes, samples: int, seed: int, ranges: tuple[t
         else:
             inputs.append(rng.standard_normal(full).astype(dtype))
             kinds.append("N(0,1)")
-    # say what was drawn: a text model checked on token ids 0 and 1 only must not read as "N(0,1)"
-    what = ", ".join(dict.fromkeys(kinds))
+    # each input by name when the names are known (a text model checked on token ids 0 and 1 only must not read as
+    # "N(0,1)"); without names, each kind once
+    what = (", ".join(f"{n}: {k}" for n, k in zip(names, kinds)) if len(names) == len(kinds) > 1
+            else ", ".join(dict.fromkeys(kinds)))
     return ParityData(inputs, None, f"{samples} seeded samples: {what} (seed {seed})", real=False)
 
 
