@@ -28,7 +28,7 @@ Fn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 class Outputs(tuple):
     """Several outputs: a tuple in the model's output order (``hidden, pooled = runtime(**inputs)``) that is also
-    read by output name (``out["logits"]``), as the model's dict or dataclass output was."""
+    read by output name (``out["logits"]``, ``out.logits``), as the model's dict or dataclass output was."""
 
     names: tuple[str, ...]
 
@@ -43,6 +43,12 @@ class Outputs(tuple):
                 raise KeyError(f"no output {key!r}: the outputs are {', '.join(self.names)}")
             return super().__getitem__(self.names.index(key))
         return super().__getitem__(key)
+
+    def __getattr__(self, name: str) -> np.ndarray:  # out.logits, as on the model's dataclass or ModelOutput
+        names = self.__dict__.get("names", ())
+        if name in names:
+            return tuple.__getitem__(self, names.index(name))
+        raise AttributeError(f"no output {name!r}: the outputs are {', '.join(names)}")
 
     def keys(self) -> tuple[str, ...]:
         return self.names

@@ -96,6 +96,7 @@ def test_several_outputs_unpack_in_order_and_read_by_name(text) -> None:
     out = result.runtime("onnxruntime")(**inputs)
     logits, first, second = out  # a tuple in the model's order
     assert out["logits"] is logits and out["hidden_states_1"] is second and out[1] is first
+    assert out.logits is logits and out.hidden_states_0 is first
     assert list(dict(out)) == ["logits", "hidden_states_0", "hidden_states_1"]
     with pytest.raises(KeyError, match="no output 'pooler': the outputs are logits, hidden_states_0"):
         out["pooler"]
