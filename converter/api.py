@@ -287,8 +287,8 @@ def _describe_source(spec: str, weights: str | None) -> str:
     """What loading a recorded source runs, in words (``--check`` says it before it does it)."""
     if ":" in spec and not Path(spec).exists():
         module, _, attr = spec.partition(":")
-        what = (f"Python code: imports {module} (from PYTHONPATH and installed packages, not the current directory) "
-                f"and calls {attr}()")
+        what = (f"Python code: imports {module} (from PYTHONPATH and installed packages, never from the current "
+                f"directory, even when PYTHONPATH names it) and calls {attr}()")
     elif spec.endswith(".onnx"):
         what = f"the ONNX file {spec}"
     elif spec.endswith(".pt2"):
