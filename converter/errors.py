@@ -27,10 +27,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    text = lines[0]
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
-    return text
+    return cut(lines[0], limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, cut at a word boundary with an ellipsis (never mid-word)."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
 
 
 class ConverterError(Exception):

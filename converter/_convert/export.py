@@ -36,7 +36,8 @@ def flatten_outputs(out: object) -> list[torch.Tensor]:
 
     if isinstance(out, torch.Tensor):
         return [out]
-    out = _fields(out) if _fields(out) is not None else out
+    fields = _fields(out)
+    out = fields if fields is not None else out
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
@@ -147,7 +148,8 @@ def _output_keys(out: object, count: int) -> list[str] | None:
     names: list[str] = []
 
     def walk(value: object, path: str) -> None:
-        value = _fields(value) if _fields(value) is not None else value
+        fields = _fields(value)
+        value = fields if fields is not None else value
         if isinstance(value, torch.Tensor):
             names.append(path or "output")
         elif isinstance(value, dict):

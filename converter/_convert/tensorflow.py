@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from converter._convert import interrupts, layout, memory
-from converter.errors import TensorFlowConversionError
+from converter.errors import TensorFlowConversionError, cut
 from converter._convert.manifest import TensorInfo
 from converter._convert.quiet import global_rngs_kept, silenced
 
@@ -303,11 +303,6 @@ _BOILERPLATE = re.compile(r"Read this and deal with it|Alternatively, if the inp
 _CAUSE = re.compile(r"Dimensions must be equal|^\w+(Error|Exception): ")
 
 
-def _cut(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters, cut at a word boundary with an ellipsis (never mid-word)."""
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
-
-
 def _explain(log: str, fallback: str) -> tuple[str, str]:
     """Turn onnx2tf's console output into (problem, fix), naming the failing op and node."""
     text = _ANSI.sub("", log)
@@ -316,7 +311,7 @@ def _explain(log: str, fallback: str) -> tuple[str, str]:
     lines = [ln.strip() for ln in text.splitlines()]
     cause = [ln for ln in lines if _CAUSE.search(ln)]
     errors = [ln for ln in lines if ("ERROR" in ln or "Error" in ln) and not _BOILERPLATE.search(ln)]
-    detail = _cut(cause[-1] if cause else fallback if fallback != "onnx2tf stopped" or not errors else errors[-1], 240)
+    detail = cut(cause[-1] if cause else fallback if fallback != "onnx2tf stopped" or not errors else errors[-1], 240)
     if op or node:
         what = f"op {op[-1]} (node {node[-1] if node else '?'})" if op else f"node {node[-1]}"
         return (f"onnx2tf failed on {what}: {detail}",
