@@ -92,9 +92,7 @@ def convert(
     live.reject_weights_for_live(model, weights)
     require_weights_file(weights)
     refuse_python_file(model)
-    out_dir = live.path_argument(out_dir, "out_dir", "out_dir='out/model'")
-    if not isinstance(parity_data, ParityData):
-        parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))
+    out_dir, parity_data = _paths(out_dir, parity_data, "out_dir='out/model'")
     if isinstance(calibration, os.PathLike):
         calibration = str(calibration)
     with live.modes_kept(model):
@@ -145,6 +143,15 @@ def _convert(model: Any, sample_inputs: Any, out_dir: Path, options: ConvertOpti
                              "free some space or choose an --out on another disk") from None
         raise
     return ConversionResult(out_dir, manifest, report, notes)
+
+
+def _paths(out_dir: Any, parity_data: Any, example: str) -> tuple[Path, str | ParityData]:
+    """``out_dir`` and ``parity_data`` as the pipeline takes them; a module or tensor in their place is a one-line
+    :class:`InputError` (``example`` shows ``out_dir`` in the caller's call)."""
+    out_dir = live.path_argument(out_dir, "out_dir", example)
+    if not isinstance(parity_data, ParityData):
+        parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))
+    return out_dir, parity_data
 
 
 def _is_reference_net(model: LoadedModel | str | None) -> bool:
@@ -215,10 +222,8 @@ def check(model: Any, out_dir: str | Path, options: ConvertOptions = ConvertOpti
     ``model=None`` re-loads the source recorded in the manifest. Rewrites ``parity.json``/``parity.md``
     atomically; the artifacts are not touched. A live module is left in the train/eval mode it came in.
     """
-    out_dir = live.path_argument(out_dir, "out_dir", "converter.check(model, 'out/model')")
+    out_dir, parity_data = _paths(out_dir, parity_data, "converter.check(model, 'out/model')")
     live.reject_weights_for_live(model, weights)
-    if not isinstance(parity_data, ParityData):
-        parity_data = str(live.path_argument(parity_data, "parity_data", "parity_data='data.npz' (or 'random')"))
     with live.modes_kept(model):
         return _check(model, out_dir, options, weights, parity_data, isolate)
 

@@ -143,8 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, verbose=args.verbose, localise=args.localise,
         input_dtypes=tuple(args.input_dtype), input_ranges=_ranges(args.input_range),
         int8_keep_float=() if args.int8_keep_float is None else _csv(args.int8_keep_float, "--int8-keep-float"), allow_pickle=args.allow_pickle,
-        exporter=args.exporter, dynamic_dims=tuple(args.dynamic_dim), class_axes=tuple(args.class_axis)
-    ).with_default_samples(is_ref)
+        exporter=args.exporter, dynamic_dims=tuple(args.dynamic_dim), class_axes=tuple(args.class_axis))
     parity_data = args.parity_data or ("mnist" if is_ref else "random")
     if args.check:
         result = api.check(spec, args.out, options, weights=args.weights, parity_data=parity_data, isolate=True)

@@ -39,22 +39,20 @@ class Outputs(tuple):
 
     def __getitem__(self, key):
         if isinstance(key, str):
-            if key not in self.names:
-                raise KeyError(f"no output {key!r}: the outputs are {', '.join(self.names)}")
-            return super().__getitem__(self.names.index(key))
+            return self._named(key, KeyError)
         return super().__getitem__(key)
 
     def __getattr__(self, name: str) -> np.ndarray:  # out.logits, as on the model's dataclass or ModelOutput
-        names = self.__dict__.get("names", ())
-        if name in names:
-            return tuple.__getitem__(self, names.index(name))
-        raise AttributeError(f"no output {name!r}: the outputs are {', '.join(names)}")
+        return self._named(name, AttributeError)
 
-    def keys(self) -> tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:  # dict(out): name -> array
         return self.names
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.names, self))
+    def _named(self, name: str, missing: type[Exception]) -> np.ndarray:
+        names = self.__dict__.get("names", ())  # read directly: __getattr__ must not recurse before __new__ set it
+        if name not in names:
+            raise missing(f"no output {name!r}: the outputs are {', '.join(names)}")
+        return tuple.__getitem__(self, names.index(name))
 
 
 @dataclass(frozen=True)

@@ -280,12 +280,23 @@ def _each_output(precision: str, reference, candidate, labels, reference_accurac
     """(k, the row of output k judged alone) for every output whose reference is not degenerate (a reference output
     that peaks below ``DEGENERATE_SCALE`` has no scale to judge against: :func:`reference_warnings` fails the report
     on it instead)."""
-    for k, (ref, got) in enumerate(zip(reference, candidate)):
-        finite = np.abs(ref[np.isfinite(ref)])
-        if not finite.size or float(finite.max()) < DEGENERATE_SCALE:
-            continue
-        yield k, compare("", precision, None, [ref], [got], labels if k == 0 else None,
-                         reference_accuracy if k == 0 else None, tolerance, class_axes=[axes[k]])
+    for k, ref in enumerate(reference):
+        peak = _finite_peak(ref)
+        if peak is not None and peak >= DEGENERATE_SCALE:
+            yield k, _alone(k, precision, reference, candidate, labels, reference_accuracy, tolerance, axes)
+
+
+def _alone(k: int, precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
+           axes: Sequence[ClassAxis | None]) -> RuntimeResult:
+    """Output ``k`` judged as if it were the model's only one (labels and accuracy belong to the first output)."""
+    return compare("", precision, None, [reference[k]], [candidate[k]], labels if k == 0 else None,
+                   reference_accuracy if k == 0 else None, tolerance, class_axes=[axes[k]])
+
+
+def _finite_peak(output: np.ndarray) -> float | None:
+    """An output's largest finite |value|; None when it has none."""
+    finite = np.abs(output[np.isfinite(output)])
+    return float(finite.max()) if finite.size else None
 
 
 def _which_output(reason: str, precision: str, reference, candidate, labels, reference_accuracy, tolerance: dict,
@@ -294,9 +305,8 @@ def _which_output(reason: str, precision: str, reference, candidate, labels, ref
     unchanged for a single output, or when no output fails alone (e.g. a cosine over all of them)."""
     if len(reference) < 2:
         return reason
-    for k, (ref, got) in enumerate(zip(reference, candidate)):
-        alone = compare("", precision, None, [ref], [got], labels if k == 0 else None,
-                        reference_accuracy if k == 0 else None, tolerance, class_axes=[axes[k]])
+    for k in range(len(reference)):
+        alone = _alone(k, precision, reference, candidate, labels, reference_accuracy, tolerance, axes)
         if not alone.passed:
             return f"output {_output_label(k, output_names)}: {alone.reason}"
     return reason
@@ -430,28 +440,30 @@ def reference_warnings(reference: list[np.ndarray], labels: np.ndarray | None = 
 
     ``reference_name`` (e.g. ``pytorch``) and ``output_names`` only make the NaN/Inf warning name them;
     ``class_axes`` (None: the rule on the names) say whether the first output is a classifier's."""
-    finite = [np.abs(r[np.isfinite(r)]) for r in reference]
-    scale = max((float(f.max()) for f in finite if f.size), default=0.0)
+    peaks = [_finite_peak(r) for r in reference]
+    scale = max((peak for peak in peaks if peak is not None), default=0.0)
+
+    def which(k: int) -> str:
+        return repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
+
     warnings = []
     for k, r in enumerate(reference):
         bad = int((~np.isfinite(r.reshape(r.shape[0], -1))).any(axis=1).sum()) if r.ndim and r.size else 0
         if bad:
             who = f"the reference ({reference_name})" if reference_name else "the reference"
-            which = repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
-            warnings.append(f"{who} outputs NaN/Inf for {bad} of {len(r)} samples (output {which}): parity cannot "
+            warnings.append(f"{who} outputs NaN/Inf for {bad} of {len(r)} samples (output {which(k)}): parity cannot "
                             "judge them — fix the model or its weights")
     # all NaN/Inf: the warning above says why; "peaks at 0" would only mislead
-    nothing_finite = any(r.size for r in reference) and not any(f.size for f in finite)
+    nothing_finite = any(r.size for r in reference) and all(peak is None for peak in peaks)
     if scale < DEGENERATE_SCALE and not nothing_finite:
         warnings.append(f"reference outputs peak at {scale:.3g}: any absolute tolerance passes, so this "
                         "comparison proves nothing — give the model real weights (or calibrate BatchNorm)")
     elif len(reference) > 1:  # one output that flat beside others: its own comparison proves nothing
-        for k, f in enumerate(finite):
-            if f.size and float(f.max()) < DEGENERATE_SCALE:
-                which = repr(output_names[k]) if output_names and k < len(output_names) else f"#{k}"
-                warnings.append(f"reference output {which} peaks at {float(f.max()):.3g}: any absolute tolerance "
-                                "passes on it, so its comparison proves nothing — give the model real weights (or "
-                                "calibrate BatchNorm), or do not return that output")
+        for k, peak in enumerate(peaks):
+            if peak is not None and peak < DEGENERATE_SCALE:
+                warnings.append(f"reference output {which(k)} peaks at {peak:.3g}: any absolute tolerance passes on "
+                                "it, so its comparison proves nothing — give the model real weights (or calibrate "
+                                "BatchNorm), or do not return that output")
     axes = list(class_axes) if class_axes is not None else class_axes_of(reference, output_names)
     predicted = top1(reference[0], axes[0]) if reference and axes[0] is not None else None
     if labels is not None and predicted is not None and predicted.ndim == 1 and len(predicted) >= MIN_VARIED \
