@@ -904,3 +904,76 @@ def test_rewrites_convert_only_the_initializers_they_read(monkeypatch) -> None:
     light = graph_helpers._weightless(model)
     assert [t.name for t in light.graph.initializer] == ["shape"] and "w" in {i.name for i in light.graph.input}
     assert model.SerializeToString() == before
+
+
+def _gelu_graph(form: str) -> onnx.ModelProto:
+    """One GELU of ``x`` [2, 5, 8] written as ``form`` says (see GELU_FORMS), then ``+ 0`` so no GELU tensor is a
+    graph output unless the form makes one."""
+    sqrt2, inv = np.float32(np.sqrt(2)), np.float32(1 / np.sqrt(2))
+    consts = {"sqrt2": sqrt2, "inv": inv, "one": np.float32(1), "half": np.float32(0.5), "six": np.float32(0.6),
+              "zero": np.float32(0)}
+    node = helper.make_node
+    scale = node("Div", ["x", "sqrt2"], ["u"]) if "div" in form else node("Mul", ["inv", "x"], ["u"])
+    nodes = [scale, node("Erf", ["u"], ["e"]),
+             node("Add", ["e", "one"] if "swapped" not in form else ["one", "e"], ["s"])]
+    if "fusable" in form:
+        nodes += [node("Mul", ["x", "half"], ["a"]), node("Mul", ["a", "s"], ["g"])]
+    else:
+        other = "y" if "other" in form else "x"
+        nodes += [node("Mul", [other, "s"] if "swapped" not in form else ["s", other], ["a"]),
+                  node("Mul", ["a", "six" if "0.6" in form else "half"], ["g"])]
+    nodes.append(node("Add", ["g", "zero"], ["out"]))
+    for k, n in enumerate(nodes):
+        n.name = f"n{k}"
+    spec = [2, 5, 8]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, spec)]
+    if "leaked" in form:
+        outputs.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, spec))
+    if "constant nodes" in form:
+        nodes = [node("Constant", [], [name], value=numpy_helper.from_array(v, name)) for name, v in consts.items()
+                 ] + nodes
+        inits = []
+    else:
+        inits = [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, spec)
+                                           for n in ("x", "y")], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+#: (form, reordered by gelu_as_fusable, Erf kept by erf_as_polynomial)
+GELU_FORMS = [
+    ("exported: x/sqrt2", True, True),  # PyTorch's nn.GELU(): (x * (erf(x / sqrt2) + 1)) * 0.5
+    ("exported: swapped operands, x*(1/sqrt2)", True, True),
+    ("exported: x/sqrt2, constant nodes", True, True),
+    ("fusable: x/sqrt2", False, True),  # already (x * 0.5) * (erf + 1)
+    ("not GELU: x/sqrt2, times 0.6", False, False),
+    ("not GELU: x/sqrt2, other operand", False, False),
+    ("exported: x/sqrt2, leaked product", False, False),  # x * (erf + 1) is also a graph output
+]
+
+
+@pytest.mark.parametrize(("form", "reordered", "kept"), GELU_FORMS, ids=[f[0] for f in GELU_FORMS])
+def test_exact_gelu_is_reordered_for_tflites_fusion_and_keeps_its_erf(form: str, reordered: bool, kept: bool):
+    """TFLite fuses only ``(x * 0.5) * (erf(x / sqrt2) + 1)`` into its GELU builtin; the reorder is exact (halving
+    is exact in float32), and only the Erfs of such GELUs escape the polynomial."""
+    from converter._convert.rewrites.erf import erf_as_polynomial
+    from converter._convert.rewrites.gelu import gelu_as_fusable
+
+    model = _gelu_graph(form)
+    fused = gelu_as_fusable(model)
+    assert (fused is not model) == reordered
+    onnx.checker.check_model(fused)
+    rng = np.random.default_rng(3)
+    feeds = {n: (rng.standard_normal((2, 5, 8)) * 4).astype(np.float32) for n in ("x", "y")}
+
+    def run(m: onnx.ModelProto) -> list[np.ndarray]:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    assert all(np.array_equal(a, b) for a, b in zip(run(model), run(fused)))  # bit for bit
+    final = erf_as_polynomial(fused)
+    assert ("Erf" in [n.op_type for n in final.graph.node]) == kept
+    prepared = rewrites.prepare_for_onnx2tf(model)
+    assert ("gelu_as_fusable" in prepared.applied) == reordered
+    assert ("erf_as_polynomial" in prepared.applied) == (not kept)

@@ -403,3 +403,47 @@ def test_equal_sized_tokens_keep_their_layout_on_the_fast_route(monkeypatch, rel
     else:  # (strict mode gets this small graph wrong too: 1.3)
         assert graph.translation["strict_mode"] is True, graph.translation
         assert float(graph.translation["why"].split()[2]) > 0.1, graph.translation
+
+
+def linear_gelu_linear(batch: int | str = 1) -> onnx.ModelProto:
+    """A transformer MLP on [batch, 4, 8] tokens as PyTorch exports it: Linear, ``nn.GELU()`` written as
+    ``(h * (Erf(h / sqrt2) + 1)) * 0.5``, Linear."""
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w2"),
+             *(numpy_helper.from_array(np.array(v, np.float32), n)
+               for n, v in (("sqrt2", np.sqrt(2)), ("one", 1.0), ("half", 0.5)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="/fc1/MatMul"),
+             helper.make_node("Div", ["h", "sqrt2"], ["u"], name="/act/Div"),
+             helper.make_node("Erf", ["u"], ["e"], name="/act/Erf"),
+             helper.make_node("Add", ["e", "one"], ["s"], name="/act/Add"),
+             helper.make_node("Mul", ["h", "s"], ["a"], name="/act/Mul"),
+             helper.make_node("Mul", ["a", "half"], ["g"], name="/act/Mul_1"),
+             helper.make_node("MatMul", ["g", "w2"], ["out"], name="/fc2/MatMul")]
+    return _model(nodes, [batch, 4, 8], inits)
+
+
+@pytest.mark.parametrize(("batch", "batch_map"), [(1, False), ("N", False), (1, True)],
+                         ids=["fixed batch", "symbolic batch", "batch-mapped"])
+def test_exact_gelu_becomes_one_tflite_gelu_op(tmp_path, batch, batch_map: bool) -> None:
+    """Exact GELU is TFLite's GELU builtin (as in litert-torch's files), not tf.Erf (no TFLite builtin) nor the
+    16-op erf polynomial, on every route the serving function takes; the file matches onnxruntime."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converter._convert import tfexport
+
+    model = linear_gelu_linear(batch)
+    x = (np.random.default_rng(2).standard_normal((1, 4, 8)) * 2).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    graph = tensorflow.onnx_to_keras(model, [(1, 4, 8)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
+    module = tfexport.build_serving_module(graph, dynamic_batch=batch == "N" or batch_map, batch_map=batch_map)
+    tfexport.save_saved_model(module, tmp_path / "saved_model")
+    blob = tfexport.convert_tflite(module, "fp32", saved_model=tmp_path / "saved_model")
+    ops = tfexport.op_histogram(blob)  # every subgraph: batch-mapped, the model is a WHILE loop's body
+    assert ops.get("GELU") == 1 and not {"SIGN", "EXP", "ABS"} & set(ops), ops
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, ref[0], rtol=1e-5, atol=1e-5 * float(np.abs(ref[0]).max()))

@@ -21,6 +21,7 @@ from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffl
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
 from converter._convert.rewrites.fastroute import FastRoute, fast_route
 from converter._convert.rewrites.fold import fold_constants
+from converter._convert.rewrites.gelu import gelu_as_fusable
 from converter._convert.rewrites.gathers import gather_nd_as_flat_gather
 from converter._convert.rewrites.integers import int64_abs_as_select
 from converter._convert.rewrites.graph import _copy, owned
@@ -50,6 +51,7 @@ __all__ = [
     "full_rank_broadcast_constants",
     "full_rank_dynamic_slices",
     "gather_nd_as_flat_gather",
+    "gelu_as_fusable",
     "infer_shapes",
     "int64_abs_as_select",
     "materialize_lstm_states",
@@ -78,6 +80,7 @@ class Prepared:
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("fold_constants", fold_constants),
+    ("gelu_as_fusable", gelu_as_fusable),
     ("erf_as_polynomial", erf_as_polynomial),
     ("scale_into_matmul", scale_into_matmul),
     ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),

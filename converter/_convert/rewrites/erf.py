@@ -1,6 +1,8 @@
-"""``erf_as_polynomial``: TFLite has no ``Erf`` builtin, so exact GELU (ConvNeXt, ViT, BERT) cannot become a
-TFLite file ("Could not translate MLIR to FlatBuffer ... Erf"). Each ``Erf(x)`` is replaced by the
-Abramowitz & Stegun 7.1.26 approximation, built only from TFLite builtins (Abs, Mul, Add, Div, Exp, Sign):
+"""``erf_as_polynomial``: TFLite has no ``Erf`` builtin, so an Erf the converter does not fuse away cannot become a
+TFLite file ("Could not translate MLIR to FlatBuffer ... Erf"). Exact GELU's Erf is fused into TFLite's GELU
+builtin once :mod:`converter._convert.rewrites.gelu` has put the GELU in the order TFLite recognises; every other
+``Erf(x)`` is replaced by the Abramowitz & Stegun 7.1.26 approximation, built only from TFLite builtins (Abs, Mul,
+Add, Div, Exp, Sign):
 
     erf(x) = sign(x) * (1 - t*(a1 + t*(a2 + t*(a3 + t*(a4 + t*a5)))) * exp(-x^2)),  t = 1 / (1 + p*|x|)
 
@@ -14,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from converter._convert.rewrites.gelu import fusable_erfs
 from converter._convert.rewrites.graph import _copy
 
 _P = 0.3275911
@@ -22,14 +25,17 @@ MAX_ABS_ERROR = 5e-7  # float32 evaluation; 1.5e-7 in exact arithmetic
 
 
 def erf_as_polynomial(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace every float ``Erf`` node; graphs without one come back unchanged (the same object)."""
-    if not any(n.op_type == "Erf" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+    """Replace every float ``Erf`` node but exact GELU's in the order TFLite fuses (``gelu_as_fusable``); graphs
+    without another come back unchanged (the same object)."""
+    keep = fusable_erfs(model)
+    if not any(n.op_type == "Erf" and n.domain in ("", "ai.onnx") and n.output[0] not in keep
+               for n in model.graph.node):
         return model
     out = _copy(model)
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
-        if node.op_type != "Erf" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "Erf" or node.domain not in ("", "ai.onnx") or node.output[0] in keep:
             nodes.append(node)
             continue
         nodes.extend(_expand(graph, node, f"{node.name or 'Erf'}_as_poly_{index}"))
