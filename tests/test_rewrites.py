@@ -55,7 +55,7 @@ def chunk_graph() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", [1, 6, 3, 3])], [_f32("y", [1, 3, 3, 3])])
 
 
-def dynamic_batch_graph(out_shape=("batch", 3, 18)) -> onnx.ModelProto:
+def dynamic_batch_graph(out_shape=("batch", 3, 18), channels: int | str = 6) -> onnx.ModelProto:
     """``x.reshape(n, c // 2, -1)`` with a symbolic batch: Shape→Gather(scalar 1) folds, Shape→Gather(0) stays."""
     nodes = [
         helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
@@ -72,7 +72,7 @@ def dynamic_batch_graph(out_shape=("batch", 3, 18)) -> onnx.ModelProto:
         helper.make_node("Concat", ["n1", "h1", "rest"], ["target"], name="/Concat", axis=0),
         helper.make_node("Reshape", ["x", "target"], ["y"], name="/Reshape"),
     ]
-    return _model(nodes, [_f32("x", ["batch", 6, 3, 3])], [_f32("y", list(out_shape))])
+    return _model(nodes, [_f32("x", ["batch", channels, 3, 3])], [_f32("y", list(out_shape))])
 
 
 def dynamic_view_graph() -> onnx.ModelProto:
@@ -472,8 +472,13 @@ CASES = [
         "wildcard_from_output_shape", dynamic_batch_graph, rewrites.wildcard_dynamic_reshape,
         lambda m: _reshape_targets(m) == [[-1, 3, 18]],
     ),
+    Case(  # the same graph declaring [batch, c, 18]: ONNX's inference cannot prove c, onnxruntime's symbolic one can
+        "wildcard_from_symbolic_inference", lambda: dynamic_batch_graph(out_shape=["batch", "c", 18]),
+        rewrites.wildcard_dynamic_reshape, lambda m: _reshape_targets(m) == [[-1, 3, 18]],
+    ),
     Case(
-        "wildcard_needs_one_unknown", lambda: dynamic_batch_graph(out_shape=["batch", "c", 18]),
+        # the batch and half the (symbolic) channels: two entries no inference can fix
+        "wildcard_needs_one_unknown", lambda: dynamic_batch_graph(out_shape=["batch", "half", 18], channels="c"),
         rewrites.wildcard_dynamic_reshape, _has_op("Concat"), changes=False,
     ),
     Case("shuffle_as_gather", channel_shuffle_graph, rewrites.shuffle_as_gather, _no_op("Reshape", "Transpose")),

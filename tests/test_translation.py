@@ -3,6 +3,8 @@ mode, kept when it reproduces onnxruntime on the sample, and strict mode when it
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import onnx
@@ -447,3 +449,38 @@ def test_exact_gelu_becomes_one_tflite_gelu_op(tmp_path, batch, batch_map: bool)
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, ref[0], rtol=1e-5, atol=1e-5 * float(np.abs(ref[0]).max()))
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ("times two", None),  # the right graph
+    ("sums over the batch", "disagrees with onnxruntime on a batch of 2"),  # equal to ONNX's at batch 1
+    ("reshapes to batch 1", "cannot run a batch of 2"),
+    ("drops all but one sample", "cannot run a batch of 2: output shapes [1, 4] where onnxruntime has [2, 4]"),
+])
+def test_a_symbolic_batch_graph_is_checked_on_a_batch_of_two(tmp_path, body: str, error: str | None) -> None:
+    """The translation's sample is a batch of 1, which a graph that mixes the batch axis up still runs right; before
+    the artifacts keep the symbolic-batch graph they run a batch of 2 against onnxruntime (an error sends the
+    conversion to the batch-mapped route)."""
+    import tensorflow as tf
+    import tf_keras
+
+    from converter._convert import artifacts, layout
+    from converter._convert.tensorflow import TensorSpecInfo, TFGraph
+
+    onnx.save(_model([helper.make_node("Mul", ["x", "two"], ["out"])], ["N", 4],
+                     [numpy_helper.from_array(np.float32(2), "two")]), tmp_path / "model.onnx")
+    bodies = {"times two": lambda t: t * 2,
+              "sums over the batch": lambda t: tf.zeros_like(t) + tf.reduce_sum(t, axis=0, keepdims=True) * 2,
+              "reshapes to batch 1": lambda t: tf.reshape(t, [1, 4]) * 2,
+              "drops all but one sample": lambda t: t[:1] * 2}
+    x = tf_keras.Input((4,), name="x")
+    keras_model = tf_keras.Model(x, tf_keras.layers.Lambda(bodies[body])(x))
+    io = [TensorSpecInfo(n, (1, 4), "float32", layout.identity(2), layout.identity(2)) for n in ("x", "out")]
+    samples = [np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)]
+    check = lambda: artifacts._check_second_batch(TFGraph(keras_model, io[:1], io[1:]),  # noqa: E731
+                                                  tmp_path / "model.onnx", samples)
+    if error is None:
+        check()
+    else:
+        with pytest.raises(TensorFlowConversionError, match=re.escape(error)):
+            check()

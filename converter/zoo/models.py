@@ -174,6 +174,7 @@ def run_entry(entry: ZooEntry, out_root, precisions: tuple[str, ...], samples: i
     row["inputs"] = {t.name: t.dtype for t in result.manifest.inputs}
     row["outputs"] = [t.name for t in result.manifest.outputs]
     row["strict_mode"] = (result.manifest.translation or {}).get("strict_mode")  # onnx2tf's slow route was needed
+    row["dynamic_batch_route"] = result.manifest.dynamic_batch_route  # None: the symbolic-batch graph itself
     row["reference_accuracy"] = result.parity.reference_accuracy
     row["training"] = training_record(entry.trained_as or entry.name) if entry.task is not None else None
     return {**row, "convert_s": round(timings.get("total", 0.0) - timings.get("parity", 0.0), 1),

@@ -99,11 +99,13 @@ def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Tensor name -> inferred shape, ``None`` for dimensions that are symbolic (a dynamic batch) or unknown.
 
-    In a graph with a symbolic dimension past the batch, ONNX's inference loses most static dimensions after the
-    first Shape -> Reshape; onnxruntime's symbolic inference fills in the ones it proves."""
+    Once a runtime shape meets a ``-1`` (``x.flatten(2)`` under a dynamic batch: ``Reshape(x, [N, C, -1])``), ONNX's
+    inference loses the static dimensions after it, and all of them in a graph with a symbolic dimension past the
+    batch; onnxruntime's symbolic inference (slower: 2 s on convnext_tiny, so only then) fills in the ones it
+    proves."""
     light = _weightless(model)
     shapes = _dims(onnx.shape_inference.infer_shapes(light, data_prop=True).graph)
-    if _symbolic_past_batch(model):
+    if _symbolic_past_batch(model) or any(None in dims[1:] for dims in shapes.values()):
         for name, dims in _symbolic_shapes(light).items():
             old = shapes.get(name)
             if old is None:
