@@ -75,6 +75,26 @@ def dynamic_batch_graph(out_shape=("batch", 3, 18), channels: int | str = 6) -> 
     return _model(nodes, [_f32("x", ["batch", channels, 3, 3])], [_f32("y", list(out_shape))])
 
 
+def normalize_graph(reader: str = "Div", leak: bool = False, a_shape=("batch", 4, 1)) -> onnx.ModelProto:
+    """``F.normalize(x, dim=-1)`` with a symbolic batch as PyTorch exports it: ``x / Expand(clamp(norm), Shape(x))``
+    (``reader``: the op reading the Expand; ``leak``: the Expand is a graph output too; ``a_shape``: the expanded
+    tensor's shape, [batch, 4, 1] for the norm, [1, 4, 6] for one that widens the result)."""
+    if a_shape == ("batch", 4, 1):
+        head = [helper.make_node("ReduceL2", ["x"], ["norm"], name="/ReduceL2", axes=[-1], keepdims=1),
+                _const("eps", np.array(1e-12, np.float32)),
+                helper.make_node("Clip", ["norm", "eps"], ["a"], name="/Clip")]
+        inits = []
+    else:
+        head = []
+        inits = [numpy_helper.from_array(np.linspace(1, 2, 24, dtype=np.float32).reshape(a_shape), "a")]
+    nodes = [*head, helper.make_node("Shape", ["x"], ["shape"], name="/Shape"),
+             helper.make_node("Expand", ["a", "shape"], ["expanded"], name="/Expand"),
+             helper.make_node(reader, ["expanded"] if reader == "Relu" else ["x", "expanded"], ["y"], name=f"/{reader}")]
+    x = ["batch", 4, 1] if a_shape == (1, 4, 6) else ["batch", 4, 6]
+    outputs = [_f32("y", ["batch", 4, 6])] + ([_f32("expanded", ["batch", 4, 6])] if leak else [])
+    return _model(nodes, [_f32("x", x)], outputs, inits)
+
+
 def dynamic_view_graph() -> onnx.ModelProto:
     """``x.view(x.size(0), 2, 3, 9)`` with a symbolic batch (after folding): Reshape(x, Concat(n, [2], [3], [9]))."""
     nodes = [
@@ -481,6 +501,13 @@ CASES = [
         "wildcard_needs_one_unknown", lambda: dynamic_batch_graph(out_shape=["batch", "half", 18], channels="c"),
         rewrites.wildcard_dynamic_reshape, _has_op("Concat"), changes=False,
     ),
+    Case("expand_as_broadcast", normalize_graph, rewrites.expand_as_broadcast, _no_op("Expand", "Shape")),
+    Case("expand_as_broadcast_widening", lambda: normalize_graph("Sub", a_shape=(1, 4, 6)),
+         rewrites.expand_as_broadcast, _no_op("Expand", "Shape")),  # x [N, 4, 1] - a [1, 4, 6]: [N, 4, 6] either way
+    Case("expand_that_is_an_output_stays", lambda: normalize_graph(leak=True), rewrites.expand_as_broadcast,
+         _has_op("Expand"), changes=False),
+    Case("expand_read_alone_stays", lambda: normalize_graph("Relu"), rewrites.expand_as_broadcast,
+         _has_op("Expand"), changes=False),  # nothing broadcasts it back
     Case("shuffle_as_gather", channel_shuffle_graph, rewrites.shuffle_as_gather, _no_op("Reshape", "Transpose")),
     Case(
         "shuffle_as_gather_dynamic_batch", lambda: channel_shuffle_graph("batch"), rewrites.shuffle_as_gather,

@@ -19,6 +19,7 @@ from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
 from converter._convert.rewrites.slices import full_rank_dynamic_slices
 from converter._convert.rewrites.dynamic import patchwise_conv_transpose, shuffle_as_gather, wildcard_dynamic_reshape
 from converter._convert.rewrites.erf import MAX_ABS_ERROR, erf_as_polynomial
+from converter._convert.rewrites.expand import expand_as_broadcast
 from converter._convert.rewrites.fastroute import FastRoute, fast_route
 from converter._convert.rewrites.fold import fold_constants
 from converter._convert.rewrites.gelu import gelu_as_fusable
@@ -45,6 +46,7 @@ __all__ = [
     "anchor_constant_outputs",
     "anchor_constant_subgraphs",
     "erf_as_polynomial",
+    "expand_as_broadcast",
     "expand_bool_as_int",
     "fast_route",
     "fold_constants",
@@ -79,6 +81,7 @@ class Prepared:
 
 
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
+    ("expand_as_broadcast", expand_as_broadcast),
     ("fold_constants", fold_constants),
     ("gelu_as_fusable", gelu_as_fusable),
     ("erf_as_polynomial", erf_as_polynomial),
