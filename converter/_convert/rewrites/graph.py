@@ -101,11 +101,12 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
 
     Once a runtime shape meets a ``-1`` (``x.flatten(2)`` under a dynamic batch: ``Reshape(x, [N, C, -1])``), ONNX's
     inference loses the static dimensions after it, and all of them in a graph with a symbolic dimension past the
-    batch; onnxruntime's symbolic inference (slower: 2 s on convnext_tiny, so only then) fills in the ones it
-    proves."""
+    batch; onnxruntime's symbolic inference fills in the ones it proves. Only in a graph with a symbolic input
+    dimension: it costs seconds per translation and imports sympy (bert_tiny at a fixed size: +2.4 s, +0.24 GiB,
+    for unknown sizes of its mask arithmetic that every rewrite already did without)."""
     light = _weightless(model)
     shapes = _dims(onnx.shape_inference.infer_shapes(light, data_prop=True).graph)
-    if _symbolic_past_batch(model) or any(None in dims[1:] for dims in shapes.values()):
+    if _symbolic_past_batch(model) or (_symbolic_inputs(model) and any(None in dims[1:] for dims in shapes.values())):
         for name, dims in _symbolic_shapes(light).items():
             old = shapes.get(name)
             if old is None:
@@ -134,6 +135,13 @@ def _symbolic_shapes(light: onnx.ModelProto) -> dict[str, tuple[int | None, ...]
         return _dims(SymbolicShapeInference.infer_shapes(light, auto_merge=True).graph)
     except Exception:  # an op it has no rule for: ONNX's own inference stands
         return {}
+
+
+def _symbolic_inputs(model: onnx.ModelProto) -> bool:
+    """Whether a graph input has a symbolic dimension (``--dynamic-batch`` or ``--dynamic-dim``)."""
+    inits = {t.name for t in model.graph.initializer}
+    return any(not (d.HasField("dim_value") and d.dim_value > 0)
+               for i in model.graph.input if i.name not in inits for d in i.type.tensor_type.shape.dim)
 
 
 def _symbolic_past_batch(model: onnx.ModelProto) -> bool:
