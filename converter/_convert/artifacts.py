@@ -267,7 +267,10 @@ def _check_second_batch(graph, onnx_file: Path, inputs: list[np.ndarray]) -> Non
     from converter.parity.metrics import relative_error
 
     pair = [take(x, 2) for x in inputs]
-    reference = _run_onnxruntime(onnx_file, pair)
+    try:
+        reference = _run_onnxruntime(onnx_file, pair)
+    except InputError:  # model.onnx itself cannot take a batch of 2: nothing to hold TF to here; parity's batch of 3
+        return          # reports it on every row
     try:
         got = run_keras(graph.keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(pair, graph.inputs)])
         floats = [(r, layout.from_layout(g, o.keras_perm).astype(np.float64)) for r, g, o in

@@ -139,16 +139,19 @@ def _symbolic_shapes(light: onnx.ModelProto) -> dict[str, tuple[int | None, ...]
 
 def _symbolic_inputs(model: onnx.ModelProto) -> bool:
     """Whether a graph input has a symbolic dimension (``--dynamic-batch`` or ``--dynamic-dim``)."""
-    inits = {t.name for t in model.graph.initializer}
-    return any(not (d.HasField("dim_value") and d.dim_value > 0)
-               for i in model.graph.input if i.name not in inits for d in i.type.tensor_type.shape.dim)
+    return bool(_symbolic_input_axes(model))
 
 
 def _symbolic_past_batch(model: onnx.ModelProto) -> bool:
     """Whether a graph input has a symbolic dimension past the batch (``--dynamic-dim``)."""
+    return any(k > 0 for k in _symbolic_input_axes(model))
+
+
+def _symbolic_input_axes(model: onnx.ModelProto) -> set[int]:
+    """The axes at which some graph input (not an initializer) has a symbolic dimension."""
     inits = {t.name for t in model.graph.initializer}
-    return any(k > 0 and not (d.HasField("dim_value") and d.dim_value > 0)
-               for i in model.graph.input if i.name not in inits for k, d in enumerate(i.type.tensor_type.shape.dim))
+    return {k for i in model.graph.input if i.name not in inits for k, d in enumerate(i.type.tensor_type.shape.dim)
+            if not (d.HasField("dim_value") and d.dim_value > 0)}
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
