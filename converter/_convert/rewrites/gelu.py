@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from converter._convert.rewrites.graph import _constant, _consumers, _copy
+from converter._convert.rewrites.graph import _consumers, _copy, _float_scalar
 
 _SQRT2 = float(np.sqrt(2.0))
 _TOLERANCE = 1e-6  # relative, on the constants: float32 rounds sqrt(2) at ~6e-8
@@ -83,6 +82,7 @@ class _View:
         self.nodes = graph.node
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {o: k for k, n in enumerate(graph.node) for o in n.output}
+        self.producer_nodes = {o: n for n in graph.node for o in n.output}
         self.readers: dict[str, list[int]] = {}
         for k, node in enumerate(graph.node):
             for name in node.input:
@@ -150,18 +150,5 @@ class _View:
 
     def _is(self, name: str | None, target: float) -> bool:
         """Whether ``name`` is a float32 constant with one element, equal to ``target`` up to float32 rounding."""
-        if name is None:
-            return False
-        tensor = self.initializers.get(name)
-        if tensor is not None:  # only a one-element initializer is converted: never a weight
-            value = numpy_helper.to_array(tensor) if _elements(tensor) == 1 else None
-        else:
-            producer = self.producers.get(name)
-            value = _constant(name, {}, {name: self.nodes[producer]}) if producer is not None else None
-        if value is None or value.dtype != np.float32 or value.size != 1:
-            return False
-        return abs(float(value.reshape(())) - target) <= _TOLERANCE * abs(target)
-
-
-def _elements(tensor: onnx.TensorProto) -> int:
-    return int(np.prod(tensor.dims)) if tensor.dims else 1
+        value = _float_scalar(name, self.initializers, self.producer_nodes) if name is not None else None
+        return value is not None and abs(value - target) <= _TOLERANCE * abs(target)

@@ -172,6 +172,20 @@ def _constant(name: str, known: dict[str, np.ndarray], producers: dict[str, onnx
     return None
 
 
+def _float_scalar(name: str, initializers: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto],
+                  max_ndim: int | None = None) -> float | None:
+    """The value of ``name`` when it is a one-element float32 constant (an initializer or a ``Constant`` node's
+    output) of rank at most ``max_ndim``, else None. Only a one-element initializer is converted, never a weight."""
+    tensor = initializers.get(name)
+    if tensor is not None:
+        value = numpy_helper.to_array(tensor) if int(np.prod(tensor.dims)) == 1 else None
+    else:
+        value = _constant(name, {}, producers)
+    if value is None or value.dtype != np.float32 or value.size != 1 or (max_ndim is not None and value.ndim > max_ndim):
+        return None
+    return float(value.reshape(()))
+
+
 def _view(model: onnx.ModelProto) -> tuple[Initializers, dict[str, onnx.NodeProto], dict[str, int],
                                           dict[str, tuple[int | None, ...]]]:
     """What the pattern rewrites look up: initializer values, each tensor's producer, each tensor's consumer

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converter._convert.rewrites.graph import _constant, _consumers, _copy, _remove_dead
+from converter._convert.rewrites.graph import _consumers, _copy, _float_scalar, _remove_dead
 
 
 def scale_into_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -56,16 +56,8 @@ def _plan(model: onnx.ModelProto) -> list[tuple[str, str, str, float, str]]:
                 or mul is None or mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or consumers.get(a) != 1):
             continue
         for k in (0, 1):
-            scale = _scalar(mul.input[k], initializers, producers)
+            scale = _float_scalar(mul.input[k], initializers, producers, max_ndim=1)
             if scale is not None:
                 plan.append((node.name, mul.input[1 - k], b, scale, mul.name or a))
                 break
     return plan
-
-
-def _scalar(name: str, initializers: dict, producers: dict) -> float | None:
-    known = {name: numpy_helper.to_array(initializers[name])} if name in initializers else {}
-    value = _constant(name, known, producers)
-    if value is None or value.dtype != np.float32 or value.size != 1 or value.ndim > 1:
-        return None
-    return float(value.reshape(()))
