@@ -263,8 +263,7 @@ def _check_second_batch(graph, onnx_file: Path, inputs: list[np.ndarray]) -> Non
     """Raise a TensorFlowConversionError when the symbolic-batch graph does not compute onnxruntime's outputs for a
     batch of 2 (the first two samples). The sample is a batch of 1, where a graph that mixes the batch axis up with
     another one of size 1 still runs (seen: wav2vec2's attention, whose TF graph failed on every batch above 1)."""
-    from converter._convert.tensorflow import run_keras
-    from converter.parity.metrics import relative_error
+    from converter._convert.tensorflow import output_error, run_keras
 
     pair = [take(x, 2) for x in inputs]
     try:
@@ -273,12 +272,7 @@ def _check_second_batch(graph, onnx_file: Path, inputs: list[np.ndarray]) -> Non
         return          # reports it on every row
     try:
         got = run_keras(graph.keras_model, [layout.to_layout(x, i.keras_perm) for x, i in zip(pair, graph.inputs)])
-        floats = [(r, layout.from_layout(g, o.keras_perm).astype(np.float64)) for r, g, o in
-                  zip(reference, got, graph.outputs) if np.issubdtype(np.asarray(r).dtype, np.floating)]
-        if any(r.shape != g.shape for r, g in floats):
-            raise ValueError("output shapes " + ", ".join(f"{list(g.shape)} where onnxruntime has {list(r.shape)}"
-                                                         for r, g in floats if r.shape != g.shape))
-        error = relative_error([r for r, _ in floats], [g for _, g in floats]) if floats else 0.0
+        error = output_error(reference, got, graph.outputs)
     except Exception as exc:  # TF's shape errors, and the shapes it gave
         raise TensorFlowConversionError(f"the graph onnx2tf built with a symbolic batch cannot run a batch of 2: "
                                         f"{first_line(exc, 200)}", "-") from None

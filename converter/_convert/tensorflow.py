@@ -173,7 +173,6 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
                *, fast: bool) -> TFGraph:
     """One onnx2tf translation (``fast``: without strict mode) and the measured I/O layouts; see ``onnx_to_keras``."""
     from converter._convert import rewrites
-    from converter.parity.metrics import relative_error
 
     # a file's graph is read here and handed over: prepare_for_onnx2tf then holds the only reference to it
     prepared = rewrites.prepare_for_onnx2tf(_read(model), fast=fast, in_place=isinstance(model, Path))
@@ -240,14 +239,26 @@ def _translate(model, input_shapes, input_dtypes, output_names, sample, referenc
         shape = tuple(ref.shape)
         outputs.append(TensorSpecInfo(name, shape, str(ref.dtype), perm, layout.artifact_output_perm(perm, layout_mode),
                                       symbolic_axes(graph_outputs[k]) if dynamic else ()))
-    floats = [(ref, layout.from_layout(got, o.keras_perm)) for ref, got, o in zip(reference, tf_out, outputs)
-              if np.issubdtype(np.asarray(ref).dtype, np.floating)]
-    error = relative_error([r for r, _ in floats], [g.astype(np.float64) for _, g in floats]) if floats else 0.0
+    error = output_error(reference, tf_out, outputs)
     translation = {"strict_mode": not fast,
                    **({"checked_nodes": checks.checked, "rebuilt_nodes": checks.rebuilt,
                        "relabelled_tensors": checks.relabelled, "channels_last_depthwise": checks.channels_last}
                     if checks is not None else {})}
     return TFGraph(keras_model, inputs, outputs, prepared.applied, error, translation)
+
+
+def output_error(reference: Sequence[np.ndarray], tf_out: Sequence[np.ndarray], outputs: Sequence[TensorSpecInfo]
+                 ) -> float:
+    """The relative error of the Keras graph's float outputs ``tf_out`` (in the layouts ``outputs`` record) against
+    onnxruntime's ``reference``; a ValueError when an output's shape differs from onnxruntime's."""
+    from converter.parity.metrics import relative_error
+
+    floats = [(ref, layout.from_layout(got, o.keras_perm).astype(np.float64))
+              for ref, got, o in zip(reference, tf_out, outputs) if np.issubdtype(np.asarray(ref).dtype, np.floating)]
+    wrong = [f"{list(got.shape)} where onnxruntime has {list(ref.shape)}" for ref, got in floats if ref.shape != got.shape]
+    if wrong:
+        raise ValueError("output shapes " + ", ".join(wrong))
+    return relative_error([r for r, _ in floats], [g for _, g in floats]) if floats else 0.0
 
 
 def symbolic_axes(info: onnx.ValueInfoProto) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import onnx
 
-from converter._convert.rewrites.graph import _consumers, _copy, _remove_dead
+from converter._convert.rewrites.graph import _consumers, _copy, _readers, _remove_dead
 
 #: elementwise ops with numpy-style (multidirectional) broadcasting of their two inputs
 _BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Equal", "Less", "Greater",
@@ -41,10 +41,7 @@ def expand_as_broadcast(model: onnx.ModelProto) -> onnx.ModelProto:
 def _plan(graph: onnx.GraphProto) -> dict[str, str]:
     """Expand output -> the tensor it expands, for every Expand that only feeds broadcasting ops beside ``b``."""
     producers = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     counts = _consumers(graph)
     plan = {}
     for node in graph.node:
@@ -54,8 +51,8 @@ def _plan(graph: onnx.GraphProto) -> dict[str, str]:
         if shape is None or shape.op_type != "Shape" or any(a.name in ("start", "end") for a in shape.attribute):
             continue
         b, expanded = shape.input[0], node.output[0]
-        users = readers.get(expanded, [])
-        if not users or counts.get(expanded) != sum(list(u.input).count(expanded) for u in users):
+        users = [graph.node[k] for k in readers.get(expanded, [])]
+        if not users or counts.get(expanded) != len(users):
             continue  # also a graph output
         if all(_broadcasts_beside(user, expanded, b) for user in users):
             plan[expanded] = node.input[0]

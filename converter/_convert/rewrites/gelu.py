@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from converter._convert.rewrites.graph import _consumers, _copy, _float_scalar
+from converter._convert.rewrites.graph import _consumers, _copy, _float_scalar, _readers
 
 _SQRT2 = float(np.sqrt(2.0))
 _TOLERANCE = 1e-6  # relative, on the constants: float32 rounds sqrt(2) at ~6e-8
@@ -83,10 +83,7 @@ class _View:
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {o: k for k, n in enumerate(graph.node) for o in n.output}
         self.producer_nodes = {o: n for n in graph.node for o in n.output}
-        self.readers: dict[str, list[int]] = {}
-        for k, node in enumerate(graph.node):
-            for name in node.input:
-                self.readers.setdefault(name, []).append(k)
+        self.readers = _readers(graph)
         self.counts = _consumers(graph)
 
     def gelu(self, erf: int) -> _Gelu | None:

@@ -205,6 +205,15 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
     return counts
 
 
+def _readers(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Tensor name -> the positions (in ``graph.node``) of the nodes reading it, once per input slot."""
+    readers: dict[str, list[int]] = {}
+    for k, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(k)
+    return readers
+
+
 def _remove_dead(graph: onnx.GraphProto) -> None:
     """Drop nodes none of whose outputs is used, and initializers nothing reads, until nothing changes."""
     while True:
