@@ -173,7 +173,7 @@ def _build(model, weights, tmp: Path, options: ConvertOptions, input_shapes, par
                          options.verbose, reference_done=pending.done) if options.parity else None
         try:
             manifest = artifacts.build_tf(side, tmp, options, calibration, timings, rows and rows.written,
-                                          pending.onnx_outputs)
+                                          pending.onnx_outputs, pending.done.wait)
         except ConverterError:
             # the child checks the export in onnxruntime while TF translates it: when that check fails, its error
             # (the export disagrees with PyTorch, or onnxruntime cannot run it) is the cause, not what TF made of it

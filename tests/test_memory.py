@@ -238,3 +238,43 @@ def test_the_child_drops_the_module_before_the_torchscript_row(release: bool) ->
     assert seen == [not release]
     assert (model.module is None) == release
     assert np.allclose(outputs["pytorch"][4][0], outputs["torchscript"][4][0], atol=1e-6)
+
+
+@pytest.mark.parametrize(("heavy_bytes", "waits"), [(0, True), (2**40, False)], ids=["heavy", "light"])
+def test_the_first_tflite_conversion_waits_for_the_reference_when_the_weights_are_heavy(tmp_path, monkeypatch,
+                                                                                        heavy_bytes, waits) -> None:
+    """From ``HEAVY_TFLITE_BYTES`` of SavedModel on, the TFLite conversion (the TF process's heaviest stage) starts
+    only once the PyTorch child's reference is done (``reference_done`` returned), so the two never hold their peaks
+    side by side; under it the build never waits. The wait is timed in the manifest's stage times."""
+    import onnx
+
+    from converter._convert import artifacts, tfexport
+    from converter._convert.side import TorchSide
+    from converter.options import ConvertOptions
+    from converter.parity.data import ParityData
+
+    x = torch.rand(1, 3, 16, 16)
+    torch.onnx.export(_Small().eval(), (x,), str(tmp_path / "model.onnx"), input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    assert onnx.load(str(tmp_path / "model.onnx")).graph.node
+    events: list[str] = []
+    convert_tflite = tfexport.convert_tflite
+
+    def converting(*args, **kwargs):
+        events.append("tflite")
+        return convert_tflite(*args, **kwargs)
+
+    def reference_done() -> None:
+        events.append("reference")
+
+    monkeypatch.setattr(tfexport, "convert_tflite", converting)
+    monkeypatch.setattr(artifacts, "HEAVY_TFLITE_BYTES", heavy_bytes)
+    side = TorchSide("onnx", ["x"], ["y"], [(1, 3, 16, 16)], ["float32"],
+                     ParityData([np.random.default_rng(0).random((4, 3, 16, 16), np.float32)], None, "noise", False),
+                     source={"name": "model.onnx", "kind": "onnx", "spec": str(tmp_path / "model.onnx")})
+    timings: dict[str, float] = {}
+    manifest = artifacts.build_tf(side, tmp_path, ConvertOptions(precisions=("fp32", "fp16")), None, timings,
+                                  reference_done=reference_done)
+    assert events == (["reference", "tflite"] if waits else ["tflite"]), events
+    assert ("pytorch_reference_wait_before_tflite" in timings) == waits
+    assert {"tflite_fp32", "tflite_fp16"} <= set(manifest.artifacts)

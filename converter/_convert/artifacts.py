@@ -28,15 +28,21 @@ from converter._convert.side import TorchSide, take
 CALIBRATION_SAMPLES = 200
 
 
+#: SavedModel bytes from which the first TFLite conversion waits for the PyTorch child's reference (see build_tf)
+HEAVY_TFLITE_BYTES = 64 * 2**20
+
+
 def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, timings: dict[str, float],
              written: Callable[[Path, Manifest, str], None] | None = None,
-             onnx_outputs: Callable[[], list[np.ndarray] | None] | None = None) -> Manifest:
+             onnx_outputs: Callable[[], list[np.ndarray] | None] | None = None,
+             reference_done: Callable[[], object] | None = None) -> Manifest:
     """ONNX -> TF graph -> SavedModel + TFLite files; returns the manifest. ``written(out, manifest, name)`` is
     called once ``manifest.artifacts[name]`` is in ``out``: ``onnx`` first, then each TFLite file, with
     ``saved_model`` (when it is a target) after the first of them; parity queues its child-process rows with it
     (:class:`converter.parity.offprocess.ChildRows`). ``onnx_outputs`` awaits onnxruntime's outputs of the file the
     PyTorch side exported (:meth:`converter._convert.torchstage.IsolatedStage.onnx_outputs`: its child checks them
-    against PyTorch while onnx2tf translates); ``side.onnx_outputs`` by default."""
+    against PyTorch while onnx2tf translates); ``side.onnx_outputs`` by default. ``reference_done`` returns once the
+    PyTorch child has computed the reference outputs and ended: the first TFLite conversion waits for it (below)."""
     written = written or (lambda *_: None)
     from converter._convert.quiet import import_tensorflow
 
@@ -132,6 +138,17 @@ def build_tf(side: TorchSide, out: Path, options: ConvertOptions, calibration, t
     # parity's tf2onnx round trip is converted from the SavedModel after the first TFLite file, while its child runs
     # that file's row (converted right after the SavedModel instead, the child had nothing to run meanwhile)
     roundtrip_pending = "saved_model" in options.targets
+
+    if (reference_done is not None and options.tflite_precisions
+            and manifest.artifacts["saved_model"].bytes >= HEAVY_TFLITE_BYTES):
+        # the TFLite conversion is this process's heaviest stage (~6x the SavedModel's weights: +0.7 GiB on
+        # convnext_tiny's 110 MB) and the PyTorch child computing the reference holds ~1 GiB (torch and the model):
+        # side by side they peaked at 2.4-2.7 GiB, 2.4 after the wait. The child has a core to itself meanwhile
+        # (convnext_tiny: 0.8 s of waiting, no longer in wall time); on smaller weights the overlap stays under the
+        # stages before and the wait would only cost time (resnet18's 45 MB: 0.6-1.1 s more, peak 1.9-2.3 GiB).
+        t = time.perf_counter()
+        reference_done()
+        timings["pytorch_reference_wait_before_tflite"] = time.perf_counter() - t
 
     @functools.cache
     def fp32() -> bytes:
