@@ -1009,3 +1009,81 @@ def test_exact_gelu_is_reordered_for_tflites_fusion_and_keeps_its_erf(form: str,
     prepared = rewrites.prepare_for_onnx2tf(model)
     assert ("gelu_as_fusable" in prepared.applied) == reordered
     assert ("erf_as_polynomial" in prepared.applied) == (not kept)
+
+
+def _norm_graph(form: str, opset: int = 17) -> onnx.ModelProto:
+    """``LayerNormalization`` of ``x`` [2, 5, 8] (scale and bias drawn at random) feeding what ``form`` names
+    (see NORM_FORMS), ending in ``out``."""
+    rng = np.random.default_rng(31)
+    rank4 = form == "rank 4 (an image's channels)"
+    shape = [2, 3, 5, 8] if rank4 else [2, 5, 8]
+    bias = np.zeros(8, np.float32) if form == "zero bias, MatMul without Add" else rng.standard_normal(8).astype(np.float32)
+    inits = {"scale": rng.standard_normal(8).astype(np.float32) + 1, "bias": bias,
+             "w": rng.standard_normal((8, 6)).astype(np.float32), "c": rng.standard_normal(6).astype(np.float32),
+             "w2": rng.standard_normal((8, 6)).astype(np.float32), "c2": rng.standard_normal((1, 6)).astype(np.float32)}
+    outputs = ["y", "mean"] if form == "mean read" else ["y"]
+    nodes = [helper.make_node("LayerNormalization", ["x", "scale", "bias"], outputs, axis=-1, epsilon=1e-5, name="/ln")]
+    if form in ("MatMul + Add", "rank 4 (an image's channels)", "mean read"):
+        nodes += [helper.make_node("MatMul", ["y", "w"], ["h"]), helper.make_node("Add", ["h", "c"], ["out"])]
+    elif form == "zero bias, MatMul without Add" or form == "bias, MatMul without Add":
+        nodes += [helper.make_node("MatMul", ["y", "w"], ["out"])]
+    elif form == "two projections":
+        nodes += [helper.make_node("MatMul", ["y", "w"], ["h"]), helper.make_node("Add", ["h", "c"], ["a"]),
+                  helper.make_node("MatMul", ["y", "w2"], ["b0"]), helper.make_node("Add", ["c2", "b0"], ["b"]),
+                  helper.make_node("Add", ["a", "b"], ["out"])]
+    elif form == "projection and residual":
+        inits["w"] = rng.standard_normal((8, 8)).astype(np.float32)
+        inits["c"] = rng.standard_normal(8).astype(np.float32)
+        nodes += [helper.make_node("MatMul", ["y", "w"], ["h"]), helper.make_node("Add", ["h", "c"], ["a"]),
+                  helper.make_node("Add", ["a", "y"], ["out"])]
+    if form == "mean read":
+        nodes[-1].input[1] = "c"
+        nodes.append(helper.make_node("Add", ["out_", "mean"], ["out"]))
+        nodes[-2].output[0] = "out_"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT,
+                                                             [*shape[:-1], 8 if form == "projection and residual" else 6])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+#: (form, written out, scale and bias folded into the projections)
+NORM_FORMS = [
+    ("MatMul + Add", True, True),  # a pre-norm transformer block's QKV or MLP projection
+    ("two projections", True, True),  # separate Q and K projections of one norm
+    ("zero bias, MatMul without Add", True, True),
+    ("bias, MatMul without Add", True, False),  # the bias has no constant to fold into: kept as an Add
+    ("projection and residual", True, False),  # the norm's output is also read as is
+    ("mean read", False, False),  # the node's second output is used
+    ("rank 4 (an image's channels)", False, False),  # onnx2tf re-lays out 4-D tensors: left to it
+]
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize(("form", "written", "folded"), NORM_FORMS, ids=[f[0] for f in NORM_FORMS])
+def test_layer_norm_is_written_out_with_its_affine_folded_into_projections(form: str, written: bool, folded: bool,
+                                                                         opset: int) -> None:
+    """A token LayerNormalization becomes mean, centring, variance and one normalising product, its scale and bias
+    folded into the projections that read it when every reader is one (else kept as a Mul and an Add after it); the
+    graph computes what it did in onnxruntime, up to float32 rounding."""
+    from converter._convert.rewrites import layer_norm_as_foldable
+
+    model = _norm_graph(form, opset)
+    rewritten = layer_norm_as_foldable(model)
+    onnx.checker.check_model(rewritten)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ("LayerNormalization" not in ops) == written, ops
+    if not written:
+        assert rewritten is model
+        return
+    scale_users = [n.op_type for n in rewritten.graph.node if "scale" in n.input]
+    assert scale_users == ([] if folded else ["Mul"]), scale_users
+    assert ({"scale", "bias"} & {t.name for t in rewritten.graph.initializer} == set()) == folded
+    x = np.random.default_rng(5).standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+    x = (x * 3 + 1).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    want, got = run(model), run(rewritten)
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max(), np.abs(got - want).max()

@@ -400,7 +400,10 @@ def test_equal_sized_tokens_keep_their_layout_on_the_fast_route(monkeypatch, rel
     graph = _translate_at(square_tokens_block(), (1, 8, 2, 4))
     if relabel:
         assert graph.translation["strict_mode"] is False, graph.translation
-        assert graph.translation["relabelled_tensors"] == ["r", "t", "n", "u"]
+        # the reshaped tokens, their transpose, the norm (written out by layer_norm_as_foldable) and its transpose
+        relabelled = graph.translation["relabelled_tensors"]
+        assert relabelled[:2] == ["r", "t"] and relabelled[-2:] == ["n", "u"], relabelled
+        assert all(name.startswith("norm__ln_") for name in relabelled[2:-2]), relabelled
         assert graph.sample_error < 1e-5
     else:  # (strict mode gets this small graph wrong too: 1.3)
         assert graph.translation["strict_mode"] is True, graph.translation
@@ -484,3 +487,46 @@ def test_a_symbolic_batch_graph_is_checked_on_a_batch_of_two(tmp_path, body: str
     else:
         with pytest.raises(TensorFlowConversionError, match=re.escape(error)):
             check()
+
+
+def norm_then_linear(batch: int | str = 1) -> onnx.ModelProto:
+    """A pre-norm transformer block's first half on [batch, 4, 8] tokens as PyTorch exports it: LayerNormalization
+    (trained-like scale and bias), then Linear (MatMul + bias)."""
+    rng = np.random.default_rng(13)
+    inits = [numpy_helper.from_array((rng.standard_normal(8) * 0.3 + 1).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "shift"),
+             numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "bias")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "scale", "shift"], ["n"], axis=-1, epsilon=1e-6,
+                              name="/norm1/LayerNormalization"),
+             helper.make_node("MatMul", ["n", "w"], ["h"], name="/qkv/MatMul"),
+             helper.make_node("Add", ["bias", "h"], ["out"], name="/qkv/Add")]
+    return _model(nodes, [batch, 4, 8], inits)
+
+
+@pytest.mark.parametrize("batch", [1, "N"], ids=["fixed batch", "symbolic batch"])
+def test_a_pre_norm_folds_its_scale_and_bias_into_the_projection(tmp_path, batch) -> None:
+    """A LayerNorm feeding a Linear is a centring SUB, a squaring and a normalising MUL in the TFLite file, and its
+    scale and bias are in the FULLY_CONNECTED's weights (Keras' batch-norm form left four MULs, a SUB and two ADDs of
+    full size; the one ADD left adds epsilon to the variance); the file matches onnxruntime."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converter._convert import tfexport
+
+    model = norm_then_linear(batch)
+    x = (np.random.default_rng(3).standard_normal((1, 4, 8)) * 2 + 0.5).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    graph = tensorflow.onnx_to_keras(model, [(1, 4, 8)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
+    assert "layer_norm_as_foldable" in graph.applied
+    module = tfexport.build_serving_module(graph, dynamic_batch=batch == "N")
+    tfexport.save_saved_model(module, tmp_path / "saved_model")
+    blob = tfexport.convert_tflite(module, "fp32", saved_model=tmp_path / "saved_model")
+    ops = tfexport.op_histogram(blob)
+    # with a symbolic batch TFLite keeps the projection's bias as an ADD after the FULLY_CONNECTED
+    assert (ops.get("MUL"), ops.get("SUB"), ops.get("ADD"), ops.get("FULLY_CONNECTED")) == (2, 1, 1 + (batch == "N"), 1), ops
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, ref[0], rtol=1e-5, atol=1e-5 * float(np.abs(ref[0]).max()))

@@ -25,6 +25,7 @@ from converter._convert.rewrites.fold import fold_constants
 from converter._convert.rewrites.gelu import gelu_as_fusable
 from converter._convert.rewrites.gathers import gather_nd_as_flat_gather
 from converter._convert.rewrites.integers import int64_abs_as_select
+from converter._convert.rewrites.layernorm import layer_norm_as_foldable
 from converter._convert.rewrites.graph import _copy, owned
 from converter._convert.rewrites.graph import _input_dependent  # noqa: F401 (used as rewrites._input_dependent)
 from converter._convert.rewrites.names import _VALID_NAME, sanitize_names  # noqa: F401 (rewrites._VALID_NAME)
@@ -56,6 +57,7 @@ __all__ = [
     "gelu_as_fusable",
     "infer_shapes",
     "int64_abs_as_select",
+    "layer_norm_as_foldable",
     "materialize_lstm_states",
     "onnx2tf_kwargs_for",
     "patch_onnx2tf_offline",
@@ -84,6 +86,7 @@ REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("expand_as_broadcast", expand_as_broadcast),
     ("fold_constants", fold_constants),
     ("gelu_as_fusable", gelu_as_fusable),
+    ("layer_norm_as_foldable", layer_norm_as_foldable),
     ("erf_as_polynomial", erf_as_polynomial),
     ("scale_into_matmul", scale_into_matmul),
     ("zero_pad_nonnegative_maxpool", zero_pad_nonnegative_maxpool),
