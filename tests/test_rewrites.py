@@ -1017,7 +1017,9 @@ def _norm_graph(form: str, opset: int = 17) -> onnx.ModelProto:
     rng = np.random.default_rng(31)
     rank4 = form == "rank 4 (an image's channels)"
     shape = [2, 3, 5, 8] if rank4 else [2, 5, 8]
-    bias = np.zeros(8, np.float32) if form == "zero bias, MatMul without Add" else rng.standard_normal(8).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    if form == "zero bias, MatMul without Add":
+        bias = np.zeros(8, np.float32)
     inits = {"scale": rng.standard_normal(8).astype(np.float32) + 1, "bias": bias,
              "w": rng.standard_normal((8, 6)).astype(np.float32), "c": rng.standard_normal(6).astype(np.float32),
              "w2": rng.standard_normal((8, 6)).astype(np.float32), "c2": rng.standard_normal((1, 6)).astype(np.float32)}
@@ -1040,9 +1042,9 @@ def _norm_graph(form: str, opset: int = 17) -> onnx.ModelProto:
         nodes[-1].input[1] = "c"
         nodes.append(helper.make_node("Add", ["out_", "mean"], ["out"]))
         nodes[-2].output[0] = "out_"
+    out_shape = [*shape[:-1], 8 if form == "projection and residual" else 6]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT,
-                                                             [*shape[:-1], 8 if form == "projection and residual" else 6])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -1084,6 +1086,6 @@ def test_layer_norm_is_written_out_with_its_affine_folded_into_projections(form:
     assert ({"scale", "bias"} & {t.name for t in rewritten.graph.initializer} == set()) == folded
     x = np.random.default_rng(5).standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
     x = (x * 3 + 1).astype(np.float32)
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
-    want, got = run(model), run(rewritten)
+    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for m in (model, rewritten))
     assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max(), np.abs(got - want).max()
