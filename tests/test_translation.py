@@ -433,25 +433,34 @@ def linear_gelu_linear(batch: int | str = 1) -> onnx.ModelProto:
 def test_exact_gelu_becomes_one_tflite_gelu_op(tmp_path, batch, batch_map: bool) -> None:
     """Exact GELU is TFLite's GELU builtin (as in litert-torch's files), not tf.Erf (no TFLite builtin) nor the
     16-op erf polynomial, on every route the serving function takes; the file matches onnxruntime."""
+    from converter._convert import tfexport
+
+    x = (np.random.default_rng(2).standard_normal((1, 4, 8)) * 2).astype(np.float32)
+    _, blob = _tflite_matching_onnxruntime(linear_gelu_linear(batch), x, tmp_path, batch == "N" or batch_map, batch_map)
+    ops = tfexport.op_histogram(blob)  # every subgraph: batch-mapped, the model is a WHILE loop's body
+    assert ops.get("GELU") == 1 and not {"SIGN", "EXP", "ABS"} & set(ops), ops
+
+
+def _tflite_matching_onnxruntime(model: onnx.ModelProto, x: np.ndarray, tmp_path, dynamic_batch: bool,
+                                 batch_map: bool = False):
+    """(the translated graph, its fp32 TFLite file) of ``model`` on the route named, once the file's output on
+    ``x`` [1, 4, 8] matched onnxruntime's."""
     from ai_edge_litert.interpreter import Interpreter
 
     from converter._convert import tfexport
 
-    model = linear_gelu_linear(batch)
-    x = (np.random.default_rng(2).standard_normal((1, 4, 8)) * 2).astype(np.float32)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     graph = tensorflow.onnx_to_keras(model, [(1, 4, 8)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
-    module = tfexport.build_serving_module(graph, dynamic_batch=batch == "N" or batch_map, batch_map=batch_map)
+    module = tfexport.build_serving_module(graph, dynamic_batch=dynamic_batch, batch_map=batch_map)
     tfexport.save_saved_model(module, tmp_path / "saved_model")
     blob = tfexport.convert_tflite(module, "fp32", saved_model=tmp_path / "saved_model")
-    ops = tfexport.op_histogram(blob)  # every subgraph: batch-mapped, the model is a WHILE loop's body
-    assert ops.get("GELU") == 1 and not {"SIGN", "EXP", "ABS"} & set(ops), ops
     interpreter = Interpreter(model_content=blob)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, ref[0], rtol=1e-5, atol=1e-5 * float(np.abs(ref[0]).max()))
+    return graph, blob
 
 
 @pytest.mark.parametrize(("body", "error"), [
@@ -509,25 +518,12 @@ def test_a_pre_norm_folds_its_scale_and_bias_into_the_projection(tmp_path, batch
     """A LayerNorm feeding a Linear is a centring SUB, a squaring and a normalising MUL in the TFLite file, and its
     scale and bias are in the FULLY_CONNECTED's weights (Keras' batch-norm form left four MULs, a SUB and two ADDs of
     full size; the one ADD left adds epsilon to the variance); the file matches onnxruntime."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from converter._convert import tfexport
 
-    model = norm_then_linear(batch)
     x = (np.random.default_rng(3).standard_normal((1, 4, 8)) * 2 + 0.5).astype(np.float32)
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    graph = tensorflow.onnx_to_keras(model, [(1, 4, 8)], [np.dtype(np.float32)], ["out"], [x], ref, "nhwc")
+    graph, blob = _tflite_matching_onnxruntime(norm_then_linear(batch), x, tmp_path, batch == "N")
     assert "layer_norm_as_foldable" in graph.applied
-    module = tfexport.build_serving_module(graph, dynamic_batch=batch == "N")
-    tfexport.save_saved_model(module, tmp_path / "saved_model")
-    blob = tfexport.convert_tflite(module, "fp32", saved_model=tmp_path / "saved_model")
     ops = tfexport.op_histogram(blob)
     # with a symbolic batch TFLite keeps the projection's bias as an ADD after the FULLY_CONNECTED
     counts = tuple(ops.get(op) for op in ("MUL", "SUB", "ADD", "FULLY_CONNECTED"))
     assert counts == (2, 1, 1 + (batch == "N"), 1), ops
-    interpreter = Interpreter(model_content=blob)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(got, ref[0], rtol=1e-5, atol=1e-5 * float(np.abs(ref[0]).max()))
