@@ -13,10 +13,10 @@ fast route needs (``full_rank_broadcast_constants``), hence the fold here. ViT-T
 
 The same arithmetic as onnxruntime's kernel up to float32 rounding (mean and variance over the last axis, then
 ``(x - mean) / sqrt(var + eps)``, here as a product with the reciprocal; folded products rounded once, not twice):
-within 2e-6 of the output's peak in the tests. Matched
-only on float32 input of rank 3 ([batch, tokens, channels], the layout onnx2tf leaves as it is) normalised over its
-last axis, with a constant scale and bias of that many channels, where the node's mean and inverse-deviation outputs
-are unused.
+within 2e-6 of the output's peak in the tests. Matched only on input of rank 3 ([batch, tokens, channels], the
+layout onnx2tf leaves as it is) normalised over its last axis, with a constant float32 scale and bias of that many
+channels (ONNX types the input as the scale: float32 too), where the node's mean and inverse-deviation outputs are
+unused.
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ def _matched(model: onnx.ModelProto) -> dict[int, float]:
     initializers = {t.name: t for t in graph.initializer}
     used = _consumers(graph)
     shapes = _shapes(model)
-    elem = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info]}
     matched = {}
     for k, node in enumerate(graph.node):
         if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
@@ -122,8 +121,6 @@ def _matched(model: onnx.ModelProto) -> dict[int, float]:
         shape = shapes.get(node.input[0])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if shape is None or len(shape) != 3 or shape[-1] is None or attrs.get("axis", -1) not in (-1, 2):
-            continue
-        if elem.get(node.input[0], TensorProto.FLOAT) != TensorProto.FLOAT:
             continue
         affine = [initializers.get(name) for name in node.input[1:3] if name]
         if any(t is None or t.data_type != TensorProto.FLOAT or list(t.dims) != [shape[-1]] for t in affine):
