@@ -32,17 +32,20 @@ def layer_norm_as_foldable(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every matched ``LayerNormalization`` written out; graphs without one come back unchanged (the same object)."""
     if not any(n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx") for n in model.graph.node):
         return model
-    matched = _matched(model)
+    # by name and position: they hold for the copy too, and for every fold (each changes only what it alone reads)
+    readers, used = _readers(model.graph), _consumers(model.graph)
+    matched = _matched(model, used)
     if not matched:
         return model
     out = _copy(model)
     graph, opset = out.graph, _opset(out)
+    initializers = {t.name: t for t in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for k, node in enumerate(graph.node):
         if k not in matched:
             nodes.append(node)
             continue
-        folded = _fold_into_projections(graph, node)
+        folded = _fold_into_projections(graph, node, initializers, readers, used)
         nodes.extend(_written_out(graph, node, matched[k], opset, affine=not folded))
     del graph.node[:]
     graph.node.extend(nodes)
@@ -50,14 +53,12 @@ def layer_norm_as_foldable(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _fold_into_projections(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
+def _fold_into_projections(graph: onnx.GraphProto, node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto],
+                           readers: dict[str, list[int]], used: dict[str, int]) -> bool:
     """Fold the norm's scale and bias into the projections reading its output, when every reader is a
     ``MatMul(y, W)`` by a constant ``W`` [C, K] read by nothing else, followed (where the bias is not zero) by an
     ``Add`` of a constant [K] bias read by nothing else: ``(n * g + b) @ W + c == n @ (g[:, None] * W) + (b @ W + c)``.
     Whether it folded (else the graph is untouched)."""
-    initializers = {t.name: t for t in graph.initializer}
-    readers = _readers(graph)
-    used = _consumers(graph)
     y = node.output[0]
     scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -106,11 +107,10 @@ def _replace(graph: onnx.GraphProto, old: onnx.TensorProto, value: np.ndarray) -
     return name
 
 
-def _matched(model: onnx.ModelProto) -> dict[int, float]:
+def _matched(model: onnx.ModelProto, used: dict[str, int]) -> dict[int, float]:
     """Node position -> epsilon, for each LayerNormalization this rewrite writes out."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    used = _consumers(graph)
     shapes = _shapes(model)
     matched = {}
     for k, node in enumerate(graph.node):
