@@ -95,6 +95,25 @@ def normalize_graph(reader: str = "Div", leak: bool = False, a_shape=("batch", 4
     return _model(nodes, [_f32("x", x)], outputs, inits)
 
 
+def batch_sized_graph(batch: int | str = "batch", cumsum_axis: int = 2, reader: str = "Add") -> onnx.ModelProto:
+    """EdgeNeXt's positional encoding in miniature: ``x + sin(cumsum(ones((B, 4, 3)), axis))``, the ones built from
+    ``x``'s batch size at run time (``cumsum_axis`` 0: rows that differ by batch; ``reader``: the op that meets
+    ``x``)."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="/Shape", end=1),
+        _const("rest", np.array([4, 3], np.int64)),
+        helper.make_node("Concat", ["shape", "rest"], ["dims"], name="/Concat", axis=0),
+        helper.make_node("ConstantOfShape", ["dims"], ["ones"], name="/ConstantOfShape",
+                         value=numpy_helper.from_array(np.array([1.0], np.float32))),
+        _const("axis", np.array(cumsum_axis, np.int64)),
+        helper.make_node("CumSum", ["ones", "axis"], ["position"], name="/CumSum"),
+        helper.make_node("Sin", ["position"], ["encoding"], name="/Sin"),
+        helper.make_node(reader, ["x", "encoding"], ["y"], name=f"/{reader}Reader",
+                         **({"axis": 2} if reader == "Concat" else {})),
+    ]
+    return _model(nodes, [_f32("x", [batch, 4, 3])], [_f32("y", [batch, 4, 6 if reader == "Concat" else 3])])
+
+
 def dynamic_view_graph() -> onnx.ModelProto:
     """``x.view(x.size(0), 2, 3, 9)`` with a symbolic batch (after folding): Reshape(x, Concat(n, [2], [3], [9]))."""
     nodes = [
@@ -508,6 +527,15 @@ CASES = [
          _has_op("Expand"), changes=False),
     Case("expand_read_alone_stays", lambda: normalize_graph("Relu"), rewrites.expand_as_broadcast,
          _has_op("Expand"), changes=False),  # nothing broadcasts it back
+    Case("batch_invariant_as_constant", batch_sized_graph, rewrites.batch_invariant_as_constant,
+         lambda m: _no_op("Shape", "ConstantOfShape", "CumSum")(m) and [list(t.dims) for t in m.graph.initializer]
+         == [[1, 4, 3]]),
+    Case("batch_invariant_needs_equal_rows", lambda: batch_sized_graph(cumsum_axis=0),
+         rewrites.batch_invariant_as_constant, _has_op("CumSum"), changes=False),  # row b counts b + 1
+    Case("batch_invariant_needs_a_broadcast", lambda: batch_sized_graph(reader="Concat"),
+         rewrites.batch_invariant_as_constant, _has_op("CumSum"), changes=False),  # [1, 4, 3] would not concat
+    Case("batch_invariant_needs_a_symbolic_batch", lambda: batch_sized_graph(batch=2),
+         rewrites.batch_invariant_as_constant, _has_op("CumSum"), changes=False),  # fold_constants' job
     Case("shuffle_as_gather", channel_shuffle_graph, rewrites.shuffle_as_gather, _no_op("Reshape", "Transpose")),
     Case(
         "shuffle_as_gather_dynamic_batch", lambda: channel_shuffle_graph("batch"), rewrites.shuffle_as_gather,

@@ -14,6 +14,7 @@ from functools import partial
 
 import onnx
 
+from converter._convert.rewrites.batchinvariant import batch_invariant_as_constant
 from converter._convert.rewrites.booleans import expand_bool_as_int
 from converter._convert.rewrites.broadcast import full_rank_broadcast_constants
 from converter._convert.rewrites.slices import full_rank_dynamic_slices
@@ -46,6 +47,7 @@ __all__ = [
     "Rewrite",
     "anchor_constant_outputs",
     "anchor_constant_subgraphs",
+    "batch_invariant_as_constant",
     "erf_as_polynomial",
     "expand_as_broadcast",
     "expand_bool_as_int",
@@ -85,6 +87,7 @@ class Prepared:
 REWRITES: tuple[tuple[str, Rewrite], ...] = (
     ("expand_as_broadcast", expand_as_broadcast),
     ("fold_constants", fold_constants),
+    ("batch_invariant_as_constant", batch_invariant_as_constant),
     ("gelu_as_fusable", gelu_as_fusable),
     ("layer_norm_as_foldable", layer_norm_as_foldable),
     ("erf_as_polynomial", erf_as_polynomial),
