@@ -371,12 +371,14 @@ def test_which_matmuls_are_ambiguous(shapes, constant, expected) -> None:
     assert _ambiguous(node) is expected
 
 
-def square_tokens_block() -> onnx.ModelProto:
+def square_tokens_block(batch: int | str = 1) -> onnx.ModelProto:
     """mobilevit's unfold in small: an 8-channel 2x4 map becomes 8 tokens of 8 channels (``[1, 8, 8]``: every size
-    past the batch equal), LayerNorm over the channels, and back to the map."""
+    past the batch equal), LayerNorm over the channels, and back to the map (``batch``: a symbolic one reshapes to
+    ``[-1, 8, 8]``)."""
     rng = np.random.default_rng(5)
-    inits = [numpy_helper.from_array(np.array([1, 8, 8], np.int64), "tokens"),
-             numpy_helper.from_array(np.array([1, 8, 2, 4], np.int64), "map"),
+    lead = 1 if batch == 1 else -1
+    inits = [numpy_helper.from_array(np.array([lead, 8, 8], np.int64), "tokens"),
+             numpy_helper.from_array(np.array([lead, 8, 2, 4], np.int64), "map"),
              numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "scale"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "shift")]
     nodes = [helper.make_node("Reshape", ["x", "tokens"], ["r"], name="/unfold/Reshape"),
@@ -384,20 +386,22 @@ def square_tokens_block() -> onnx.ModelProto:
              helper.make_node("LayerNormalization", ["t", "scale", "shift"], ["n"], axis=-1, name="/norm"),
              helper.make_node("Transpose", ["n"], ["u"], perm=[0, 2, 1], name="/fold/Transpose"),
              helper.make_node("Reshape", ["u", "map"], ["out"], name="/fold/Reshape")]
-    return _model(nodes, [1, 8, 2, 4], inits)
+    return _model(nodes, [batch, 8, 2, 4], inits)
 
 
+@pytest.mark.parametrize("batch", [1, "N"], ids=["fixed", "symbolic"])
 @pytest.mark.parametrize("relabel", [True, False])
-def test_equal_sized_tokens_keep_their_layout_on_the_fast_route(monkeypatch, relabel: bool) -> None:
+def test_equal_sized_tokens_keep_their_layout_on_the_fast_route(monkeypatch, relabel: bool, batch) -> None:
     """onnx2tf takes a tensor whose sizes past the batch are all equal for a transposed one; for a Reshape's output
     that is wrong, and the LayerNorm after it would normalise the tokens instead of the channels. The fast route
-    records those tensors as in ONNX's layout and stays exact; without that record (the second case) the fast graph
-    is off by O(1) on the sample and strict mode has to take over."""
+    records those tensors as in ONNX's layout and stays exact, with a fixed batch and with a symbolic one (whose
+    first size TF and ONNX cannot compare: MobileViT under --dynamic-batch); without that record (the second case)
+    the fast graph is off by O(1) on the sample and strict mode has to take over."""
     from converter._convert.rewrites import fastroute
 
     if not relabel:
         monkeypatch.setattr(fastroute, "_relabel", lambda node, tensors: [])
-    graph = _translate_at(square_tokens_block(), (1, 8, 2, 4))
+    graph = _translate_at(square_tokens_block(batch), (1, 8, 2, 4))
     if relabel:
         assert graph.translation["strict_mode"] is False, graph.translation
         # the reshaped tokens, their transpose, the norm (written out by layer_norm_as_foldable) and its transpose

@@ -25,7 +25,10 @@ manager:
    Reshape, whose output is in ONNX's layout by construction. Seen: mobilevit's tokens ``[4, 64, 64]``, whose
    LayerNorm then normalised the token axis (relative error 0.12 on the sample; strict mode corrects it with its
    partial-model runs, 40 s). Here an equal-sized Reshape output is recorded as in ONNX's layout, and a Transpose or
-   an elementwise op whose activation inputs are all in ONNX's layout passes that on.
+   an elementwise op whose activation inputs are all in ONNX's layout passes that on. Under a symbolic batch the
+   sizes past it are compared (TF's ``None`` and ONNX's named batch cannot be): without that, MobileViT's tokens
+   went unrecorded under ``--dynamic-batch``, its attention's checks leaked the sample's batch into the graph and
+   the model was mapped over the batch.
 3. **Scalar tests without Keras layers.** Add, Sub, Mul and Div ask ``tf.rank(x) == 0`` of both inputs to spot a
    scalar; on an activation (a Keras symbolic tensor) that builds two throw-away Keras layers whose answer is then
    ignored (only an eager result counts). Here ``rank`` of a symbolic tensor answers its static rank as a Python int,
@@ -253,8 +256,10 @@ def _relabel(node, tensors: dict) -> list[str]:
     for out in node.outputs:
         record = tensors.get(out.name, {})
         onnx_shape = list(out.shape or [])
+        symbolic_batch = bool(onnx_shape) and not isinstance(onnx_shape[0], int)  # --dynamic-batch: compare the rest
         if (len(onnx_shape) >= 3 and len(set(onnx_shape[1:])) == 1 and record.get(TRANSPOSED) is True
-                and _static_shape(record.get("tf_node")) == onnx_shape):
+                and _static_shape(record.get("tf_node"), past_batch=symbolic_batch)
+                == onnx_shape[1 if symbolic_batch else 0:]):
             record[TRANSPOSED] = False
             changed.append(out.name)
     return changed
