@@ -414,6 +414,38 @@ def test_equal_sized_tokens_keep_their_layout_on_the_fast_route(monkeypatch, rel
         assert float(graph.translation["why"].split()[2]) > 0.1, graph.translation
 
 
+def pooled_tokens(declared_tokens: int | str) -> onnx.ModelProto:
+    """BERT's encoder output and pooler in small, with a symbolic batch: ``hidden = x + bias`` ([N, 4, 8], a graph
+    output declared with ``declared_tokens`` tokens, as the TorchScript exporter names them), ``hidden[:, 0] @ W``."""
+    rng = np.random.default_rng(13)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 1, 8)).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.array(0, np.int64), "first"),
+             numpy_helper.from_array(rng.standard_normal((8, 5)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Add", ["x", "bias"], ["hidden"], name="/add"),
+             helper.make_node("Gather", ["hidden", "first"], ["cls"], axis=1, name="/pooler/Gather"),
+             helper.make_node("MatMul", ["cls", "w"], ["out"], name="/pooler/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8])],
+                              [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", declared_tokens, 8]),
+                               helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("declared_tokens", [4, "hidden_dim_1"])
+def test_a_named_output_size_does_not_flip_the_layout(declared_tokens) -> None:
+    """A graph output declared with a named size that inference proves static (BERT's ``last_hidden_state`` under
+    --dynamic-batch) gets that size (``infer_shapes``): onnx2tf took the mismatch with the op's TF shape for a
+    transposed layout, and ``hidden[:, 0]`` gathered along the channels."""
+    model = pooled_tokens(declared_tokens)
+    x = np.random.default_rng(2).standard_normal((1, 4, 8)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    graph = tensorflow.onnx_to_keras(model, [(1, 4, 8)], [np.dtype(np.float32)], ["hidden", "out"], [x], ref, "nhwc")
+    assert graph.sample_error < 1e-5
+    assert [o.shape for o in graph.keras_model.outputs] == [(None, 4, 8), (None, 5)]
+
+
 def linear_gelu_linear(batch: int | str = 1) -> onnx.ModelProto:
     """A transformer MLP on [batch, 4, 8] tokens as PyTorch exports it: Linear, ``nn.GELU()`` written as
     ``(h * (Erf(h / sqrt2) + 1)) * 0.5``, Linear."""

@@ -194,10 +194,11 @@ def test_full_zoo_dynamic_batch(entry: ZooEntry, tmp_path) -> None:
 #: transformers and YOLOv8, whose symbolic-batch graph onnx2tf builds (onnxruntime's symbolic shape inference
 #: proves the static sizes behind ViT's patch flatten, so its class-token concat and every Reshape get static
 #: targets; EdgeNeXt's positional encoding, computed from the batch size alone, becomes a constant; MobileViT's
-#: square token maps are recorded in ONNX's layout), and one it cannot, with the reason the conversion gives (its
-#: attention runs a batch of 1 right, and no other)
+#: square token maps are recorded in ONNX's layout; BERT's encoder output is declared with its proven sizes), and
+#: one it cannot, with the reason the conversion gives (its attention runs a batch of 1 right, and no other)
 ROUTES = [("vit_tiny_patch16_224", None), ("levit_128s", None), ("t5_tiny_encoder", None), ("yolov8n", None),
-          ("edgenext_xx_small", None), ("mobilevit_xxs", None), ("wav2vec2_tiny", "cannot run a batch of 2")]
+          ("edgenext_xx_small", None), ("mobilevit_xxs", None), ("bert_tiny", None),
+          ("wav2vec2_tiny", "cannot run a batch of 2")]
 
 
 @pytest.mark.slow
@@ -237,7 +238,7 @@ def test_lstm_full_int8_is_built_unrolled_and_passes(tmp_path) -> None:
 
 @pytest.mark.parametrize("symbolic_fails", [True, False], ids=["mapped", "direct"])
 def test_dynamic_batch_falls_back_to_a_mapped_batch_1_graph(tmp_path, monkeypatch, symbolic_fails: bool) -> None:
-    """When onnx2tf cannot build a graph with a symbolic batch (the wav2vec2 and BERT zoo entries;
+    """When onnx2tf cannot build a graph with a symbolic batch (the wav2vec2 zoo entry;
     simulated here on nn.MultiheadAttention, which the rewrites now let onnx2tf build directly), the artifacts map a
     batch-1 graph over the batch instead, and still match PyTorch at batch 1 and 3."""
     import json
