@@ -248,6 +248,44 @@ def attention_block() -> onnx.ModelProto:
     return _model(nodes, [1, 6, 4, 4], inits)
 
 
+def symbolic_attention_block() -> onnx.ModelProto:
+    """``attention_block`` on a symbolic batch (its Reshape targets lead with -1)."""
+    model = attention_block()
+    for tensor in model.graph.initializer:
+        if tensor.name in ("tokens", "map"):
+            value = numpy_helper.to_array(tensor).copy()
+            value[0] = -1
+            tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
+    for info in (*model.graph.input, *model.graph.output):
+        info.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_checks_under_a_symbolic_batch_run_at_a_batch_of_two(monkeypatch) -> None:
+    """onnx2tf feeds its checks a batch of 1 for a symbolic batch, where a transposition that moves the batch axis
+    changes no value (wav2vec2's attention kept one, and failed at batch 2). The fast route feeds the references and
+    the Keras values a batch of 2 instead; the graph then runs batch 2 as onnxruntime does."""
+    import onnx2tf.onnx2tf as entry
+
+    from converter._convert.rewrites.fastroute import _batch_of_two
+
+    fed = []
+    real = entry.dummy_onnx_inference
+    monkeypatch.setattr(entry, "dummy_onnx_inference", lambda **kw: fed.append(kw.get("shape_hints")) or real(**kw))
+    model = symbolic_attention_block()
+    graph = _translate_at(model, (1, 6, 4, 4))
+    assert graph.translation["checked_nodes"] == ["attn/scores", "attn/mix"]
+    assert fed == [["x:2,6,4,4"]]
+    x = np.random.default_rng(4).standard_normal((2, 6, 4, 4)).astype(np.float32)
+    (ref,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = tensorflow.run_keras(graph.keras_model, [x.transpose(0, 2, 3, 1)])
+    assert tensorflow.output_error([ref], got, graph.outputs) < 1e-5
+    # a fixed batch, or onnx2tf's test images, keep onnx2tf's own data
+    assert _batch_of_two({"onnx_graph": attention_block()}) == []
+    assert _batch_of_two({"onnx_graph": model, "test_data_nhwc": np.zeros((1, 4, 4, 6))}) == []
+
+
 def _translate_at(model: onnx.ModelProto, shape: tuple[int, ...]):
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})

@@ -53,6 +53,13 @@ manager:
    ``arange(a·b).reshape(a, b).T``) along an axis past the batch is built as the reshape to ``(a, b)``, the swap of
    those two axes and the reshape back: the same values moved the same way, ops XNNPACK runs.
 
+7. **Checks at a batch of 2 under a symbolic batch.** onnx2tf feeds its checks a batch of 1 for a symbolic batch,
+   where moving the batch axis changes no value: a check can keep a transposition that puts it elsewhere. Seen:
+   wav2vec2's attention MatMul took scores ``[B, 4, 199, 199]`` as ``[4, 199, B, 199]``, right at batch 1 and a shape
+   error at 2, so the model was mapped over the batch. Here, when onnx2tf feeds its own all-ones data (no test
+   images), the references and the Keras values the checks compare are computed at a batch of 2
+   (``shape_hints``), where the batch axis is told apart by its size.
+
 Everything it changes is judged afterwards like any fast translation: the sample check, then parity.
 """
 
@@ -114,9 +121,13 @@ def fast_route() -> Iterator[FastRoute]:
         asked.update(kwargs)
         raise _Deferred("reference values deferred until a node needs them")
 
+    hints: list[str] = []  # onnx2tf's shape hints for the checks' inputs, shared with incremental_checks
+
     @functools.cache
     def references() -> dict:
-        return dict(zip(asked["output_names"], run_everything(**asked)))
+        hints[:] = _batch_of_two(asked)
+        fed = {**asked, "shape_hints": list(hints)} if hints else asked
+        return dict(zip(asked["output_names"], run_everything(**fed)))
 
     def build(make_node, kwargs: dict):
         node = kwargs["graph_node"]
@@ -155,7 +166,7 @@ def fast_route() -> Iterator[FastRoute]:
     with contextlib.ExitStack() as patches:
         patches.enter_context(mock.patch.object(entry, "dummy_onnx_inference", deferred))
         patches.enter_context(mock.patch.object(entry, "importlib", shim))
-        patches.enter_context(incremental_checks())
+        patches.enter_context(incremental_checks(hints))
         for op in PATCHED_TF:
             module = importlib.import_module(f"onnx2tf.ops.{op}")
             patches.enter_context(mock.patch.object(module, "tf", _TensorFlowForOps(module.tf)))
@@ -224,6 +235,25 @@ def _shuffle_split(params, indices, axis) -> tuple[int, tuple[int, int]] | None:
         if size % a == 0 and np.array_equal(order, np.arange(size).reshape(a, size // a).T.ravel()):
             return axis, (a, size // a)
     return None
+
+
+def _batch_of_two(asked: dict) -> list[str]:
+    """onnx2tf's shape hints (``name:2,d1,...``) that feed its checks a batch of 2 when every input has a symbolic
+    batch and static sizes past it, and onnx2tf's own all-ones data is fed (no test images); else none (point 7 of
+    the module docstring)."""
+    if asked.get("test_data_nhwc") is not None or asked.get("custom_input_op_name_np_data_path"):
+        return []
+    graph = asked["onnx_graph"].graph
+    initializers = {t.name for t in graph.initializer}
+    hints = []
+    for info in graph.input:
+        if info.name in initializers:
+            continue
+        dims = info.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value") or not all(d.HasField("dim_value") for d in dims[1:]):
+            return []
+        hints.append(f"{info.name}:" + ",".join(["2", *(str(d.dim_value) for d in dims[1:])]))
+    return hints
 
 
 def _ambiguous(node) -> bool:

@@ -21,8 +21,10 @@ CHECKING_OPS = ("Add", "Concat", "Einsum", "GridSample", "MatMul", "Tile")
 
 
 @contextlib.contextmanager
-def incremental_checks() -> Iterator[None]:
-    """Context manager for one ``onnx2tf.convert`` call; see the module docstring."""
+def incremental_checks(shape_hints: list[str] | None = None) -> Iterator[None]:
+    """Context manager for one ``onnx2tf.convert`` call; see the module docstring. ``shape_hints``: the input shapes
+    onnx2tf's checks are fed at (read at the first check; the fast route fills it in when it computes the
+    references), as its ``shape_hints`` option gives them."""
     from unittest import mock
 
     import onnx2tf.utils.common_functions as common
@@ -38,7 +40,7 @@ def incremental_checks() -> Iterator[None]:
         if reference is not None and reference.get(graph_node_output.name) is not None and any(symbolic):
             try:
                 inputs = common.get_tf_model_inputs(tf_layers_dict=tf_layers_dict)
-                values.bind(inputs, _dummy_inputs(common, inputs, kwargs))
+                values.bind(inputs, _dummy_inputs(common, inputs, kwargs, shape_hints))
                 data = [values.of(t) if s else copy.deepcopy(t) for t, s in zip(tensors, symbolic)]
                 return {graph_node_output.name: reference[graph_node_output.name]}, data[0], data[1]
             except Exception:  # noqa: BLE001  onnx2tf's own way below, whatever it makes of this node
@@ -64,7 +66,7 @@ def _is_symbolic(tensor) -> bool:
     return not isinstance(tensor, np.ndarray) and not hasattr(tensor, "numpy")
 
 
-def _dummy_inputs(common, inputs: list, kwargs: dict) -> dict:
+def _dummy_inputs(common, inputs: list, kwargs: dict, shape_hints: list[str] | None = None) -> dict:
     """What onnx2tf's ``dummy_tf_inference`` feeds ``inputs`` (by input name), as its validation calls it."""
     fed: dict = {}
 
@@ -76,7 +78,8 @@ def _dummy_inputs(common, inputs: list, kwargs: dict) -> dict:
             return []
 
     common.dummy_tf_inference(model=Capture(), inputs=inputs, test_data_nhwc=kwargs["test_data_nhwc"],
-                              custom_input_op_name_np_data_path=kwargs["custom_input_op_name_np_data_path"])
+                              custom_input_op_name_np_data_path=kwargs["custom_input_op_name_np_data_path"],
+                              shape_hints=list(shape_hints) if shape_hints else None)
     return fed
 
 
@@ -84,7 +87,8 @@ class _KerasValues:
     """The eager values of a functional Keras graph's tensors on one input, each computed once."""
 
     def __init__(self) -> None:
-        self._values: dict[str, tuple] = {}  # str(id(keras tensor)) -> (the tensor, kept alive so ids stay unique; value)
+        # str(id(keras tensor)) -> (the tensor, kept alive so ids stay unique; value)
+        self._values: dict[str, tuple] = {}
         self._fed: dict | None = None
 
     def bind(self, inputs: list, fed: dict) -> None:
