@@ -1117,3 +1117,14 @@ def test_layer_norm_is_written_out_with_its_affine_folded_into_projections(form:
     want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                  for m in (model, rewritten))
     assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max(), np.abs(got - want).max()
+
+
+def test_batch_invariant_leaves_the_graph_when_onnxruntime_cannot_run_it(monkeypatch) -> None:
+    """The batch-1 values come from onnxruntime; a graph it cannot run is left as it is, not a failed conversion."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    model = batch_sized_graph()
+    after = rewrites.batch_invariant_as_constant(model)
+    assert after.SerializeToString(deterministic=True) == batch_sized_graph().SerializeToString(deterministic=True)
