@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converter._convert.rewrites.graph import _copy, _elem_types, _remove_dead, _shapes, _symbolic_input_axes
+from converter._convert.rewrites.broadcast import _BROADCASTING
+from converter._convert.rewrites.graph import (_copy, _elem_types, _readers, _remove_dead, _shapes,
+                                               _symbolic_input_axes)
+from converter._convert.rewrites.subgraphs import _FLOATS
 
-#: Broadcasting elementwise ops: a ``[1, ...]`` operand beside a ``[B, ...]`` one gives what its ``B`` copies gave.
-_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
 #: Ops whose output's shape may follow from input *values*: a Shape read behind them is not the batch's alone.
 _DATA_SHAPED = frozenset({"NonZero", "Compress", "Unique", "TopK", "NonMaxSuppression", "Loop", "If", "Scan"})
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
 def batch_invariant_as_constant(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -77,19 +77,15 @@ def _frontier(model: onnx.ModelProto) -> dict[str, int]:
            and n.input[0] in data):
         return {}  # a shape read with an unknown size past the batch: the value may follow from more than B
     types = _elem_types(model)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in set(node.input):
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     outputs = {o.name for o in graph.output}
     frontier = {}
     for name in sorted(sized):
         shape = shapes.get(name)
-        meets = [r for r in readers.get(name, []) if r.output[0] in data]
-        if not meets or name in outputs or types.get(name) not in _FLOATS or not shape or shape[0] is not None:
+        reading = [graph.node[k] for k in readers.get(name, [])]
+        if not reading or name in outputs or types.get(name) not in _FLOATS or not shape or shape[0] is not None:
             continue
-        if len(meets) == len(readers[name]) and all(_broadcasts_over_batch(r, name, shape, shapes, data)
-                                                    for r in meets):
+        if all(r.output[0] in data and _broadcasts_over_batch(r, name, shape, shapes, data) for r in reading):
             frontier[name] = types[name]
     return frontier
 
