@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +141,75 @@ def test_op_diff_names_each_differing_op_largest_first():
     assert report.op_diff({"ADD": 1}, {"ADD": 1}) == [] and report.op_diff_text([]) == "same ops"
 
 
+def _two_convs(tmp_path) -> tuple[Path, Path, np.ndarray]:
+    """model.onnx and a SavedModel of the same two 3x3 convolutions with ReLU (NCHW / NHWC), and an NCHW input."""
+    import onnx
+    import tensorflow as tf
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal(s, np.float32) for s in ((8, 3, 3, 3), (8, 8, 3, 3)))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["y"])]
+    graph = helper.make_graph(nodes, "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    onnx_path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), onnx_path)
+
+    module = tf.Module()
+    module.w1, module.w2 = (tf.Variable(w.transpose(2, 3, 1, 0)) for w in (w1, w2))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32, name="x")])
+    def serve(x):
+        h = tf.nn.relu(tf.nn.conv2d(x, module.w1, 1, "SAME"))
+        return {"y": tf.nn.relu(tf.nn.conv2d(h, module.w2, 1, "SAME"))}
+
+    saved = tmp_path / "saved_model"
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": serve})
+    return onnx_path, saved, rng.standard_normal((1, 3, 32, 32), np.float32)
+
+
+def test_op_times_name_the_kernels_each_runtime_ran(tmp_path):
+    """Both profiles of a two-convolution model count two convolution kernels per call (whatever each runtime named
+    them: oneDNN's ``_MklNative...``, a fusion with the ReLU), with time in them, and no function-call op."""
+    from converter.bench import optimes
+
+    onnx_path, saved, x = _two_convs(tmp_path)
+    for times in (optimes.onnxruntime(onnx_path, {"x": x}, threads=1, calls=5),
+                  optimes.saved_model(saved, {"x": x.transpose(0, 2, 3, 1)}, threads=1, calls=5)):
+        convs = {op: t for op, t in times.items() if "conv" in op.lower()}
+        assert sum(t["count"] for t in convs.values()) == 2, times
+        assert all(t["us"] > 0 for t in convs.values()) and not {"PartitionedCall", "StatefulPartitionedCall"} & set(times)
+        assert list(times) == sorted(times, key=lambda op: -times[op]["us"])  # largest first
+    assert not list(tmp_path.glob("ort*.json")) and not list(Path.cwd().glob("ort*.json"))  # no profile left behind
+
+
+def test_onnxruntime_op_times_leave_out_the_warm_up_runs():
+    def run(ts: int, dur: int) -> dict:
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+    def node(ts: int, op: str, dur: int) -> dict:
+        return {"cat": "Node", "name": f"{op}_0_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0, 100), node(10, "Conv", 90), run(200, 50), node(210, "Conv", 30), node(230, "Relu", 10),
+              {"cat": "Node", "name": "Conv_0_fence_before", "ts": 209, "dur": 1}, run(300, 50), node(310, "Conv", 50)]
+    from converter.bench import optimes
+
+    assert optimes.node_times(events, calls=2) == {"Conv": {"us": 40.0, "count": 1.0}, "Relu": {"us": 5.0, "count": 0.5}}
+
+
+def test_the_report_scales_each_op_times_share_to_the_measured_median():
+    model = {"rows": ROWS, "op_diff": None, "op_histograms": {},
+             "op_times": {"saved_model": {"threads": 2, "ops": {"Conv2D": {"us": 300.0, "count": 2.0},
+                                                                  "AddV2": {"us": 100.0, "count": 1.0}}},
+                          "onnxruntime": {"threads": 4, "ops": {"Conv": {"us": 10.0, "count": 2.0}}}}}
+    text = "\n".join(report._ops_lines(model))
+    # the SavedModel's batch-1 median is 1.5 ms; onnxruntime's profile was taken at a thread count with no row
+    assert "SavedModel serving_default: Conv2D 1,125 µs (2), AddV2 375 µs (1) of 1,500 µs." in text
+    assert "onnxruntime: Conv" not in text
+
+
 def test_tflite_histogram_counts_the_ops_inside_a_while_body(tmp_path):
     """A batch-mapped graph keeps the model in a WHILE body: the main subgraph alone would show one WHILE, and the
     manifest's op histogram would say the file holds nothing else."""
@@ -256,5 +326,9 @@ def test_zoo_run_on_a_small_classifier(tmp_path):
     assert model["op_histograms"]["keras_twin"]["Conv2D"] > 0
     assert model["op_histograms"]["tflite_litert"]["CONV_2D"] == model["op_histograms"]["tflite_fp32"]["CONV_2D"]
     assert sum(model["op_histograms"]["saved_model"].values()) > 0 and model["op_diff"] is not None
+    for runtime in ("saved_model", "onnxruntime"):  # where each call's time goes: mostly in convolutions
+        ops = model["op_times"][runtime]["ops"]
+        conv = sum(t["us"] for op, t in ops.items() if "conv" in op.lower())
+        assert conv > 0.3 * sum(t["us"] for t in ops.values()), (runtime, ops)
     md = (tmp_path / "z.md").read_text()
-    assert f"## {name}" in md and "Ops, our TFLite fp32 vs litert-torch's" in md
+    assert f"## {name}" in md and "Ops, our TFLite fp32 vs litert-torch's" in md and "Where a batch-1 call's time goes" in md

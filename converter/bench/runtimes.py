@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from converter.bench import optimes
+
 #: onnx2tf turns every 4-D input into NHWC.
 RAW_ONNX2TF_PERM = (0, 2, 3, 1)
 RUNTIMES = ("pytorch", "torchscript", "torch_compile", "onnxruntime", "saved_model", "saved_model_xla",
@@ -53,6 +55,8 @@ class Bench:
     resize: Callable[[int], Bench] | None = None
     #: serving mode: how many of each op the artifact's graph holds (what a latency gap is read against)
     op_histogram: dict[str, int] | None = None
+    #: serving mode: ``prepare``'d batch-1 feed -> time per op type on a traced copy (:mod:`converter.bench.optimes`)
+    profile: Callable[[Any], dict[str, dict[str, float]]] | None = None
 
 
 def build(runtime: str, out_dir: Path, manifest: dict, threads: int, raw_tflite: Path | None,
@@ -288,7 +292,8 @@ def _onnxruntime_serving(path: Path, names: list[str], dtypes: list[str], output
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return Bench("onnxruntime", "fp32", path.name,
                  lambda xs: {n: np.ascontiguousarray(x, dtype=d) for n, d, x in zip(names, dtypes, xs)},
-                 lambda feed: session.run(outputs, feed), op_histogram=onnx_histogram(path))
+                 lambda feed: session.run(outputs, feed), op_histogram=onnx_histogram(path),
+                 profile=lambda feed: optimes.onnxruntime(path, feed, threads))
 
 
 def onnx_histogram(path: Path) -> dict[str, int]:
@@ -329,7 +334,8 @@ def _saved_model_serving(path: Path, manifest: dict, threads: int) -> Bench:
 
     return Bench("saved_model", "fp32", "saved_model", prepare, call,
                  to_pytorch=lambda ys: [layout.from_layout(y, perm) for y, (_, perm) in zip(ys, outs)],
-                 op_histogram=tf_histogram(loaded.signatures["serving_default"]))
+                 op_histogram=tf_histogram(loaded.signatures["serving_default"]),
+                 profile=lambda feed: optimes.saved_model(path, {n: t.numpy() for n, t in feed.items()}, threads))
 
 
 #: Graph plumbing that the executor does not run as a kernel worth counting.

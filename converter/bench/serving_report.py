@@ -242,9 +242,29 @@ def _ops_lines(model: dict) -> list[str]:
         lines += ["", "Graph ops, SavedModel serving_default (TF kernels, constants and plumbing left out) vs the ONNX "
                   f"graph onnxruntime runs: {sum(tf_ops.values())} vs {sum(onnx_ops.values())}; "
                   f"SavedModel: {top_ops(tf_ops)}; ONNX: {top_ops(onnx_ops)}."]
+    shares = [_op_time_text(label, runtime, model) for runtime, label in
+              (("saved_model", "SavedModel serving_default"), ("onnxruntime", "onnxruntime"))]
+    if any(shares):
+        lines += ["", "Where a batch-1 call's time goes, by kernel (a traced copy after warm-up; each op type's share of "
+                  "the traced kernel time applied to the runtime's measured median, with its count per call): "
+                  + "; ".join(s for s in shares if s) + "."]
     if hist.get("keras_twin"):
         lines += ["", f"TF's own Keras build of the architecture: {sum(hist['keras_twin'].values())} graph ops; "
                   f"{top_ops(hist['keras_twin'])}."]
     if model.get("dynamic_batch_route"):
         lines += ["", f"Symbolic batch route: {model['dynamic_batch_route']}"]
     return lines
+
+
+def _op_time_text(label: str, runtime: str, model: dict, top: int = 6) -> str | None:
+    """``"SavedModel ...: _MklNativeConv2D 2,690 µs (40), ... of 4,800 µs"`` from ``model["op_times"][runtime]``,
+    scaled to that runtime's batch-1 median at the profile's thread count; None without either."""
+    entry = (model.get("op_times") or {}).get(runtime)
+    median = next((r.get("median_s") for r in model.get("rows", []) if r["runtime"] == runtime and r["batch"] == 1
+                   and entry and r["threads"] == entry["threads"] and r.get("ok")), None)
+    traced = sum(t["us"] for t in entry["ops"].values()) if entry else 0.0
+    if not median or not traced:
+        return None
+    scale = median * 1e6 / traced
+    parts = [f"{op} {t['us'] * scale:,.0f} µs ({t['count']:g})" for op, t in list(entry["ops"].items())[:top]]
+    return f"{label}: {', '.join(parts)} of {median * 1e6:,.0f} µs"

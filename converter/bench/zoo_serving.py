@@ -77,13 +77,15 @@ def _model(cfg: ZooServingConfig, name: str, work: Path) -> dict:
     if isinstance(meta, str):
         return {"model": name, "error": meta, "rows": [], "ratios": [], "op_diff": None}
     manifest = json.loads((work / "converted" / "manifest.json").read_text())
-    rows, ops = [], {}
+    rows, ops, op_times = [], {}, {}
     for threads in cfg.threads:
         got, info = _time(cfg, name, work, threads, litert, manifest)
         rows += got
         for runtime, ready in info.items():  # the same file at every thread count: the first answer will do
             if ready.get("op_histogram") and runtime not in ops:
                 ops[runtime] = ready["op_histogram"]
+            if ready.get("op_times") and runtime not in op_times:  # where its time goes, at these threads
+                op_times[runtime] = {"threads": threads, "ops": ready["op_times"]}
     # every subgraph of both files, counted alike (runtimes.tflite_histogram); the manifest's main-subgraph count
     # when our child failed
     ours_ops = ops.get("tflite_fp32") or manifest["artifacts"].get("tflite_fp32", {}).get("op_histogram")
@@ -92,7 +94,7 @@ def _model(cfg: ZooServingConfig, name: str, work: Path) -> dict:
             "inputs": meta["inputs"], "convert_s": meta["convert_s"],
             "litert_error": litert if isinstance(litert, str) else "",
             "rows": rows, "ratios": report.ratios(rows, meta["image_classifier"]),
-            "op_histograms": {**ops, "tflite_fp32": ours_ops},
+            "op_histograms": {**ops, "tflite_fp32": ours_ops}, "op_times": op_times,
             "op_diff": report.op_diff(ours_ops, litert_ops) if ours_ops is not None and litert_ops else None,
             "dynamic_batch_route": _route(manifest)}
 
