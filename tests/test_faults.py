@@ -89,12 +89,16 @@ def files(tmp_path_factory, trained_weights) -> Path:
     nan_weight["fc2.weight"] = nan_weight["fc2.weight"].clone()
     nan_weight["fc2.weight"][0, 0] = float("nan")
     torch.save(nan_weight, root / "nan_weight.pt")
+    torch.save({"weight": _Pwn()}, root / "evil.pt")  # a crafted checkpoint
+    torch.save(toy_models.tiny_linear(), root / "whole_model.pt")  # torch.save(model): a pickled nn.Module
+    np.save(root / "evil.npy", np.array([_Pwn()], dtype=object), allow_pickle=True)
     (root / "a_file").write_text("x")
     (root / "exists").mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.14 deprecates torch.jit: users still ship such files
         traced = torch.jit.trace(toy_models.DictOutputs().eval(), torch.randn(1, 4), strict=False)
         torch.jit.save(traced, root / "dict_out.torchscript.pt")
+        torch.jit.save(torch.jit.trace(toy_models.tiny_linear().eval(), torch.randn(1, 4)), root / "lin.torchscript.pt")
     return root
 
 
@@ -236,6 +240,16 @@ ROWS = [
     Row("torchscript-file-returning-a-dict", ["{f}/dict_out.torchscript.pt", "--input-shape", "1,4"], 2,
         "the TorchScript model returns a Dict[str, Tensor], which neither ONNX exporter takes from a TorchScript file "
         "— trace it returning a tuple (Hugging Face: return_dict=False)"),
+    Row("pt-crafted-pickle-refused", ["{f}/evil.pt", "--input-shape", "1,4"], 2,
+        "is a pickle (torch.save of a whole model?) that asks for the Python object posix.system; unpickling it could "
+        "run code from the file, so it is never loaded — save the weights alone"),
+    Row("pt-whole-model-pickle-refused", ["{f}/whole_model.pt", "--input-shape", "1,4"], 2,
+        "asks for the Python object tests.toy_models.TinyLinear"),
+    Row("weights-crafted-pickle-refused", ["mnist_cnn", "--weights", "{f}/evil.pt"], 2,
+        "are a pickle that asks for the Python object posix.system; unpickling it could run code from the file, so "
+        "it is never loaded — save the state_dict alone: torch.save(model.state_dict(), PATH)"),
+    Row("parity-data-pickle-refused", ["mnist_cnn", "--parity-data", "{f}/evil.npy"], 2,
+        "holds Python objects (a pickle, which is never loaded)"),
     Row("pt2-real-export-still-loads", ["{f}/good.pt2", "--input-shape", "1,4", "--precision", "fp32"], 0, "wrote"),
     # --- data loss (trust 2)
     Row("force-over-user-directory", [*TINY, "--force"], 2, "was not written by this tool", _user_data),
@@ -311,6 +325,8 @@ ROWS = [
     Row("dict-outputs-convert", ["tests.toy_models:dict_outputs", "--input-shape", "1,4", "--precision", "fp32"],
         0, "wrote"),
     Row("input-shape-rejected", ["mnist_cnn", "--input-shape", "1,3,28,28"], 2, "rejects --input-shape 1,3,28,28"),
+    Row("input-shape-rejected-by-torchscript", ["{f}/lin.torchscript.pt", "--input-shape", "1,5"], 2,
+        "rejects --input-shape 1,5: RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x5 and 4x"),
     Row("input-shape-not-numbers", ["mnist_cnn", "--input-shape", "1,a,28"], 2, "not a comma list of integers"),
     Row("input-shape-zero", ["mnist_cnn", "--input-shape", "0,1,28,28"], 2, "non-positive dimension"),
     Row("onnx-corrupt", ["{f}/garbage.onnx"], 2, "is not a valid ONNX model"),
@@ -337,6 +353,10 @@ ROWS = [
     Row("input-range-not-numbers", [*TEXT, *INT64_TWICE, "--input-range", "a,b"], 2, "is not LOW,HIGH"),
     Row("export-disagrees-with-pytorch", ["tests.toy_models:drifting", "--input-shape", "1,4"], 2,
         "the exported ONNX graph disagrees with PyTorch"),
+    Row("input-shape-against-onnx", ["{f}/good.onnx", "--input-shape", "1,5"], 2,
+        "--input-shape 1,5 does not fit input 'x' of good.onnx, declared [1, 4] — pass --input-shape 1,4"),
+    Row("input-rank-against-onnx", ["{f}/good.onnx", "--input-shape", "1,4,1"], 2,
+        "declared [1, 4] — pass an --input-shape of rank 2"),
     Row("input-dtype-against-onnx", ["{f}/good.onnx", "--input-dtype", "int64"], 2, "an .onnx file declares its own"),
 ]
 

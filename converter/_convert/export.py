@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from typing import TYPE_CHECKING
 
-from converter.errors import ExportError, InputError, first_line
+from converter.errors import ExportError, InputError, cut, first_line
 
 if TYPE_CHECKING:  # torch is imported lazily: the TF side of a conversion never needs it
     import torch
@@ -88,6 +88,9 @@ def probe_outputs(module: nn.Module, sample: list[np.ndarray], shapes_text: str)
         raise
     except Exception as exc:
         first = first_line(exc)
+        if first.startswith("The following operation failed in the TorchScript interpreter"):
+            # the cause is the last line, after the TorchScript traceback
+            first = cut([ln.strip() for ln in str(exc).splitlines() if ln.strip()][-1], 200)
         raise InputError(f"the model rejects --input-shape {shapes_text}: {first}",
                          "pass the shape(s) forward() expects (--input-shape), their dtypes (--input-dtype int64 for "
                          "token ids) and, for integer inputs, a valid --input-range") from None
@@ -261,6 +264,23 @@ def onnx_input_shapes(model: onnx.ModelProto) -> list[tuple[int, ...]]:
     return shapes
 
 
+def _check_declared_shapes(model: onnx.ModelProto, shapes: list[tuple[int, ...]], file: str) -> None:
+    """InputError naming the first input whose ``--input-shape`` contradicts a size the graph declares (its rank, or
+    a fixed size; a named size takes any), with the shape that fits: onnxruntime's own message is cut off."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    for vi, shape in zip(inputs, shapes):
+        dims = vi.type.tensor_type.shape.dim
+        declared = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+        fits = [want if want is not None else got for want, got in zip(declared, shape)]
+        if len(shape) != len(declared) or list(shape) != fits:
+            shown = ", ".join(str(d) if d is not None else (dims[k].dim_param or "?") for k, d in enumerate(declared))
+            fix = (f"pass --input-shape {','.join(map(str, fits))}" if len(shape) == len(declared) else
+                   f"pass an --input-shape of rank {len(declared)}")
+            raise InputError(f"--input-shape {','.join(map(str, shape))} does not fit input {vi.name!r} of {file}, "
+                             f"declared [{shown}]", fix)
+
+
 def onnx_elem_types(model: onnx.ModelProto) -> list[np.dtype]:
     inits = {i.name for i in model.graph.initializer}
     return [np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
@@ -310,6 +330,7 @@ def resolve_inputs(model: LoadedModel, input_shapes: list[tuple[int, ...]] | Non
         if len(shapes) != len(dtypes):
             raise InputError(f"{onnx_path.name} has {len(dtypes)} inputs but {len(shapes)} --input-shape were given",
                              "pass one --input-shape per model input")
+        _check_declared_shapes(proto, shapes, onnx_path.name)
         given = [np.dtype(d) for d in input_dtypes]
         if given and given != list(dtypes):
             raise InputError(f"--input-dtype {','.join(map(str, given))} differs from {onnx_path.name}'s input dtypes "

@@ -144,6 +144,12 @@ def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
         raise ModelLoadError(f"weights file {path} is empty", "pass a file written by torch.save(model.state_dict(), PATH)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message would suggest unpickling it anyway
+        found = _REFUSED_GLOBAL.search(str(exc))
+        raise ModelLoadError(f"weights {path} are a pickle that asks for the Python object "
+                             f"{found.group(1) if found else 'outside the weights-only allowlist'}; unpickling it "
+                             "could run code from the file, so it is never loaded",
+                             "save the state_dict alone: torch.save(model.state_dict(), PATH)") from None
     except Exception as exc:  # torch raises many types for corrupt / truncated / foreign files
         raise ModelLoadError(
             f"cannot read weights {path}: {type(exc).__name__}: {first_line(exc, 160)}",
@@ -214,6 +220,11 @@ def _load_torchscript(path: Path) -> nn.Module:
         if _is_plain_state_dict(path):
             raise ModelLoadError(f"{path} is a state_dict, not a TorchScript model",
                                  "pass the architecture (e.g. mnist_cnn or module:callable) with --weights") from None
+        asked = pickled_object(path)
+        if asked is not None:
+            raise ModelLoadError(f"{path} is a pickle (torch.save of a whole model?) that asks for the Python object "
+                                 f"{asked}; unpickling it could run code from the file, so it is never loaded",
+                                 _PICKLE_FIX) from None
         raise ModelLoadError(f"cannot load TorchScript {path}: {type(exc).__name__}",
                              "pass a file written by torch.jit.save, or a .pt2/.onnx file") from None
 
@@ -295,6 +306,28 @@ def _Unexported(graph_module) -> nn.Module:
             return self._inner(*args)
 
     return Unexported(graph_module).eval()
+
+
+_PICKLE_FIX = ("save the weights alone (torch.save(model.state_dict(), PATH)) and pass the architecture as "
+               "module:callable with --weights PATH, or save the model with torch.jit.save or torch.export.save")
+#: the object a weights-only unpickler refused, in torch's message ("Unsupported global: GLOBAL posix.system ...")
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def pickled_object(path: Path) -> str | None:
+    """The Python object a pickle in ``path`` asks for that PyTorch's weights-only unpickler refuses
+    (``torchvision.models.resnet.ResNet`` for ``torch.save(model)``, ``posix.system`` for a crafted file); None
+    when the file loads weights-only, or fails for another reason. Nothing in the file runs."""
+    import torch  # lazily: the TF side of a conversion never imports torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _REFUSED_GLOBAL.search(str(exc))
+        return found.group(1) if found else "outside the weights-only allowlist"
+    except Exception:
+        return None
+    return None
 
 
 def _is_plain_state_dict(path: Path) -> bool:

@@ -133,7 +133,7 @@ def _npy(path: Path, input_shapes, input_dtypes, samples: int) -> ParityData:
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"cannot read {path}: {type(exc).__name__}", "pass a file written by numpy.save") from None
+        raise InputError(f"cannot read {path}: {_numpy_reason(exc)}", "pass a file written by numpy.save") from None
     array = check_samples(array, str(path), input_shapes[0])
     with np.errstate(over="ignore"):  # checked again once cast: a float64 beyond float32's range becomes Inf
         array = check_samples(array[:samples].astype(input_dtypes[0], copy=False), f"{path} (as {input_dtypes[0]})")
@@ -155,7 +155,7 @@ def _npz(path: Path, names: list[str], input_shapes, input_dtypes, samples: int,
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except Exception as exc:
-        raise InputError(f"cannot read {path}: {type(exc).__name__}",
+        raise InputError(f"cannot read {path}: {_numpy_reason(exc)}",
                          "pass a file written by numpy.savez, one array per input name") from None
     listed = ", ".join(names)
     for name in names:
@@ -239,8 +239,16 @@ def load_calibration(path: str | Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"cannot read --calibration-data {path}: {type(exc).__name__}",
+        raise InputError(f"cannot read --calibration-data {path}: {_numpy_reason(exc)}",
                          "pass an .npy array [N, *input_shape[1:]] in the PyTorch layout") from None
     what = f"--calibration-data {path}"
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: refused as non-finite
         return check_samples(check_samples(array, what).astype(np.float32), f"{what} (as float32)")
+
+
+def _numpy_reason(exc: Exception) -> str:
+    """Why ``numpy.load(allow_pickle=False)`` refused a file, in a few words: Python objects (a pickle, which is
+    never loaded) said as such; anything else as the exception's type."""
+    if "allow_pickle=False" in str(exc):
+        return "it holds Python objects (a pickle, which is never loaded); save numeric arrays"
+    return type(exc).__name__
