@@ -346,3 +346,23 @@ def test_full_int8_of_a_model_with_integer_inputs_calibrates_on_integers(tmp_pat
 
     details = Interpreter(model_path=str(result.out_dir / "model_int8.tflite")).get_input_details()
     assert {str(np.dtype(d["dtype"])) for d in details} == {"int64"}
+
+
+@pytest.mark.parametrize(("name", "values", "config", "want"), [
+    ("attention_mask", [[1, 1, 1, 1]], None, (0, 2)),  # an all-ones sample mask: parity still feeds padding
+    ("attention_mask", [[1, 1, 0, 0]], None, (0, 2)),
+    ("padding_mask", [[0, 2, 1, 1]], None, (0, 3)),  # not 0/1: not a mask
+    ("input_ids", [[5, 17, 300, 2]], {"vocab_size": 1000}, (0, 1000)),  # the whole vocabulary
+    ("input_ids", [[5, 17, 300, 2]], None, (2, 301)),  # no config: the sample's range
+    ("input_ids", [[5, 17, 1200, 2]], {"vocab_size": 1000}, (2, 1201)),  # a config the sample contradicts: ignored
+    ("token_type_ids", [[0, 0, 0, 0]], {"type_vocab_size": 2}, (0, 2)),
+    ("labels", [[3, 4, 4, 9]], {"vocab_size": 1000}, (3, 10)),
+])
+def test_sample_ranges_by_input_name(name: str, values, config, want) -> None:
+    from types import SimpleNamespace
+
+    from converter._convert.live import Samples
+
+    samples = Samples((np.array(values, np.int64), np.zeros((1, 4), np.float32)), (name, "x"))
+    got = samples.ranges(SimpleNamespace(**config) if config else None)
+    assert got == (want, (0, 1))

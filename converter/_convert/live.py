@@ -43,10 +43,30 @@ class Samples:
     def dtypes(self) -> tuple[str, ...]:
         return tuple(str(a.dtype) for a in self.arrays)
 
-    def ranges(self) -> tuple[tuple[int, int], ...]:
-        """[min, max + 1) of every integer input (float and bool inputs get a placeholder the data ignores)."""
-        return tuple((int(a.min()), int(a.max()) + 1) if np.issubdtype(a.dtype, np.integer) and a.size else (0, 1)
-                     for a in self.arrays)
+    def ranges(self, config: Any = None) -> tuple[tuple[int, int], ...]:
+        """The value range random parity data draws each integer input from (float and bool inputs get a placeholder
+        the data ignores): by its name, a 0/1 ``*_mask`` [N, seq] is [0, 2), so parity feeds padding masks (an
+        all-ones sample mask would test no padding); ``input_ids`` / ``token_type_ids`` of a model with a Hugging
+        Face ``config`` are the whole vocabulary [0, vocab_size) / [0, type_vocab_size); any other integer input the
+        sample's [min, max + 1)."""
+        names = self.names or ("",) * len(self.arrays)
+        return tuple(_range(a, name, config) for a, name in zip(self.arrays, names))
+
+
+#: integer inputs whose range a Hugging Face config states: input name -> the config's attribute
+_CONFIG_RANGES = {"input_ids": "vocab_size", "token_type_ids": "type_vocab_size"}
+
+
+def _range(array: np.ndarray, name: str, config: Any) -> tuple[int, int]:
+    if not np.issubdtype(array.dtype, np.integer) or not array.size:
+        return (0, 1)
+    low, high = int(array.min()), int(array.max()) + 1
+    if name.lower().endswith("mask") and array.ndim == 2 and 0 <= low and high <= 2:
+        return (0, 2)
+    size = getattr(config, _CONFIG_RANGES.get(name, ""), None)
+    if isinstance(size, int) and not isinstance(size, bool) and size >= high and low >= 0:
+        return (0, size)
+    return (low, high)
 
 
 def path_argument(value: Any, name: str, example: str) -> Path:
@@ -124,6 +144,7 @@ def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOp
     if options.input_dtypes and tuple(np.dtype(d).name for d in options.input_dtypes) != samples.dtypes:
         raise InputError(f"input_dtypes {','.join(options.input_dtypes)} differ from the sample inputs' "
                          f"{','.join(samples.dtypes)}", "drop input_dtypes: the sample inputs carry their dtypes")
+    config = getattr(loaded.module, "config", None)  # a Hugging Face model's: its vocabulary sizes
     if samples.names is not None and loaded.module is not None:
         loaded = replace(loaded, module=keyword_call(loaded.module, samples.names))
     if samples.names is not None and loaded.kind == "onnx":
@@ -132,7 +153,7 @@ def with_samples(source: LoadedModel | str, samples: Samples, options: ConvertOp
     if samples.names is not None and not options.input_names:
         changes["input_names"] = samples.names
     if random_data and not options.input_ranges:
-        changes["input_ranges"] = samples.ranges()
+        changes["input_ranges"] = samples.ranges(config)
     return replace(loaded, default_input_shapes=tuple(samples.shapes)), replace(options, **changes)
 
 
