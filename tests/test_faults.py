@@ -261,7 +261,8 @@ ROWS = [
     Row("out-exists-empty", ["mnist_cnn", "--out", "{f}/exists"], 2,
         "exists (empty) and this tool replaces only its own output — remove the empty directory (rmdir)"),
     Row("user-directory-without-force", [*TINY], 2,
-        "was not written by this tool (it has no manifest.json of its own); --force replaces only its own output — "
+        "was not written by this tool (it holds no manifest.json that this tool wrote); --force replaces only its "
+        "own output — "
         "choose another --out", _user_data),
     Row("own-output-without-force", [*TINY], 2,
         "already exists (this tool's output) — pass --force (force=True in the API) to overwrite it", _copy_converted),

@@ -44,8 +44,8 @@ def check(out: Path, *, force: bool, owned: Callable[[Path], bool], what: str,
             if not any(out.iterdir()):
                 raise OutDirError(f"{out} exists (empty) and this tool replaces only its own output",
                                   "remove the empty directory (rmdir) or choose another --out")
-            raise OutDirError(f"{out} was not written by this tool (it has no {what} of its own); --force replaces "
-                              "only its own output", "choose another --out, or empty it yourself")
+            raise OutDirError(f"{out} was not written by this tool (it holds no {what} that this tool wrote); "
+                              "--force replaces only its own output", "choose another --out, or empty it yourself")
         if not force:
             raise OutDirError(f"{out} already exists (this tool's output)",
                               "pass --force (force=True in the API) to overwrite it, or choose another --out")
