@@ -76,3 +76,34 @@ def test_an_int8_file_without_int8_tensors_is_reported(tmp_path) -> None:
     quantised = tmp_path / "dynamic.tflite"
     quantised.write_bytes(_fp32_file(with_added_table=False, optimize=True))
     assert tfexport.unquantised(quantised, "dynamic_int8") is None
+
+
+def test_a_small_models_float_dynamic_range_file_passes_and_says_so(tmp_path) -> None:
+    """Every weight under TFLite's 1024-element threshold: the dynamic-range file is float, as it should be; its
+    passing row says so (in parity.md too) instead of passing silently. A file with a large float weight fails."""
+    import tensorflow as tf
+
+    from converter.parity import judge
+    from converter.parity.markdown import passed_cell
+    from converter.parity.run import _require_quantised
+
+    weights = tf.constant(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32, name="x")])
+    def serve(x):
+        return {"y": tf.matmul(x, weights)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    (tmp_path / "model_dynamic_int8.tflite").write_bytes(converter.convert())
+    (tmp_path / "large.tflite").write_bytes(_fp32_file(with_added_table=False))
+
+    def row(artifact: str) -> judge.RuntimeResult:
+        return judge.RuntimeResult("tflite", "dynamic_int8", artifact, 0.0, 0.0, 0.0, 1.0, 1.0, None, {}, True)
+
+    small, large = row("model_dynamic_int8.tflite"), row("large.tflite")
+    _require_quantised(tmp_path, small)
+    _require_quantised(tmp_path, large)
+    assert small.passed and small.reason == "float: no weight reaches the 1024-element size TFLite quantises"
+    assert passed_cell(small.passed, small.reason) == f"yes ({small.reason})"
+    assert not large.passed and "large enough to quantise" in large.reason

@@ -217,17 +217,22 @@ def unquantised(tflite_file: Path, precision: str) -> str | None:
     Full int8 must hold int8 tensors; dynamic-range int8 must, unless no float weight reaches the quantiser's
     1024-element threshold (``halfcast.MIN_ELEMENTS``; a small model's file then stays float, and that is what it
     should be)."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from converter._convert.halfcast import float32_constants
 
-    if any(d["dtype"] == np.int8 for d in Interpreter(model_path=str(tflite_file)).get_tensor_details()):
+    if quantised_tensors(tflite_file):
         return None
     if precision == "int8":
         return "it holds no int8 tensor"
     weights = float32_constants(tflite_file.read_bytes())
     return f"it holds no int8 tensor, though {len(weights)} float weight(s) are large enough to quantise" \
         if weights else None
+
+
+def quantised_tensors(tflite_file: Path) -> int:
+    """How many int8 tensors a TFLite file holds."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return sum(d["dtype"] == np.int8 for d in Interpreter(model_path=str(tflite_file)).get_tensor_details())
 
 
 def op_histogram(tflite_bytes: bytes) -> dict[str, int]:

@@ -14,6 +14,7 @@ import json
 import tempfile
 from html import escape
 from pathlib import Path
+from converter.parity.markdown import passed_cell
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}
@@ -89,7 +90,7 @@ def _parity(parity: dict | None) -> str:
     for r in parity["runtimes"]:
         rows.append([r["runtime"], r["precision"], r.get("artifact"), r.get("size_bytes"), _g(r["max_abs_err"]),
                      _g(r["mean_abs_err"]), _g(r["max_rel_err"]), _g(r["cosine_min"]), _pct(r.get("top1_agreement")),
-                     _pct(r.get("accuracy")), "yes" if r["passed"] else f"NO: {r.get('reason', '')}"])
+                     _pct(r.get("accuracy")), passed_cell(r["passed"], r.get("reason", ""))])
         classes.append("pass" if r["passed"] else "fail")
     warnings = "".join(f"<p>warning: {escape(w)}</p>" for w in parity.get("warnings", []))
     return head + table(["runtime", "precision", "artifact", "bytes", "max abs err", "mean abs err", "max rel err",

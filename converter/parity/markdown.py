@@ -25,7 +25,7 @@ def report_markdown(report: ParityReport) -> str:
         lines.append(
             f"| {r.runtime} | {r.precision} | {r.artifact or '-'} | {_size(r.size_bytes)} | {r.max_abs_err:.3g} | {r.mean_abs_err:.3g} | "
             f"{r.max_rel_err:.3g} | {r.cosine_min:.6f} | {_agreement_cell(r)} | {_pct(r.accuracy)} | "
-            f"{'yes' if r.passed else 'NO: ' + r.reason} |")
+            f"{passed_cell(r.passed, r.reason)} |")
     lines += [f"> warning: {w}" for w in report.warnings]
     if report.class_axes:
         lines.append(judged_line(report.class_axes))
@@ -85,3 +85,11 @@ def _pct(value: float | None) -> str:
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else 1e300
+
+
+def passed_cell(passed: bool, reason: str) -> str:
+    """``yes``, ``yes (a note)`` for a row that passed with something to say (a dynamic-range file left float), or
+    ``NO: why``."""
+    if not passed:
+        return f"NO: {reason}"
+    return f"yes ({reason})" if reason else "yes"

@@ -236,12 +236,15 @@ def _require_quantised(out: Path, row: parity.RuntimeResult) -> None:
     (seen: full int8 calibrated on an empty set) would otherwise pass every accuracy check."""
     if row.runtime != "tflite" or row.precision not in ("int8", "dynamic_int8") or not row.passed:
         return
-    from converter._convert.tfexport import unquantised
+    from converter._convert.halfcast import MIN_ELEMENTS
+    from converter._convert.tfexport import quantised_tensors, unquantised
 
     why = unquantised(out / row.artifact, row.precision)
     if why is not None:
         row.passed = False
         row.reason = f"{row.artifact} is not quantised: {why}"
+    elif row.precision == "dynamic_int8" and not quantised_tensors(out / row.artifact):
+        row.reason = f"float: no weight reaches the {MIN_ELEMENTS}-element size TFLite quantises"  # said, not failed
 
 
 #: rows that run an artifact file (fed at the artifact's fixed batch, when it has one)
