@@ -75,8 +75,8 @@ def convert(
     dict of keyword tensors, of any dtype (float32/16, int32/64, bool); input shapes, dtypes and names (a dict's
     keys) come from them, and integer inputs draw their random parity data from a range their name and the sample
     imply (a 0/1 ``*mask``: padding masks; a Hugging Face model's ``input_ids``: its whole vocabulary; otherwise the
-    sample's [min, max + 1); :meth:`converter._convert.live.Samples.ranges`) unless ``input_ranges`` says otherwise. Without them: ``input_shapes`` and ``input_dtypes``, or the source's
-    defaults.
+    sample's [min, max + 1); :meth:`converter._convert.live.Samples.ranges`) unless ``input_ranges`` says
+    otherwise. Without them: ``input_shapes`` and ``input_dtypes``, or the source's defaults.
     ``options``: a :class:`ConvertOptions`; any of its fields may also be passed as a keyword
     (``precisions=("fp32", "fp16")``, ``dynamic_batch=True``, ``atol=1e-5``), overriding ``options``.
     ``calibration``: full-int8 representative inputs, one PyTorch-layout array per input, or an ``.npy`` path.

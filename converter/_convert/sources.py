@@ -220,7 +220,7 @@ def _load_torchscript(path: Path) -> nn.Module:
         if _is_plain_state_dict(path):
             raise ModelLoadError(f"{path} is a state_dict, not a TorchScript model",
                                  "pass the architecture (e.g. mnist_cnn or module:callable) with --weights") from None
-        asked = pickled_object(path)
+        asked = _pickled_object(path)
         if asked is not None:
             raise ModelLoadError(f"{path} is a pickle (torch.save of a whole model?) that asks for the Python object "
                                  f"{asked}; unpickling it could run code from the file, so it is never loaded",
@@ -314,7 +314,7 @@ _PICKLE_FIX = ("save the weights alone (torch.save(model.state_dict(), PATH)) an
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def pickled_object(path: Path) -> str | None:
+def _pickled_object(path: Path) -> str | None:
     """The Python object a pickle in ``path`` asks for that PyTorch's weights-only unpickler refuses
     (``torchvision.models.resnet.ResNet`` for ``torch.save(model)``, ``posix.system`` for a crafted file); None
     when the file loads weights-only, or fails for another reason. Nothing in the file runs."""

@@ -102,4 +102,3 @@ def _per_call(totals: dict[str, list[float]], calls: int) -> OpTimes:
         return {}
     ordered = sorted(totals.items(), key=lambda item: -item[1][0])
     return {op: {"us": round(us / calls, 1), "count": round(count / calls, 2)} for op, (us, count) in ordered}
-
