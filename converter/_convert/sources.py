@@ -144,13 +144,12 @@ def load_state_dict_file(module: nn.Module, weights: str | Path) -> None:
         raise ModelLoadError(f"weights file {path} is empty", "pass a file written by torch.save(model.state_dict(), PATH)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's message would suggest unpickling it anyway
-        found = _REFUSED_GLOBAL.search(str(exc))
-        raise ModelLoadError(f"weights {path} are a pickle that asks for the Python object "
-                             f"{found.group(1) if found else 'outside the weights-only allowlist'}; unpickling it "
-                             "could run code from the file, so it is never loaded",
-                             "save the state_dict alone: torch.save(model.state_dict(), PATH)") from None
     except Exception as exc:  # torch raises many types for corrupt / truncated / foreign files
+        asked = _refused_global(exc)
+        if asked is not None:  # torch's own message would suggest unpickling it anyway
+            raise ModelLoadError(f"weights {path} are a pickle that asks for the Python object {asked}; unpickling "
+                                 "it could run code from the file, so it is never loaded",
+                                 "save the state_dict alone: torch.save(model.state_dict(), PATH)") from None
         raise ModelLoadError(
             f"cannot read weights {path}: {type(exc).__name__}: {first_line(exc, 160)}",
             "pass a file written by torch.save(model.state_dict(), PATH)",
@@ -317,17 +316,20 @@ _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 def _pickled_object(path: Path) -> str | None:
     """The Python object a pickle in ``path`` asks for that PyTorch's weights-only unpickler refuses
     (``torchvision.models.resnet.ResNet`` for ``torch.save(model)``, ``posix.system`` for a crafted file); None
-    when the file loads weights-only, or fails for another reason. Nothing in the file runs."""
+    when the file loads weights-only, or fails for another reason (a corrupt file). Nothing in the file runs."""
     import torch  # lazily: the TF side of a conversion never imports torch
 
     try:
         torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = _REFUSED_GLOBAL.search(str(exc))
-        return found.group(1) if found else "outside the weights-only allowlist"
-    except Exception:
-        return None
+    except Exception as exc:
+        return _refused_global(exc)
     return None
+
+
+def _refused_global(exc: Exception) -> str | None:
+    """The Python object named in a weights-only unpickler's refusal; None for any other failure (a corrupt file)."""
+    found = _REFUSED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    return found.group(1) if found else None
 
 
 def _is_plain_state_dict(path: Path) -> bool:
