@@ -629,3 +629,11 @@ def test_library_check_never_imports_a_recorded_module_from_the_current_director
     with pytest.raises(Exception, match="cannot import 'evilmod'"):
         check(None, tmp_path / "out")
     assert "evilmod" not in sys.modules and not list(tmp_path.rglob("PWNED"))
+
+
+def test_the_command_is_also_installed_under_the_projects_name(tmp_path: Path) -> None:
+    """``torch2tf`` is ``convert`` (ImageMagick installs a ``convert`` too): the same parser, the same refusals."""
+    for tool in ("convert", "torch2tf"):
+        done = run_cli(tool, "mnist_cnn", "--input-shape", "1,3,28,28", "--out", tmp_path / tool)
+        assert done.returncode == 2 and "rejects --input-shape 1,3,28,28" in done.stderr, (tool, done.stderr)
+        assert not (tmp_path / tool).exists()
