@@ -4,8 +4,9 @@
 :class:`LoadedModel`, or a source spec string / path (``mypkg.nets:build``, ``model.onnx``, ...).
 ``sample_inputs`` is what ``torch.onnx.export`` and ``litert_torch.convert`` take: one tensor, a tuple of tensors
 (positional arguments), or a dict of keyword tensors; NumPy arrays work too. The input shapes, dtypes and names
-come from them, and integer inputs without an explicit range get the sample's own ([min, max + 1)), so random
-parity data stays inside the vocabulary a real batch uses.
+come from them, and integer inputs without an explicit range get one from their name and the sample
+(:meth:`Samples.ranges`: a 0/1 mask feeds padding masks, a Hugging Face model's token ids its whole vocabulary, any
+other integer input the sample's own [min, max + 1)).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter._convert.sources import LoadedModel, load_model
+from converter.parity.data import is_padding_mask
 from converter.errors import InputError
 from converter.options import INPUT_DTYPES, ConvertOptions
 
@@ -61,7 +63,7 @@ def _range(array: np.ndarray, name: str, config: Any) -> tuple[int, int]:
     if not np.issubdtype(array.dtype, np.integer) or not array.size:
         return (0, 1)
     low, high = int(array.min()), int(array.max()) + 1
-    if name.lower().endswith("mask") and array.ndim == 2 and 0 <= low and high <= 2:
+    if 0 <= low and high <= 2 and is_padding_mask(name, array.shape, array.dtype, (0, 2)):
         return (0, 2)
     size = getattr(config, _CONFIG_RANGES.get(name, ""), None)
     if isinstance(size, int) and not isinstance(size, bool) and size >= high and low >= 0:
