@@ -243,6 +243,8 @@ ROWS = [
     Row("pt-crafted-pickle-refused", ["{f}/evil.pt", "--input-shape", "1,4"], 2,
         "is a pickle (torch.save of a whole model?) that asks for the Python object posix.system; unpickling it could "
         "run code from the file, so it is never loaded — save the weights alone"),
+    Row("pt-state-dict-as-model", ["{f}/renamed.pt", "--input-shape", "1,4"], 2,
+        "is a state_dict, not a TorchScript model — pass the architecture"),
     Row("pt-whole-model-pickle-refused", ["{f}/whole_model.pt", "--input-shape", "1,4"], 2,
         "asks for the Python object tests.toy_models.TinyLinear"),
     Row("weights-crafted-pickle-refused", ["mnist_cnn", "--weights", "{f}/evil.pt"], 2,

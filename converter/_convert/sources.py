@@ -216,10 +216,10 @@ def _load_torchscript(path: Path) -> nn.Module:
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
-        if _is_plain_state_dict(path):
+        held, asked = _weights_only(path)
+        if isinstance(held, dict) and zipfile.is_zipfile(path):
             raise ModelLoadError(f"{path} is a state_dict, not a TorchScript model",
                                  "pass the architecture (e.g. mnist_cnn or module:callable) with --weights") from None
-        asked = _pickled_object(path)
         if asked is not None:
             raise ModelLoadError(f"{path} is a pickle (torch.save of a whole model?) that asks for the Python object "
                                  f"{asked}; unpickling it could run code from the file, so it is never loaded",
@@ -313,35 +313,22 @@ _PICKLE_FIX = ("save the weights alone (torch.save(model.state_dict(), PATH)) an
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def _pickled_object(path: Path) -> str | None:
-    """The Python object a pickle in ``path`` asks for that PyTorch's weights-only unpickler refuses
-    (``torchvision.models.resnet.ResNet`` for ``torch.save(model)``, ``posix.system`` for a crafted file); None
-    when the file loads weights-only, or fails for another reason (a corrupt file). Nothing in the file runs."""
+def _weights_only(path: Path) -> tuple[object, str | None]:
+    """``path`` read by PyTorch's weights-only unpickler (nothing in the file runs): (what it holds, None), or (None,
+    the Python object it refused: ``torchvision.models.resnet.ResNet`` for ``torch.save(model)``, ``posix.system``
+    for a crafted file), or (None, None) when it cannot be read at all (a corrupt file)."""
     import torch  # lazily: the TF side of a conversion never imports torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), None
     except Exception as exc:
-        return _refused_global(exc)
-    return None
+        return None, _refused_global(exc)
 
 
 def _refused_global(exc: Exception) -> str | None:
     """The Python object named in a weights-only unpickler's refusal; None for any other failure (a corrupt file)."""
     found = _REFUSED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
     return found.group(1) if found else None
-
-
-def _is_plain_state_dict(path: Path) -> bool:
-    import torch  # lazily: the TF side of a conversion never imports torch
-
-    try:
-        with zipfile.ZipFile(path):
-            pass
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
-    return isinstance(state, dict)
 
 
 def _require_file(path: Path, what: str) -> None:

@@ -260,9 +260,11 @@ def _op_time_text(label: str, runtime: str, model: dict, top: int = 6) -> str | 
     """``"SavedModel ...: _MklNativeConv2D 2,690 µs (40), ... of 4,800 µs"`` from ``model["op_times"][runtime]``,
     scaled to that runtime's batch-1 median at the profile's thread count; None without either."""
     entry = (model.get("op_times") or {}).get(runtime)
+    if not entry:
+        return None
     median = next((r.get("median_s") for r in model.get("rows", []) if r["runtime"] == runtime and r["batch"] == 1
-                   and entry and r["threads"] == entry["threads"] and r.get("ok")), None)
-    traced = sum(t["us"] for t in entry["ops"].values()) if entry else 0.0
+                   and r["threads"] == entry["threads"] and r.get("ok")), None)
+    traced = sum(t["us"] for t in entry["ops"].values())
     if not median or not traced:
         return None
     scale = median * 1e6 / traced

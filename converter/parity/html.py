@@ -14,6 +14,7 @@ import json
 import tempfile
 from html import escape
 from pathlib import Path
+
 from converter.parity.markdown import passed_cell
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
